@@ -1,0 +1,190 @@
+"""The object store: one small interface, a directory implementation by default.
+
+Keys follow `origin.layout`. Writes are atomic (a reader sees the whole object or nothing) and
+streamed (an object is never held whole in memory). Reads are streamed and may be ranged.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from origin.layout import parse_key
+
+CHUNK = 256 * 1024
+
+
+class StoreError(Exception):
+    """Base class for store failures."""
+
+
+class InvalidKey(StoreError):
+    """The key is not part of the object layout."""
+
+
+class TooLarge(StoreError):
+    """A streamed write went over its byte limit; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+    etag: str  # strong validator, with its quotes
+
+
+class Store(abc.ABC):
+    """What every object store offers. Implementations: DirectoryStore (S3 comes later)."""
+
+    @abc.abstractmethod
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Metadata of `key`, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of `key` (end None: to the end). Raises FileNotFoundError."""
+
+    @abc.abstractmethod
+    async def write(
+        self, key: str, chunks: AsyncIterable[bytes], max_bytes: int | None = None
+    ) -> ObjectInfo:
+        """Store `chunks` under `key` atomically; over `max_bytes` raises TooLarge, storing nothing."""
+
+    @abc.abstractmethod
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix`; returns how many."""
+
+    async def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.write(key, one())
+
+    async def write_file(self, key: str, path: Path) -> ObjectInfo:
+        """Store a local file, streamed."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as f:
+                while block := await asyncio.to_thread(f.read, CHUNK):
+                    yield block
+
+        return await self.write(key, chunks())
+
+    async def read_to_file(self, key: str, path: Path) -> int:
+        """Copy an object to a local file, streamed; returns its size."""
+        size = 0
+        with open(path, "wb") as f:
+            async for block in self.read(key):
+                await asyncio.to_thread(f.write, block)
+                size += len(block)
+        return size
+
+
+def _check(key: str) -> None:
+    if parse_key(key) is None:
+        raise InvalidKey(key)
+
+
+class DirectoryStore(Store):
+    """Objects as files under `root`, the key being the relative path."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"DirectoryStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        _check(key)
+        return self.root / key
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        # Objects are written once and never modified in place, so mtime+size identify content.
+        etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=etag)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        f = await asyncio.to_thread(open, path, "rb")
+        try:
+            if start:
+                f.seek(start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                size = CHUNK if remaining is None else min(CHUNK, remaining)
+                block = await asyncio.to_thread(f.read, size)
+                if not block:
+                    break
+                if remaining is not None:
+                    remaining -= len(block)
+                yield block
+        finally:
+            f.close()
+
+    async def write(
+        self, key: str, chunks: AsyncIterable[bytes], max_bytes: int | None = None
+    ) -> ObjectInfo:
+        path = self._path(key)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        size = 0
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for block in chunks:
+                    size += len(block)
+                    if max_bytes is not None and size > max_bytes:
+                        raise TooLarge(f"{key}: over {max_bytes} bytes")
+                    digest.update(block)
+                    await asyncio.to_thread(f.write, block)
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        info = await self.stat(key)
+        assert info is not None
+        return info
+
+    async def delete_prefix(self, prefix: str) -> int:
+        def remove() -> int:
+            count = 0
+            base = self.root / prefix
+            if prefix.endswith("/") and base.is_dir():
+                count = sum(1 for p in base.rglob("*") if p.is_file())
+                shutil.rmtree(base)
+                return count
+            parent = base.parent
+            if not parent.is_dir() or not parent.resolve().is_relative_to(self.root):
+                return 0
+            for p in list(parent.rglob("*")):
+                rel = p.relative_to(self.root).as_posix()
+                if p.is_file() and rel.startswith(prefix):
+                    p.unlink()
+                    count += 1
+            return count
+
+        if not prefix or ".." in prefix or prefix.startswith("/") or "\\" in prefix:
+            raise InvalidKey(prefix)
+        return await asyncio.to_thread(remove)
+
+
+def open_store(spec: str) -> Store:
+    """A store from its command-line form: a directory path (S3 URLs arrive with the S3 store)."""
+    if spec.startswith("s3://"):
+        raise StoreError("the S3 store is not available yet; give a directory")
+    return DirectoryStore(spec)

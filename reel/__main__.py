@@ -1,0 +1,3 @@
+from reel.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""The `reel` command line: one subcommand per service (see DESIGN.md, "The command line").
+
+Every flag also reads an environment variable, REEL_<COMMAND>_<FLAG> (for example
+`reel edge --cache-mb` reads REEL_EDGE_CACHE_MB); the flag wins over the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from reel import logs
+
+
+class _Command:
+    """Adds flags to one subcommand, wiring each to its REEL_<COMMAND>_<FLAG> variable."""
+
+    def __init__(self, parser: argparse.ArgumentParser, command: str) -> None:
+        self.parser = parser
+        self.prefix = f"REEL_{command.upper()}_"
+
+    def flag(self, name: str, *, default: object = None, type: Callable = str, **kw) -> None:
+        env = self.prefix + name.lstrip("-").replace("-", "_").upper()
+        value = os.environ.get(env)
+        if value is not None:
+            if kw.get("nargs") in ("+", "*"):
+                default = [type(v) for v in value.replace(",", " ").split()]
+            elif kw.get("action") == "store_true":
+                default = value.lower() in ("1", "true", "yes", "on")
+            else:
+                default = type(value)
+        if kw.get("required") and default is not None:
+            kw["required"] = False
+        help_text = kw.pop("help", "")
+        help_text = f"{help_text} [env {env}]" + ("" if default is None else " (default: %(default)s)")
+        if kw.get("action") == "store_true":
+            self.parser.add_argument(name, default=bool(default), help=help_text, **kw)
+        else:
+            self.parser.add_argument(name, default=default, type=type, help=help_text, **kw)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reel", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=os.environ.get("REEL_LOG_LEVEL", "INFO"),
+                        help="log level [env REEL_LOG_LEVEL]")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = _Command(sub.add_parser("up", help="everything on one machine, embedded defaults"), "up")
+    up.flag("--data", default="./reel-data", type=Path, help="data directory (database, objects)")
+    up.flag("--demo", action="store_true", help="make a test clip, upload it and print its URLs")
+    up.flag("--host", default="127.0.0.1", help="address every service listens on")
+    up.flag("--port-base", default=8400, type=int,
+            help="geo listens here, control +1, origin +2, edges +10, +11")
+
+    package = _Command(sub.add_parser("package", help="offline packager: INPUT -> OUTDIR"), "package")
+    package.parser.add_argument("input", type=Path, help="any file FFmpeg can decode")
+    package.parser.add_argument("outdir", type=Path, help="receives master.m3u8 and renditions")
+    package.flag("--segment-seconds", default=6.0, type=float, help="target segment duration")
+    package.flag("--preset", default="veryfast", help="x264 preset")
+    package.flag("--max-seconds", default=4 * 3600.0, type=float, help="longest accepted input")
+    package.flag("--max-height", default=2160, type=int, help="tallest accepted input")
+
+    origin = _Command(sub.add_parser("origin", help="serve a store by the object layout"), "origin")
+    origin.flag("--store", required=True, help="directory (or s3://BUCKET/PREFIX)")
+    origin.flag("--host", default="127.0.0.1", help="listen address")
+    origin.flag("--port", default=8100, type=int, help="listen port")
+    origin.flag("--region", default=None, help="region this origin is in")
+
+    edge = _Command(sub.add_parser("edge", help="caching edge for one region"), "edge")
+    edge.flag("--region", required=True, help="region this edge serves")
+    edge.flag("--origin", required=True, nargs="+", help="origin URLs, nearest first")
+    edge.flag("--host", default="127.0.0.1", help="listen address")
+    edge.flag("--port", default=8200, type=int, help="listen port")
+    edge.flag("--cache-mb", default=256, type=int, help="cache size in MiB")
+    edge.flag("--shield", default=None, help="regional shield edge URL")
+
+    geo = _Command(sub.add_parser("geo", help="send players to their nearest healthy edge"), "geo")
+    geo.flag("--regions", required=True, type=Path, help="regions file (TOML)")
+    geo.flag("--host", default="127.0.0.1", help="listen address")
+    geo.flag("--port", default=8000, type=int, help="listen port")
+    geo.flag("--geoip-db", default=None, type=Path, help="GeoIP2 City .mmdb")
+    geo.flag("--trusted-proxy", default=[], nargs="*",
+             help="addresses or networks whose X-Forwarded-For is believed")
+
+    control = _Command(sub.add_parser("control", help="creators' and viewers' API"), "control")
+    control.flag("--data", default=None, type=Path, help="data directory (SQLite database)")
+    control.flag("--db", default=None, help="database URL (PostgreSQL arrives later)")
+    control.flag("--store", required=True, help="object store: directory (or s3://...)")
+    control.flag("--host", default="127.0.0.1", help="listen address")
+    control.flag("--port", default=8300, type=int, help="listen port")
+    control.flag("--geo-url", default="http://127.0.0.1:8000", help="public URL of geo")
+    control.flag("--worker-token", required=True, help="shared secret workers present")
+    control.flag("--max-upload-mb", default=2048, type=int, help="largest accepted upload")
+
+    worker = _Command(sub.add_parser("worker", help="claim and run packaging jobs"), "worker")
+    worker.flag("--control", required=True, help="control URL")
+    worker.flag("--store", required=True, help="object store: directory (or s3://...)")
+    worker.flag("--token", required=True, help="worker token control expects")
+    worker.flag("--job-timeout", default=3600.0, type=float, help="seconds before a job is killed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logs.setup(args.command, args.log_level)
+    try:
+        sys.exit(_run(args))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        from reel.up import run_up
+
+        return run_up(args.data, args.host, args.port_base, demo=args.demo)
+
+    if args.command == "package":
+        from packager import PackagingError, package
+
+        try:
+            result = package(args.input, args.outdir, segment_seconds=args.segment_seconds,
+                             preset=args.preset, max_seconds=args.max_seconds,
+                             max_height=args.max_height)
+        except PackagingError as exc:
+            print(f"reel package: {exc.reason}: {exc}", file=sys.stderr)
+            return 2
+        print(result.master)
+        return 0
+
+    from reel.service import run_until_signal, serve
+
+    if args.command == "origin":
+        import origin
+
+        serve(origin.make_app(origin.open_store(args.store), region=args.region),
+              args.host, args.port)
+    elif args.command == "edge":
+        import edge
+
+        serve(edge.make_app(region=args.region, origins=args.origin,
+                            cache_bytes=args.cache_mb * 1024 * 1024, shield=args.shield),
+              args.host, args.port)
+    elif args.command == "geo":
+        import geo
+
+        serve(geo.make_app(args.regions, geoip_db=args.geoip_db,
+                           trusted_proxies=args.trusted_proxy), args.host, args.port)
+    elif args.command == "control":
+        import control
+        import origin
+
+        if args.data is None:
+            raise SystemExit("reel control: --data DIR is required (PostgreSQL arrives later)")
+        serve(control.make_app(args.data, origin.open_store(args.store), geo_url=args.geo_url,
+                               worker_token=args.worker_token,
+                               max_upload_bytes=args.max_upload_mb * 1024 * 1024),
+              args.host, args.port)
+    elif args.command == "worker":
+        import origin
+        from packager.worker import run_worker
+
+        store = origin.open_store(args.store)
+        run_until_signal(lambda stop: run_worker(args.control, store, args.token, stop,
+                                                 job_timeout=args.job_timeout))
+    return 0
+
+
+if __name__ == "__main__":
+    main()

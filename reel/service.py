@@ -1,0 +1,53 @@
+"""Run one aiohttp application until SIGINT/SIGTERM, on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvloop
+from aiohttp import web
+
+from reel.logs import AccessLogger
+
+log = logging.getLogger("reel.service")
+
+
+async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -> None:
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
+    await site.start()
+    log.info("listening", extra={"fields": {"url": f"http://{host}:{port}"}})
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def serve(app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
+    """Serve `app` on host:port until the process is told to stop."""
+    uvloop.run(_serve(app, host, port, reuse_port))
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a non-HTTP service (`main(stop)`) on uvloop; `stop` is set on SIGINT/SIGTERM."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    uvloop.run(runner())
