@@ -1,0 +1,101 @@
+"""HLS playlists (RFC 8216): media playlists per rendition and the master that lists them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+VERSION = 7  # EXT-X-MAP in a playlist without I-frames-only needs version 6+; 7 for CMAF
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    uri: str
+    duration: float  # seconds
+    size: int  # bytes
+
+
+def target_duration(segments: list[SegmentInfo]) -> int:
+    # RFC 8216 4.3.3.1: every EXTINF rounded to the nearest integer is <= the target duration.
+    return max(1, max((round(s.duration) for s in segments), default=1))
+
+
+def media_playlist(segments: list[SegmentInfo], *, map_uri: str = "init.mp4",
+                   playlist_type: str = "VOD", ended: bool = True) -> str:
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{VERSION}",
+        f"#EXT-X-TARGETDURATION:{target_duration(segments)}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        f"#EXT-X-PLAYLIST-TYPE:{playlist_type}",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        f'#EXT-X-MAP:URI="{map_uri}"',
+    ]
+    for seg in segments:
+        lines += [f"#EXTINF:{seg.duration:.6f},", seg.uri]
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def peak_bitrate(segments: list[SegmentInfo]) -> int:
+    """The largest segment bitrate, in bits per second (RFC 8216 BANDWIDTH)."""
+    return max((math.ceil(s.size * 8 / s.duration) for s in segments if s.duration > 0), default=0)
+
+
+def average_bitrate(segments: list[SegmentInfo]) -> int:
+    total = sum(s.duration for s in segments)
+    return math.ceil(sum(s.size for s in segments) * 8 / total) if total else 0
+
+
+@dataclass(frozen=True)
+class VideoVariant:
+    uri: str
+    width: int
+    height: int
+    frame_rate: float
+    codecs: str
+    segments: list[SegmentInfo]
+
+
+@dataclass(frozen=True)
+class AudioVariant:
+    uri: str
+    codecs: str
+    channels: int
+    segments: list[SegmentInfo]
+    group: str = "audio"
+    name: str = "Main"
+    language: str = "und"
+
+
+def master_playlist(videos: list[VideoVariant], audio: AudioVariant | None) -> str:
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    audio_peak = audio_average = 0
+    if audio is not None:
+        audio_peak, audio_average = peak_bitrate(audio.segments), average_bitrate(audio.segments)
+        lines.append(
+            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{audio.group}",NAME="{audio.name}",'
+            f'LANGUAGE="{audio.language}",DEFAULT=YES,AUTOSELECT=YES,'
+            f'CHANNELS="{audio.channels}",URI="{audio.uri}"'
+        )
+    # Highest rung first: players that pick the first variant start on the best quality.
+    for v in sorted(videos, key=lambda v: v.height * v.width, reverse=True):
+        codecs = v.codecs if audio is None else f"{v.codecs},{audio.codecs}"
+        attrs = [
+            f"BANDWIDTH={peak_bitrate(v.segments) + audio_peak}",
+            f"AVERAGE-BANDWIDTH={average_bitrate(v.segments) + audio_average}",
+            f'CODECS="{codecs}"',
+            f"RESOLUTION={v.width}x{v.height}",
+            f"FRAME-RATE={v.frame_rate:.3f}",
+        ]
+        if audio is not None:
+            attrs.append(f'AUDIO="{audio.group}"')
+        lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), v.uri]
+    if not videos and audio is not None:
+        lines += [
+            f'#EXT-X-STREAM-INF:BANDWIDTH={audio_peak},AVERAGE-BANDWIDTH={audio_average},'
+            f'CODECS="{audio.codecs}"',
+            audio.uri,
+        ]
+    return "\n".join(lines) + "\n"

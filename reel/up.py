@@ -1,0 +1,204 @@
+"""`reel up`: every service on one machine, on loopback, with embedded defaults.
+
+geo (port base), control (+1), origin (+2), one worker, and two edges in two regions (+10, +11).
+Each service is its own process, exactly as `reel <command>` would run it on its own machine;
+their logs go to DATA/logs/. Ctrl-C (or SIGTERM) stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+HEALTH_TIMEOUT = 30.0
+DEMO_TIMEOUT = 600.0
+
+REGIONS = (
+    # name, latitude, longitude: two regions far apart so geo's choice is visible.
+    ("eu-west", 51.51, -0.13),
+    ("ap-southeast", -33.87, 151.21),
+)
+
+
+@dataclass
+class Stack:
+    data: Path
+    host: str
+    port_base: int
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def url(self, offset: int) -> str:
+        return f"http://{self.host}:{self.port_base + offset}"
+
+    @property
+    def geo(self) -> str:
+        return self.url(0)
+
+    @property
+    def control(self) -> str:
+        return self.url(1)
+
+    @property
+    def origin(self) -> str:
+        return self.url(2)
+
+    def edge(self, index: int) -> str:
+        return self.url(10 + index)
+
+    @property
+    def store(self) -> Path:
+        return self.data / "objects"
+
+    def write_regions(self) -> Path:
+        lines = [f'default = "{REGIONS[0][0]}"', ""]
+        for index, (name, lat, lon) in enumerate(REGIONS):
+            lines += [f"[regions.{name}]", f"lat = {lat}", f"lon = {lon}",
+                      f'edges = ["{self.edge(index)}"]', f'origins = ["{self.origin}"]', ""]
+        path = self.data / "regions.toml"
+        path.write_text("\n".join(lines))
+        return path
+
+    def commands(self) -> dict[str, list[str]]:
+        port = self.port_base
+        cmds = {
+            "origin": ["origin", "--store", str(self.store), "--port", str(port + 2)],
+            "control": ["control", "--data", str(self.data / "control"), "--store", str(self.store),
+                        "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token],
+            "geo": ["geo", "--regions", str(self.write_regions()), "--port", str(port),
+                    "--trusted-proxy", "127.0.0.1", "::1"],
+            "worker": ["worker", "--control", self.control, "--store", str(self.store),
+                       "--token", self.token],
+        }
+        for index, (region, _, _) in enumerate(REGIONS):
+            cmds[f"edge-{region}"] = ["edge", "--region", region, "--origin", self.origin,
+                                      "--port", str(port + 10 + index), "--cache-mb", "256"]
+        for args in cmds.values():
+            args[1:1] = ["--host", self.host]
+        return cmds
+
+    def start(self) -> None:
+        logs = self.data / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, args in self.commands().items():
+            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "reel", *args], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,  # we, not the tty, stop them
+            )
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _wait_healthy(stack: Stack) -> None:
+    urls = {"geo": stack.geo, "control": stack.control, "origin": stack.origin}
+    urls.update({f"edge-{r}": stack.edge(i) for i, (r, _, _) in enumerate(REGIONS)})
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        for name, url in urls.items():
+            while True:
+                if stack.dead():
+                    raise RuntimeError(f"{', '.join(stack.dead())} exited during start-up")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} is not healthy at {url} after {HEALTH_TIMEOUT:.0f} s")
+                await asyncio.sleep(0.2)
+
+
+async def _demo(stack: Stack) -> dict:
+    from packager.testclip import make_test_clip
+
+    clip = stack.data / "demo" / "clip.mp4"
+    if not clip.exists():
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(make_test_clip, clip.with_suffix(".tmp.mp4"), seconds=20,
+                                width=1280, height=720, fps=30)
+        clip.with_suffix(".tmp.mp4").rename(clip)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        with await asyncio.to_thread(open, clip, "rb") as f:
+            form = aiohttp.FormData()
+            form.add_field("title", "reel demo: test pattern")
+            form.add_field("file", f, filename=clip.name, content_type="video/mp4")
+            async with http.post(stack.control + "/api/v1/videos", data=form) as resp:
+                if resp.status != 202:
+                    raise RuntimeError(f"upload refused: {resp.status} {await resp.text()}")
+                video = (await resp.json())["video"]
+        print(f"uploaded   video {video['id']}; packaging...", flush=True)
+        deadline = time.monotonic() + DEMO_TIMEOUT
+        while video["state"] not in ("ready", "failed"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"video {video['id']} not ready after {DEMO_TIMEOUT:.0f} s")
+            if stack.dead():
+                raise RuntimeError(f"{', '.join(stack.dead())} exited")
+            await asyncio.sleep(0.5)
+            async with http.get(f"{stack.control}/api/v1/videos/{video['id']}") as resp:
+                video = await resp.json()
+    if video["state"] == "failed":
+        raise RuntimeError(f"demo video failed: {video['reason']}")
+    return video
+
+
+def _wait_for_stop(stack: Stack) -> int:
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        if dead := stack.dead():
+            print(f"reel up: {', '.join(dead)} exited; see {stack.data / 'logs'}", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    return 0
+
+
+def run_up(data: Path, host: str, port_base: int, demo: bool = False) -> int:
+    stack = Stack(data.resolve(), host, port_base)
+    stack.data.mkdir(parents=True, exist_ok=True)
+    stack.start()
+    try:
+        asyncio.run(_wait_healthy(stack))
+        print("reel is up", flush=True)
+        print(f"  geo        {stack.geo}")
+        print(f"  control    {stack.control}/api/v1/  (OpenAPI: {stack.control}/api/v1/openapi.json)")
+        print(f"  origin     {stack.origin}")
+        for index, (region, _, _) in enumerate(REGIONS):
+            print(f"  edge       {stack.edge(index)}  ({region})")
+        print(f"  logs       {stack.data / 'logs'}", flush=True)
+        if demo:
+            video = asyncio.run(_demo(stack))
+            print(f"demo video {video['id']} is ready", flush=True)
+            print(f"  playback   {video['playback_url']}")
+            print(f"  watch      {video['watch_url']}", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        return _wait_for_stop(stack)
+    except RuntimeError as exc:
+        print(f"reel up: {exc}; logs in {stack.data / 'logs'}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+        print("reel up: stopped", file=sys.stderr, flush=True)
