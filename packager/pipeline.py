@@ -76,10 +76,14 @@ class TrackWriter:
             self._flush(next_dts=dts, next_pts=pts)
         self._pending.append(_Pending(data, pts, dts, sync))
 
-    def close(self, last_duration: int) -> None:
+    def close(self, last_duration: int, media_end: int | None = None) -> None:
+        """Write the last segment. `media_end` caps its playlist duration where the encoder
+        padded past the end of the media (AAC's last frame)."""
         if self._pending:
             last = self._pending[-1]
             end_pts = max(p.pts for p in self._pending) + last_duration
+            if media_end is not None:
+                end_pts = min(end_pts, media_end)
             self._flush(next_dts=last.dts + last_duration, next_pts=end_pts)
 
     def _flush(self, next_dts: int, next_pts: int) -> None:
@@ -196,7 +200,7 @@ class AudioLane:
 
     def finish(self) -> None:
         self.encode(None)
-        self.writer.close(1024)
+        self.writer.close(1024, media_end=self._samples)
 
 
 def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:

@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     up = _Command(sub.add_parser("up", help="everything on one machine, embedded defaults"), "up")
     up.flag("--data", default="./reel-data", type=Path, help="data directory (database, objects)")
     up.flag("--demo", action="store_true", help="make a test clip, upload it and print its URLs")
+    up.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
     up.flag("--host", default="127.0.0.1", help="address every service listens on")
     up.flag("--port-base", default=8400, type=int,
             help="geo listens here, control +1, origin +2, edges +10, +11")
@@ -116,7 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         from reel.up import run_up
 
-        return run_up(args.data, args.host, args.port_base, demo=args.demo)
+        return run_up(args.data, args.host, args.port_base, demo=args.demo,
+                      demo_seconds=args.demo_seconds)
 
     if args.command == "package":
         from packager import PackagingError, package

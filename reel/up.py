@@ -130,13 +130,13 @@ async def _wait_healthy(stack: Stack) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def _demo(stack: Stack) -> dict:
+async def _demo(stack: Stack, seconds: float) -> dict:
     from packager.testclip import make_test_clip
 
-    clip = stack.data / "demo" / "clip.mp4"
+    clip = stack.data / "demo" / f"clip-{seconds:g}s.mp4"
     if not clip.exists():
         clip.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(make_test_clip, clip.with_suffix(".tmp.mp4"), seconds=20,
+        await asyncio.to_thread(make_test_clip, clip.with_suffix(".tmp.mp4"), seconds=seconds,
                                 width=1280, height=720, fps=30)
         clip.with_suffix(".tmp.mp4").rename(clip)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -174,7 +174,8 @@ def _wait_for_stop(stack: Stack) -> int:
     return 0
 
 
-def run_up(data: Path, host: str, port_base: int, demo: bool = False) -> int:
+def run_up(data: Path, host: str, port_base: int, demo: bool = False,
+           demo_seconds: float = 20.0) -> int:
     stack = Stack(data.resolve(), host, port_base)
     stack.data.mkdir(parents=True, exist_ok=True)
     stack.start()
@@ -188,7 +189,7 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False) -> int:
             print(f"  edge       {stack.edge(index)}  ({region})")
         print(f"  logs       {stack.data / 'logs'}", flush=True)
         if demo:
-            video = asyncio.run(_demo(stack))
+            video = asyncio.run(_demo(stack, demo_seconds))
             print(f"demo video {video['id']} is ready", flush=True)
             print(f"  playback   {video['playback_url']}")
             print(f"  watch      {video['watch_url']}", flush=True)
