@@ -107,8 +107,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logs.setup(args.command, args.log_level)
+    from origin.store import StoreError
+
     try:
         sys.exit(_run(args))
+    except StoreError as exc:
+        print(f"reel {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -149,8 +154,13 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "geo":
         import geo
 
-        serve(geo.make_app(args.regions, geoip_db=args.geoip_db,
-                           trusted_proxies=args.trusted_proxy), args.host, args.port)
+        try:
+            app = geo.make_app(args.regions, geoip_db=args.geoip_db,
+                               trusted_proxies=args.trusted_proxy)
+        except geo.ConfigError as exc:
+            print(f"reel geo: {exc}", file=sys.stderr)
+            return 2
+        serve(app, args.host, args.port)
     elif args.command == "control":
         import control
         import origin

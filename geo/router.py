@@ -1,0 +1,48 @@
+"""Which edge serves this client: pure logic, no I/O, so it is unit-testable and reusable.
+
+The client's region is the nearest one (great-circle) that has a healthy edge; unplaceable
+clients start from the default region. Within a region, healthy edges take turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from geo.distance import Coordinates
+from geo.regions import Region, RegionMap
+
+HealthView = Callable[[str], bool]
+"""Answers "is this edge URL healthy now?" (e.g. HealthChecker.is_healthy)."""
+
+
+class NoHealthyEdge(Exception):
+    """No region has a healthy edge."""
+
+
+@dataclass(frozen=True)
+class Route:
+    region: str
+    edge: str
+    fallback: bool  # the client's own region had no healthy edge
+
+
+class Router:
+    def __init__(self, regions: RegionMap) -> None:
+        self.regions = regions
+        self._unplaced_order = regions.nearest(None)  # fixed, so computed once
+        self._turn = dict.fromkeys(regions, 0)
+
+    def candidates(self, location: Coordinates | None) -> list[Region]:
+        """Regions in the order this client would be sent to them."""
+        return self._unplaced_order if location is None else self.regions.nearest(location)
+
+    def route(self, location: Coordinates | None, healthy: HealthView) -> Route:
+        """The edge for a client at `location` (None: unplaceable). Raises NoHealthyEdge."""
+        for rank, region in enumerate(self.candidates(location)):
+            edges = [edge for edge in region.edges if healthy(edge)]
+            if edges:
+                turn = self._turn[region.name]
+                self._turn[region.name] = turn + 1
+                return Route(region.name, edges[turn % len(edges)], fallback=rank > 0)
+        raise NoHealthyEdge("no region has a healthy edge")
