@@ -1,0 +1,128 @@
+"""The whole stack, started the way a user starts it: `reel up --demo`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT = 420.0
+
+
+def free_port_base(span: int = 12) -> int:
+    """A base port with `span` free ports after it."""
+    for _ in range(200):
+        base = 20000 + (os.getpid() * 7 + int(time.time() * 1000)) % 30000
+        try:
+            for offset in range(span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            time.sleep(0.01)
+            continue
+        return base
+    raise RuntimeError("no free ports")
+
+
+@dataclass
+class UpProcess:
+    """A running `reel up`, with what it printed."""
+
+    proc: subprocess.Popen
+    data: Path
+    port_base: int
+    lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, data: Path, *extra: str) -> UpProcess:
+        port_base = free_port_base()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reel", "up", "--data", str(data), "--port-base", str(port_base),
+             *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )
+        up = cls(proc, data, port_base)
+        up._reader = threading.Thread(target=up._read, daemon=True)
+        up._reader.start()
+        return up
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for line in self.lines[seen:]:
+                if match := re.search(pattern, line):
+                    return match
+            seen = len(self.lines)
+            if self.proc.poll() is not None and self._reader is not None:
+                self._reader.join(2)
+                if not any(re.search(pattern, line) for line in self.lines):
+                    break
+            time.sleep(0.1)
+        logs = "\n".join(self.lines[-40:])
+        raise AssertionError(f"`reel up` never printed {pattern!r}:\n{logs}")
+
+    def interrupt(self, timeout: float = 20.0) -> int:
+        """Ctrl-C, as a user would press it."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def url(self, offset: int) -> str:
+        return f"http://127.0.0.1:{self.port_base + offset}"
+
+
+@dataclass(frozen=True)
+class Demo:
+    up: UpProcess
+    video_id: str
+    playback_url: str
+    watch_url: str
+
+    @property
+    def geo(self) -> str:
+        return self.up.url(0)
+
+    @property
+    def control(self) -> str:
+        return self.up.url(1)
+
+    @property
+    def origin(self) -> str:
+        return self.up.url(2)
+
+    @property
+    def edges(self) -> list[str]:
+        return [self.up.url(10), self.up.url(11)]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    up = UpProcess.start(tmp_path_factory.mktemp("reel-data"), "--demo")
+    try:
+        video_id = up.wait_for(r"demo video (\S+) is ready").group(1)
+        playback = up.wait_for(r"playback\s+(\S+)").group(1)
+        watch = up.wait_for(r"watch\s+(\S+)").group(1)
+        yield Demo(up, video_id, playback, watch)
+    finally:
+        if up.proc.poll() is None:
+            up.interrupt()

@@ -1,0 +1,78 @@
+"""Creators upload through the API; a bad upload fails with a reason and harms nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from packager.testclip import make_test_clip
+from tests.e2e.conftest import Demo
+
+
+async def _upload(http: aiohttp.ClientSession, control: str, path: Path, title: str) -> dict:
+    with open(path, "rb") as f:  # noqa: ASYNC230 - a small test file
+        form = aiohttp.FormData()
+        form.add_field("title", title)
+        form.add_field("file", f, filename=path.name, content_type="application/octet-stream")
+        async with http.post(f"{control}/api/v1/videos", data=form) as resp:
+            assert resp.status == 202, await resp.text()
+            body = await resp.json()
+    assert body["job"]["id"]
+    return body["video"]
+
+
+async def _until_settled(http: aiohttp.ClientSession, control: str, video_id: str) -> dict:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        async with http.get(f"{control}/api/v1/videos/{video_id}") as resp:
+            video = await resp.json()
+        if video["state"] in ("ready", "failed"):
+            return video
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"video {video_id} still {video['state']}")
+
+
+@pytest.mark.asyncio
+async def test_not_a_video_fails_with_a_reason_and_service_keeps_working(
+    demo: Demo, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "holiday.mp4"
+    garbage.write_bytes(os.urandom(200_000))
+    clip = make_test_clip(tmp_path / "small.mp4", seconds=3, width=426, height=240, fps=24)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        bad = await _upload(http, demo.control, garbage, "not a video")
+        assert bad["state"] == "queued"
+        failed = await _until_settled(http, demo.control, bad["id"])
+        assert failed["state"] == "failed"
+        assert "not_a_video" in failed["reason"]
+        assert failed["playback_url"] is None
+        # Nothing was published for it.
+        async with http.get(f"{demo.origin}/vod/{bad['id']}/master.m3u8") as resp:
+            assert resp.status == 404
+
+        # The service keeps working: health, the earlier video, and a new upload all fine.
+        async with http.get(f"{demo.control}/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{demo.control}/api/v1/videos/{demo.video_id}") as resp:
+            assert (await resp.json())["state"] == "ready"
+        good = await _upload(http, demo.control, clip, "small and fine")
+        ready = await _until_settled(http, demo.control, good["id"])
+        assert ready["state"] == "ready", ready
+        async with http.get(ready["playback_url"]) as resp:  # follows geo's redirect
+            assert resp.status == 200
+            assert "#EXT-X-STREAM-INF" in await resp.text()
+
+
+@pytest.mark.asyncio
+async def test_unknown_video_is_a_problem_document(demo: Demo) -> None:
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{demo.control}/api/v1/videos/nosuchvideo1"
+    ) as resp:
+        assert resp.status == 404
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        assert (await resp.json())["status"] == 404
