@@ -82,8 +82,9 @@ class Stack:
         for index, (region, _, _) in enumerate(REGIONS):
             cmds[f"edge-{region}"] = ["edge", "--region", region, "--origin", self.origin,
                                       "--port", str(port + 10 + index), "--cache-mb", "256"]
-        for args in cmds.values():
-            args[1:1] = ["--host", self.host]
+        for name, args in cmds.items():
+            if name != "worker":  # the worker listens on nothing
+                args[1:1] = ["--host", self.host]
         return cmds
 
     def start(self) -> None:
