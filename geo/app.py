@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -19,6 +18,7 @@ from geo.locate import Locator, TrustedProxies, client_address
 from geo.regions import RegionMap, load_regions
 from geo.router import NoHealthyEdge, Router
 from reel import metrics
+from reel.http import problem
 from reel.logs import fields
 
 log = logging.getLogger("geo")
@@ -100,7 +100,7 @@ class Geo:
         url = request.rel_url
         path = url.raw_path
         if len(path) > _MAX_PATH or not _STEERABLE.fullmatch(path):
-            return problem(404, "Not Found", "not a vod/ or live/ path")
+            return problem(404, "Not Found", detail="not a vod/ or live/ path")
         if request.method == "OPTIONS":
             return web.Response(status=204, headers={
                 "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
@@ -120,7 +120,7 @@ class Geo:
         except NoHealthyEdge:
             self.no_healthy_edge.inc()
             return problem(503, "No healthy edge",
-                           "no edge in any region is passing health checks; retry shortly",
+                           detail="no edge in any region is passing health checks; retry shortly",
                            headers={"Retry-After": self.retry_after})
         self.redirects.labels(route.region).inc()
         target = route.edge + path
@@ -152,15 +152,6 @@ class Geo:
 GEO_KEY = web.AppKey("geo", Geo)
 
 
-def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None
-            ) -> web.Response:
-    """An RFC 7807 problem response."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return web.Response(status=status, text=json.dumps(body),
-                        content_type="application/problem+json",
-                        headers={"Cache-Control": "no-store", **(headers or {})})
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     """Every error as problem+json; never a traceback to a client."""
@@ -170,12 +161,12 @@ async def _errors(request: web.Request, handler: web.Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-        return problem(exc.status, exc.reason, exc.text or exc.reason, headers)
+        return problem(exc.status, exc.reason, detail=exc.text or exc.reason, headers=headers)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error", extra=fields(method=request.method, path=request.path))
-        return problem(500, "Internal Server Error", "the geo service hit an unexpected error")
+        return problem(500, "Internal Server Error", detail="the geo service hit an unexpected error")
 
 
 async def _cors(request: web.Request, response: web.StreamResponse) -> None:

@@ -14,7 +14,7 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}"
 _FILE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 _PATTERNS = [
-    ("source", re.compile(rf"sources/({VIDEO_ID})/source")),
+    ("sources", re.compile(rf"sources/({VIDEO_ID})/source")),
     ("vod", re.compile(rf"vod/({VIDEO_ID})/master\.m3u8")),
     ("vod", re.compile(rf"vod/({VIDEO_ID})/{_NAME}/{_FILE}")),
     ("live", re.compile(rf"live/({VIDEO_ID})/{_FILE}")),

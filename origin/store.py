@@ -72,7 +72,7 @@ class Store(abc.ABC):
         """Store a local file, streamed."""
 
         async def chunks() -> AsyncIterator[bytes]:
-            with open(path, "rb") as f:
+            with await asyncio.to_thread(open, path, "rb") as f:
                 while block := await asyncio.to_thread(f.read, CHUNK):
                     yield block
 
@@ -81,7 +81,7 @@ class Store(abc.ABC):
     async def read_to_file(self, key: str, path: Path) -> int:
         """Copy an object to a local file, streamed; returns its size."""
         size = 0
-        with open(path, "wb") as f:
+        with await asyncio.to_thread(open, path, "wb") as f:
             async for block in self.read(key):
                 await asyncio.to_thread(f.write, block)
                 size += len(block)
@@ -154,7 +154,8 @@ class DirectoryStore(Store):
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             os.replace(tmp_name, path)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            # In a thread, which finishes even if this task is cancelled again meanwhile.
+            await asyncio.to_thread(Path(tmp_name).unlink, missing_ok=True)
             raise
         info = await self.stat(key)
         assert info is not None

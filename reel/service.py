@@ -19,7 +19,11 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     log.info("listening", extra={"fields": {"url": f"http://{host}:{port}"}})
     try:
         await _wait_for_signal()

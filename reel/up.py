@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,7 +101,19 @@ class Stack:
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]
 
+    def ports_in_use(self) -> list[int]:
+        busy = []
+        for offset in (0, 1, 2, *(10 + i for i in range(len(REGIONS)))):
+            with socket.socket() as probe:
+                try:
+                    probe.bind((self.host, self.port_base + offset))
+                except OSError:
+                    busy.append(self.port_base + offset)
+        return busy
+
     def stop(self) -> None:
+        # A second Ctrl-C must not cut the clean-up short and leave children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -179,6 +192,10 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
            demo_seconds: float = 20.0) -> int:
     stack = Stack(data.resolve(), host, port_base)
     stack.data.mkdir(parents=True, exist_ok=True)
+    if busy := stack.ports_in_use():
+        print(f"reel up: port {', '.join(map(str, busy))} already in use (another `reel up`?); "
+              "stop it or choose --port-base", file=sys.stderr)
+        return 1
     stack.start()
     try:
         asyncio.run(_wait_healthy(stack))

@@ -1,0 +1,207 @@
+"""The origin HTTP app: serves a Store by the object layout of DESIGN.md.
+
+GET/HEAD with strong validators, conditional requests and single byte ranges; bodies are streamed
+from the store, never read whole. Anything outside the layout (or under `sources/`) is a 404
+before the store is touched. The HTTP semantics themselves (ranges, conditionals, CORS, problem
+answers) are shared with the edge, which may not import origin, so they live in reel/http.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from origin.layout import Key, parse_key
+from origin.store import Store
+from reel import metrics
+from reel.http import (
+    CORS,
+    PREFLIGHT,
+    Unsatisfiable,
+    http_date,
+    if_range_ok,
+    not_modified,
+    parse_range,
+    problem,
+    raw_path_safe,
+)
+from reel.logs import fields
+
+log = logging.getLogger("reel.origin")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+VOD_PLAYLIST = "public, max-age=3600"  # long, but master.m3u8 may be re-published
+LIVE = "public, max-age=1"  # about half a live target duration
+
+STORE_KEY = web.AppKey("origin_store", Store)
+REGION_KEY = web.AppKey("origin_region", str)
+
+
+def cache_control(key: Key) -> str:
+    if key.kind in ("segment", "init", "image"):
+        return IMMUTABLE
+    return VOD_PLAYLIST if key.space == "vod" else LIVE
+
+
+def key_of(request: web.BaseRequest) -> Key | None:
+    """The public object key a request names, or None (404) — never a key under `sources/`."""
+    if not raw_path_safe(request):
+        return None
+    key = parse_key(request.path.removeprefix("/"))
+    if key is None or key.path.startswith("sources/"):  # sources are private uploads
+        return None
+    return key
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.responses = Counter(
+            "reel_origin_responses_total",
+            "Object responses by object kind and status",
+            ["kind", "status"],
+            registry=registry,
+        )
+        self.bytes_sent = Counter("reel_origin_bytes_sent_total", "Body bytes sent", registry=registry)
+        self.latency = Histogram(
+            "reel_origin_request_seconds",
+            "Time from request to last body byte, by object kind",
+            ["kind"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+
+class ObjectHandler:
+    """GET/HEAD of one object: validate, stat, answer conditionals and ranges, stream."""
+
+    def __init__(self, store: Store, stats: Metrics) -> None:
+        self.store = store
+        self.stats = stats
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        key = key_of(request)
+        kind = key.kind if key is not None else "invalid"
+        try:
+            return await self._serve(request, key)
+        finally:
+            self.stats.latency.labels(kind).observe(time.perf_counter() - started)
+
+    def _count(self, key: Key | None, status: int) -> None:
+        self.stats.responses.labels(key.kind if key else "invalid", str(status)).inc()
+
+    async def _serve(self, request: web.Request, key: Key | None) -> web.StreamResponse:
+        head = request.method == "HEAD"
+        info = await self.store.stat(key.path) if key is not None else None
+        if key is None or info is None:
+            self._count(key, 404)
+            return problem(404, "Not Found", head=head)
+
+        headers = {
+            "Content-Type": key.content_type,
+            "ETag": info.etag,
+            "Last-Modified": http_date(info.mtime),
+            "Cache-Control": cache_control(key),
+            "Accept-Ranges": "bytes",
+        }
+        if not_modified(request, info.etag, info.mtime):
+            self._count(key, 304)
+            del headers["Content-Type"], headers["Accept-Ranges"]
+            return web.Response(status=304, headers=headers)
+
+        start, end, status = 0, info.size, 200
+        if not head and if_range_ok(request, info.etag, info.mtime):
+            try:
+                span = parse_range(request.headers.get("Range"), info.size)
+            except Unsatisfiable:
+                self._count(key, 416)
+                unsatisfied = {"Content-Range": f"bytes */{info.size}"}
+                return problem(416, "Range Not Satisfiable", headers=unsatisfied)
+            if span is not None:
+                start, end, status = span[0], span[1], 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+        return await self._stream(request, key, headers, status, start, end)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        key: Key,
+        headers: dict[str, str],
+        status: int,
+        start: int,
+        end: int,
+    ) -> web.StreamResponse:
+        want = 0 if request.method == "HEAD" else end - start
+        chunks = self.store.read(key.path, start, end) if want else _empty()
+        async with contextlib.aclosing(chunks) as body:
+            try:
+                # Read the first block before sending headers, so an object deleted since the
+                # stat (a live window sliding) is still an honest 404.
+                first = await anext(body, None)
+            except FileNotFoundError:
+                self._count(key, 404)
+                return problem(404, "Not Found", head=not want)
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = end - start
+            self._count(key, status)
+            await resp.prepare(request)
+            sent = 0
+            try:
+                if first is not None:
+                    await self._write(resp, first)
+                    sent += len(first)
+                    async for block in body:
+                        await self._write(resp, block)
+                        sent += len(block)
+            except ConnectionResetError:
+                return resp  # the client went away; nothing to tell it
+            except OSError as exc:
+                log.warning("store read failed", extra=fields(key=key.path, error=str(exc)))
+            if sent != want:
+                # Short body (object replaced or store failure): close the connection so the
+                # client sees a truncated response instead of waiting for bytes that never come.
+                log.warning("short body", extra=fields(key=key.path, sent=sent, want=want))
+                if request.transport is not None:
+                    request.transport.close()
+            return resp
+
+    async def _write(self, resp: web.StreamResponse, block: bytes) -> None:
+        await resp.write(block)
+        self.stats.bytes_sent.inc(len(block))
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=PREFLIGHT)
+
+
+async def _cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    for name, value in CORS.items():
+        response.headers.setdefault(name, value)
+
+
+def make_app(store: Store, region: str | None = None) -> web.Application:
+    """The origin application for `store`; `region` is reported by /healthz."""
+    app = web.Application()
+    app[STORE_KEY] = store
+    app[REGION_KEY] = region or ""
+    stats = Metrics(metrics.install(app))
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "region": region})
+
+    app.router.add_get("/healthz", healthz)
+    objects = ObjectHandler(store, stats)
+    app.router.add_route("OPTIONS", "/{path:.*}", _preflight)
+    app.router.add_get("/{path:.*}", objects.handle)
+    app.on_response_prepare.append(_cors)
+    return app

@@ -1,0 +1,137 @@
+"""HTTP semantics shared by the services that serve objects: ranges, conditionals, CORS, problems.
+
+The origin and the edge must answer a request for an object the same way (RFC 9110 byte ranges,
+If-None-Match / If-Modified-Since / If-Range, the same CORS headers), but DESIGN.md forbids the edge
+importing origin. So the one implementation lives here, in the small shared package both may import.
+Validators are passed as an ETag string and a Last-Modified in seconds since the epoch; a service
+that only has the Last-Modified header (the edge's cache) converts it with `parse_http_date`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+
+from aiohttp import web
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Age, X-Cache, ETag",
+}
+PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, If-None-Match, If-Modified-Since",
+    "Access-Control-Max-Age": "86400",
+}
+
+# Checked on the raw (still percent-encoded) path: aiohttp decodes %2f and %2e before routing, so
+# an encoded traversal would otherwise reach the key check looking like an ordinary path.
+_FORBIDDEN_RAW = ("%2e", "%2f", "%5c", "%00", "..", "\\", "\x00", "//")
+
+# At most 18 digits: a longer number is malformed (and int() of a huge string is costly).
+_RANGE = re.compile(r"\s*bytes\s*=\s*(\d{0,18})\s*-\s*(\d{0,18})\s*", re.IGNORECASE | re.ASCII)
+
+
+class Unsatisfiable(Exception):
+    """The Range names no byte of the object (answer 416)."""
+
+
+def raw_path_safe(request: web.BaseRequest, max_length: int | None = None) -> bool:
+    """False when the raw path (query aside) is longer than `max_length` or could hide a traversal."""
+    raw = request.raw_path.partition("?")[0]
+    if max_length is not None and len(raw) > max_length:
+        return False
+    raw = raw.lower()
+    return not any(bad in raw for bad in _FORBIDDEN_RAW)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The single byte range [start, end) a Range header asks for, or None for the whole object.
+
+    Malformed, multi-range and unknown-unit headers give None: RFC 9110 lets a server ignore them
+    and answer 200. Raises Unsatisfiable when the range starts past the end.
+    """
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header)
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        end = int(last) + 1 if last else size
+        if last and end <= start:
+            return None  # "5-3" is invalid, not unsatisfiable
+        if start >= size:
+            raise Unsatisfiable
+        return start, min(end, size)
+    if not last:
+        return None
+    suffix = int(last)
+    if suffix == 0 or size == 0:
+        raise Unsatisfiable
+    return max(0, size - suffix), size
+
+
+def http_date(ts: float) -> str:
+    """`ts` (seconds since the epoch) as an IMF-fixdate, for Last-Modified."""
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def parse_http_date(value: str | None) -> int | None:
+    """Whole seconds since the epoch of an HTTP date, or None when absent or unparseable."""
+    if not value:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _opaque(etag: str) -> str:
+    return etag.removeprefix("W/").strip('"')
+
+
+def not_modified(request: web.BaseRequest, etag: str | None, last_modified: float | None) -> bool:
+    """RFC 9110 §13.2.2 for GET/HEAD: If-None-Match (weak comparison) wins over If-Modified-Since."""
+    tags = request.if_none_match
+    if tags is not None:
+        mine = _opaque(etag) if etag else None
+        return any(tag.value == "*" or tag.value == mine for tag in tags)
+    since = request.if_modified_since
+    return since is not None and last_modified is not None and int(last_modified) <= since.timestamp()
+
+
+def if_range_ok(request: web.BaseRequest, etag: str | None, last_modified: float | None) -> bool:
+    """True when the Range applies: no If-Range, or it still names this representation."""
+    value = request.headers.get("If-Range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith('"'):
+        return etag is not None and value == etag  # strong comparison: a weak tag never matches
+    if value.startswith("W/"):
+        return False
+    date = request.if_range
+    return date is not None and last_modified is not None and int(date.timestamp()) == int(last_modified)
+
+
+def problem(
+    status: int,
+    title: str,
+    *,
+    detail: str | None = None,
+    head: bool = False,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An RFC 7807 `application/problem+json` answer (no body for HEAD); never cached."""
+    doc: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
+    if detail is not None:
+        doc["detail"] = detail
+    return web.Response(
+        status=status,
+        body=None if head else json.dumps(doc).encode(),
+        content_type="application/problem+json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
