@@ -1,6 +1,8 @@
 """packager: any upload into adaptive-bitrate HLS (CMAF fMP4), decoding the source once."""
 
+from packager.errors import PackagingError
 from packager.ladder import DEFAULT_LADDER, Rung
-from packager.pipeline import PackageResult, PackagingError, package
+from packager.pipeline import PackageResult, package
+from packager.source import Limits
 
-__all__ = ["DEFAULT_LADDER", "Rung", "PackageResult", "PackagingError", "package"]
+__all__ = ["DEFAULT_LADDER", "Limits", "Rung", "PackageResult", "PackagingError", "package"]

@@ -201,7 +201,16 @@ class Sample:
     sync: bool
 
 
-def media_segment(track: Track, sequence: int, decode_time: int, samples: list[Sample]) -> bytes:
+@dataclass(frozen=True)
+class Fragment:
+    """One media segment's bytes, and where its first (key) sample lies, for I-frame playlists."""
+
+    data: bytes
+    key_offset: int  # start of the moof
+    key_length: int  # moof, mdat header and the first sample
+
+
+def media_segment(track: Track, sequence: int, decode_time: int, samples: list[Sample]) -> Fragment:
     """styp + moof + mdat holding `samples`, the first decoded at `decode_time`."""
     entries = b"".join(
         struct.pack(
@@ -222,4 +231,5 @@ def media_segment(track: Track, sequence: int, decode_time: int, samples: list[S
 
     size = len(moof(0))
     styp = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdhmsix")
-    return styp + moof(size + 8) + box(b"mdat", *(s.data for s in samples))
+    data = styp + moof(size + 8) + box(b"mdat", *(s.data for s in samples))
+    return Fragment(data, len(styp), size + 8 + len(samples[0].data))

@@ -13,6 +13,8 @@ class SegmentInfo:
     uri: str
     duration: float  # seconds
     size: int  # bytes
+    key_offset: int = 0  # byte range of the segment's IDR (moof + sample), for trick play
+    key_length: int = 0
 
 
 def target_duration(segments: list[SegmentInfo]) -> int:
@@ -38,6 +40,30 @@ def media_playlist(segments: list[SegmentInfo], *, map_uri: str = "init.mp4",
     return "\n".join(lines) + "\n"
 
 
+def iframe_playlist(segments: list[SegmentInfo], *, map_uri: str = "init.mp4") -> str:
+    """EXT-X-I-FRAMES-ONLY: one IDR per segment (each segment starts with one), by byte range."""
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{VERSION}",
+        f"#EXT-X-TARGETDURATION:{target_duration(segments)}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+        "#EXT-X-I-FRAMES-ONLY",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        f'#EXT-X-MAP:URI="{map_uri}"',
+    ]
+    for seg in segments:
+        lines += [f"#EXTINF:{seg.duration:.6f},",
+                  f"#EXT-X-BYTERANGE:{seg.key_length}@{seg.key_offset}", seg.uri]
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def iframe_peak_bitrate(segments: list[SegmentInfo]) -> int:
+    return max((math.ceil(s.key_length * 8 / s.duration) for s in segments if s.duration > 0),
+               default=0)
+
+
 def peak_bitrate(segments: list[SegmentInfo]) -> int:
     """The largest segment bitrate, in bits per second (RFC 8216 BANDWIDTH)."""
     return max((math.ceil(s.size * 8 / s.duration) for s in segments if s.duration > 0), default=0)
@@ -51,6 +77,7 @@ def average_bitrate(segments: list[SegmentInfo]) -> int:
 @dataclass(frozen=True)
 class VideoVariant:
     uri: str
+    iframes_uri: str
     width: int
     height: int
     frame_rate: float
@@ -74,6 +101,7 @@ def master_playlist(videos: list[VideoVariant], audio: AudioVariant | None) -> s
     audio_peak = audio_average = 0
     if audio is not None:
         audio_peak, audio_average = peak_bitrate(audio.segments), average_bitrate(audio.segments)
+    if audio is not None and videos:
         lines.append(
             f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{audio.group}",NAME="{audio.name}",'
             f'LANGUAGE="{audio.language}",DEFAULT=YES,AUTOSELECT=YES,'
@@ -92,6 +120,11 @@ def master_playlist(videos: list[VideoVariant], audio: AudioVariant | None) -> s
         if audio is not None:
             attrs.append(f'AUDIO="{audio.group}"')
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), v.uri]
+    for v in sorted(videos, key=lambda v: v.height * v.width, reverse=True):
+        lines.append(
+            f"#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={iframe_peak_bitrate(v.segments)},"
+            f'CODECS="{v.codecs}",RESOLUTION={v.width}x{v.height},URI="{v.iframes_uri}"'
+        )
     if not videos and audio is not None:
         lines += [
             f'#EXT-X-STREAM-INF:BANDWIDTH={audio_peak},AVERAGE-BANDWIDTH={audio_average},'

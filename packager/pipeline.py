@@ -2,13 +2,16 @@
 
 Segment boundaries are decided once, from the source's timestamps, and every video encoder is told
 to put an IDR on exactly those pictures; so all renditions cut at identical times and a player can
-switch between them at any segment.
+switch between them at any segment. While the job runs, each rendition's playlist is published as
+an EVENT playlist after every segment, so a player can start before the end; `master.m3u8` is
+written last, when everything else is in place.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -19,24 +22,22 @@ from av.codec.context import Flags
 from av.video.frame import PictureType
 
 from packager import cmaf, hls
+from packager.errors import PackagingError
 from packager.ladder import AUDIO_KBPS, AUDIO_NAME, DEFAULT_LADDER, Rendition, Rung, choose
 from packager.output import DirectoryOutput, Output
+from packager.source import Limits, Source, Upright
+from packager.thumbs import Thumbnails
 
 log = logging.getLogger("packager")
 
 VIDEO_TIMESCALE = 90000
 AUDIO_RATE = 48000
-POSTER_AT = 2.0  # seconds into the video, or a third of it for short clips
+AAC_FRAME = 1024
+TRUNCATED_SHARE = 0.9  # decoding ending before this share of the declared duration: truncated
 
 Progress = Callable[[int, int], None]
 
-
-class PackagingError(Exception):
-    """Packaging failed for a reason the uploader should see. `reason` is a short typed code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+__all__ = ["PackageResult", "PackagingError", "Limits", "package"]
 
 
 @dataclass
@@ -62,16 +63,19 @@ class TrackWriter:
     name: str
     track: cmaf.Track
     output: Output
+    progressive: bool = True
     segments: list[hls.SegmentInfo] = field(default_factory=list)
     _pending: list[_Pending] = field(default_factory=list)
-    _first_dts: int | None = None
+    _shift: int | None = None
 
     def start(self) -> None:
         self.output.write(f"{self.name}/init.mp4", cmaf.init_segment(self.track))
 
     def add(self, data: bytes, pts: int, dts: int, sync: bool, cut: bool) -> None:
-        if self._first_dts is None:
-            self._first_dts = dts
+        if self._shift is None:
+            # Decode times start where presentation does (the first picture's pts), so the
+            # delay B-frames add to dts never shows as a gap or an offset.
+            self._shift = dts - pts
         if cut and self._pending:
             self._flush(next_dts=dts, next_pts=pts)
         self._pending.append(_Pending(data, pts, dts, sync))
@@ -88,32 +92,40 @@ class TrackWriter:
 
     def _flush(self, next_dts: int, next_pts: int) -> None:
         pending, self._pending = self._pending, []
-        assert self._first_dts is not None
-        shift = self._first_dts
+        assert self._shift is not None
+        shift = self._shift
         samples = []
         for i, p in enumerate(pending):
             following = pending[i + 1].dts if i + 1 < len(pending) else next_dts
-            # Decode times start at zero; composition offsets keep presentation at the
-            # encoder's pts (zero for the first picture), signed where B-frames need it.
-            samples.append(cmaf.Sample(p.data, max(1, following - p.dts),
-                                       p.pts - (p.dts - shift), p.sync))
+            # Signed composition offsets (trun v1) keep presentation at the encoder's pts.
+            samples.append(cmaf.Sample(p.data, max(1, following - p.dts), p.pts - (p.dts - shift),
+                                       p.sync))
         index = len(self.segments) + 1
         uri = f"seg_{index:05d}.m4s"
-        data = cmaf.media_segment(self.track, index, pending[0].dts - shift, samples)
-        self.output.write(f"{self.name}/{uri}", data)
+        fragment = cmaf.media_segment(self.track, index, pending[0].dts - shift, samples)
+        self.output.write(f"{self.name}/{uri}", fragment.data)
         start_pts = min(p.pts for p in pending)
         duration = (next_pts - start_pts) / self.track.timescale
-        self.segments.append(hls.SegmentInfo(uri, duration, len(data)))
+        self.segments.append(hls.SegmentInfo(uri, duration, len(fragment.data),
+                                             fragment.key_offset, fragment.key_length))
+        if self.progressive:
+            self.output.write(f"{self.name}/index.m3u8",
+                              hls.media_playlist(self.segments, playlist_type="EVENT",
+                                                 ended=False).encode())
 
-    def playlist(self) -> str:
-        return hls.media_playlist(self.segments)
+    def finish(self, iframes: bool) -> None:
+        """The final VOD playlists."""
+        self.output.write(f"{self.name}/index.m3u8", hls.media_playlist(self.segments).encode())
+        if iframes:
+            self.output.write(f"{self.name}/iframes.m3u8",
+                              hls.iframe_playlist(self.segments).encode())
 
 
 class VideoLane:
     """One video rendition: scaler, x264 encoder and its track writer."""
 
-    def __init__(self, rendition: Rendition, frame_rate: Fraction, preset: str,
-                 output: Output) -> None:
+    def __init__(self, rendition: Rendition, frame_rate: Fraction, preset: str, output: Output,
+                 progressive: bool) -> None:
         self.rendition = rendition
         rung = rendition.rung
         enc = av.CodecContext.create("libx264", "w")
@@ -135,7 +147,7 @@ class VideoLane:
         self.encoder = enc
         track = cmaf.VideoTrack(cmaf.AvcConfig.from_extradata(enc.extradata),
                                 rendition.width, rendition.height, VIDEO_TIMESCALE)
-        self.writer = TrackWriter(rendition.name, track, output)
+        self.writer = TrackWriter(rendition.name, track, output, progressive)
         self.writer.start()
         self.frame_duration = round(VIDEO_TIMESCALE / frame_rate)
 
@@ -153,14 +165,15 @@ class VideoLane:
     def finish(self) -> None:
         self.encode(None)
         self.writer.close(self.frame_duration)
+        self.writer.finish(iframes=True)
 
 
 class AudioLane:
     """Stereo AAC at 48 kHz whatever the source layout, cut at the same boundaries as video."""
 
-    def __init__(self, output: Output, segment_seconds: float) -> None:
+    def __init__(self, output: Output, segment_seconds: float, progressive: bool) -> None:
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE,
-                                           frame_size=1024)
+                                           frame_size=AAC_FRAME)
         enc = av.CodecContext.create("aac", "w")
         enc.sample_rate, enc.layout, enc.format = AUDIO_RATE, "stereo", "fltp"
         enc.bit_rate = AUDIO_KBPS * 1000
@@ -169,24 +182,42 @@ class AudioLane:
         enc.open()
         self.encoder = enc
         track = cmaf.AudioTrack(bytes(enc.extradata), 2, AUDIO_RATE, AUDIO_KBPS * 1000)
-        self.writer = TrackWriter(AUDIO_NAME, track, output)
+        self.writer = TrackWriter(AUDIO_NAME, track, output, progressive)
         self.writer.start()
         self.segment_ticks = round(segment_seconds * AUDIO_RATE)
-        self._samples = 0
+        self._samples = 0  # samples given to the encoder
         self._next_cut = self.segment_ticks
         self._first_pts: int | None = None
+        self._started = False
 
-    def encode(self, frame: av.AudioFrame | None) -> None:
-        frame_list = self.resampler.resample(frame)
-        if frame is None:
-            frame_list = [*frame_list, None]
-        for resampled in frame_list:
-            if resampled is not None:
-                resampled.pts = self._samples
-                resampled.time_base = self.encoder.time_base
-                self._samples += resampled.samples
-            for packet in self.encoder.encode(resampled):
-                self._write(packet)
+    def encode(self, frame: av.AudioFrame | None, seconds: float = 0.0) -> None:
+        """`seconds`: where this frame falls on the output timeline (0 = the video's start)."""
+        if frame is not None and not self._started:
+            self._started = True
+            if seconds > 0.001:  # audio starts after the picture: lead in with silence
+                for _ in range(round(seconds * AUDIO_RATE) // AAC_FRAME):
+                    self._encode(self._silence())
+        if frame is not None and seconds + frame.samples / frame.sample_rate <= 0:
+            return  # wholly before the picture starts
+        frames = self.resampler.resample(frame)
+        for resampled in [*frames, None] if frame is None else frames:
+            self._encode(resampled)
+
+    @staticmethod
+    def _silence() -> av.AudioFrame:
+        silence = av.AudioFrame(format="fltp", layout="stereo", samples=AAC_FRAME)
+        silence.sample_rate = AUDIO_RATE
+        for plane in silence.planes:
+            plane.update(bytes(plane.buffer_size))
+        return silence
+
+    def _encode(self, frame: av.AudioFrame | None) -> None:
+        if frame is not None:
+            frame.pts = self._samples
+            frame.time_base = self.encoder.time_base
+            self._samples += frame.samples
+        for packet in self.encoder.encode(frame):
+            self._write(packet)
 
     def _write(self, packet: av.Packet) -> None:
         if self._first_pts is None:
@@ -200,37 +231,36 @@ class AudioLane:
 
     def finish(self) -> None:
         self.encode(None)
-        self.writer.close(1024, media_end=self._samples)
+        self.writer.close(AAC_FRAME, media_end=self._samples)
+        self.writer.finish(iframes=False)
 
 
-def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and 1 <= rate <= 240:
-            return Fraction(rate)
-    return Fraction(30)
+@dataclass
+class _Clock:
+    """Where each picture falls on the output timeline, and where segments are cut."""
 
+    start: float
+    segment_seconds: float
+    frame_rate: Fraction
+    last_pts: int = -1
+    next_cut: float = 0.0
+    frames: int = 0
 
-def _encode_poster(frame: av.VideoFrame, width: int, height: int) -> bytes:
-    enc = av.CodecContext.create("mjpeg", "w")
-    enc.width, enc.height, enc.pix_fmt = width, height, "yuvj420p"
-    enc.time_base = Fraction(1, 25)
-    enc.options = {"qmin": "2", "qmax": "6"}
-    picture = frame.reformat(width=width, height=height, format="yuvj420p")
-    picture.pts = 0
-    return b"".join(bytes(p) for p in [*enc.encode(picture), *enc.encode(None)])
-
-
-def _open(input_path: Path) -> av.container.InputContainer:
-    try:
-        size = input_path.stat().st_size
-    except OSError as exc:
-        raise PackagingError("unreadable_input", f"cannot read the input: {exc.strerror}") from exc
-    if size == 0:
-        raise PackagingError("empty_input", "the upload is empty (0 bytes)")
-    try:
-        return av.open(str(input_path), options={"probesize": "20000000"})
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise PackagingError("not_a_video", f"FFmpeg cannot read this file as media: {exc}") from exc
+    def place(self, frame: av.VideoFrame) -> tuple[int, float, bool] | None:
+        """(pts in the video timescale, seconds, starts a segment) or None to drop the frame."""
+        seconds = (frame.time if frame.time is not None else self.frames / self.frame_rate)
+        rel = seconds - self.start
+        pts = round(rel * VIDEO_TIMESCALE)
+        if pts <= self.last_pts:
+            return None  # a repeated or backwards timestamp cannot be presented
+        if self.last_pts < 0 and pts > 0:
+            pts, rel = 0, 0.0  # the first picture opens the timeline
+        self.last_pts = pts
+        cut = rel >= self.next_cut - 0.001
+        while self.next_cut <= rel + 0.001:
+            self.next_cut += self.segment_seconds
+        self.frames += 1
+        return pts, rel, cut
 
 
 def package(
@@ -241,8 +271,8 @@ def package(
     ladder: tuple[Rung, ...] = DEFAULT_LADDER,
     segment_seconds: float = 6.0,
     preset: str = "veryfast",
-    max_seconds: float = 4 * 3600.0,
-    max_height: int = 2160,
+    limits: Limits | None = None,
+    progressive: bool = True,
     progress: Progress | None = None,
 ) -> PackageResult:
     """Package `input_path` into HLS: renditions first, `master.m3u8` last.
@@ -253,114 +283,133 @@ def package(
         if outdir is None:
             raise ValueError("give outdir or output")
         output = DirectoryOutput(outdir)
-    input_path = Path(input_path)
-    with _open(input_path) as container:
-        video = next(iter(container.streams.video), None)
-        audio = next(iter(container.streams.audio), None)
-        if video is None and audio is None:
-            raise PackagingError("no_media", "the file has neither a video nor an audio stream")
-        duration = container.duration / 1_000_000 if container.duration else None
-        if duration is not None and duration > max_seconds:
-            raise PackagingError("too_long", f"the video lasts {duration:.0f} s; "
-                                             f"the limit is {max_seconds:.0f} s")
-        lanes: list[VideoLane] = []
-        frame_rate = Fraction(30)
-        if video is not None:
-            width, height = video.codec_context.width, video.codec_context.height
-            if not width or not height:
-                raise PackagingError("not_a_video", "the video stream has no picture size")
-            if min(width, height) > max_height:
-                raise PackagingError("too_large", f"the video is {width}x{height}; "
-                                                  f"the limit is {max_height} lines")
-            frame_rate = _frame_rate(video)
-            video.thread_type = "AUTO"
-            lanes = [VideoLane(r, frame_rate, preset, output) for r in choose(width, height, ladder)]
-        audio_lane = AudioLane(output, segment_seconds) if audio is not None else None
-        total_parts = math.ceil(duration / segment_seconds) if duration else 0
+    limits = limits or Limits()
+    deadline = (time.monotonic() + limits.max_processing_seconds
+                if limits.max_processing_seconds else None)
+    source = Source(Path(input_path), limits)
+    try:
+        return _Job(source, output, ladder, segment_seconds, preset, progressive, progress,
+                    deadline).run()
+    finally:
+        source.close()
 
-        t0: float | None = None
-        last_pts = -1
-        next_cut = 0.0
-        parts = 0
-        frames = 0
-        poster: av.VideoFrame | None = None
-        poster_at = min(POSTER_AT, (duration or 0) / 3)
-        streams = [s for s in (video, audio) if s is not None]
+
+class _Job:
+    """One pass over a source: decode, turn upright, feed every lane, then publish."""
+
+    def __init__(self, source: Source, output: Output, ladder: tuple[Rung, ...],
+                 segment_seconds: float, preset: str, progressive: bool,
+                 progress: Progress | None, deadline: float | None) -> None:
+        self.source, self.output, self.ladder = source, output, ladder
+        self.segment_seconds, self.preset, self.progressive = segment_seconds, preset, progressive
+        self.progress, self.deadline = progress, deadline
+        self.lanes: list[VideoLane] = []
+        self.audio = AudioLane(output, segment_seconds, progressive) if source.audio else None
+        self.clock = _Clock(source.start, segment_seconds, source.frame_rate)
+        self.upright: Upright | None = None
+        self.thumbs: Thumbnails | None = None
+        self.total_parts = math.ceil(source.duration / segment_seconds) if source.duration else 0
+        self.parts = 0
+        self.media_end = 0.0
+
+    def _start_video(self, frame: av.VideoFrame) -> None:
+        self.upright = Upright(Upright.of(frame))
+        width, height = frame.width, frame.height
+        if self.upright.swaps_axes():
+            width, height = height, width
+        renditions = choose(width, height, self.ladder)
+        self.lanes = [VideoLane(r, self.source.frame_rate, self.preset, self.output, self.progressive)
+                      for r in renditions]
+        top = renditions[0]
+        self.thumbs = Thumbnails(width, height, self.source.duration, (top.width, top.height),
+                                 self.output)
+
+    def _video(self, frame: av.VideoFrame) -> None:
+        if self.upright is None:
+            self._start_video(frame)
+        placed = self.clock.place(frame)
+        if placed is None:
+            return
+        pts, seconds, cut = placed
+        assert self.upright is not None and self.thumbs is not None
+        frame = self.upright(frame)
+        if cut and self.clock.frames > 1:
+            self.parts += 1
+            if self.progress:
+                self.progress(self.parts, max(self.total_parts, self.parts + 1))
+        for lane in self.lanes:
+            lane.encode(frame, pts, cut)
+        self.thumbs.offer(frame, seconds)
+        self.media_end = max(self.media_end, seconds + 1 / float(self.source.frame_rate))
+
+    def _audio(self, frame: av.AudioFrame) -> None:
+        if self.audio is None or frame.time is None:
+            return
+        seconds = frame.time - self.source.start
+        self.audio.encode(frame, seconds)
+        if not self.lanes:
+            self.media_end = max(self.media_end, seconds + frame.samples / frame.sample_rate)
+
+    def run(self) -> PackageResult:
+        errors = packets = 0
         try:
-            for packet in container.demux(*streams):
+            for packet in self.source.container.demux(*self.source.streams):
+                packets += 1
+                if self.deadline and time.monotonic() > self.deadline:
+                    raise PackagingError("timeout", "packaging took longer than allowed")
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:
-                    continue  # a damaged packet: skip it, as players do
+                    errors += 1  # a damaged packet: skip it, as players do
+                    continue
                 for frame in decoded:
                     if isinstance(frame, av.AudioFrame):
-                        if audio_lane is not None:
-                            audio_lane.encode(frame)
-                        continue
-                    seconds = frame.time if frame.time is not None else frames / frame_rate
-                    if t0 is None:
-                        t0 = seconds
-                    rel = seconds - t0
-                    pts = round(rel * VIDEO_TIMESCALE)
-                    if pts <= last_pts:
-                        continue  # a repeated or backwards timestamp cannot be presented
-                    last_pts = pts
-                    keyframe = rel >= next_cut - 0.001
-                    if keyframe:
-                        while next_cut <= rel + 0.001:
-                            next_cut += segment_seconds
-                        if frames:
-                            parts += 1
-                            if progress:
-                                progress(parts, max(total_parts, parts + 1))
-                    for lane in lanes:
-                        lane.encode(frame, pts, keyframe)
-                    if poster is None and rel >= poster_at:
-                        poster = frame
-                    frames += 1
+                        self._audio(frame)
+                    else:
+                        self._video(frame)
         except av.error.FFmpegError as exc:
             raise PackagingError("corrupt_input", f"decoding failed: {exc}") from exc
-        if video is not None and frames == 0:
+        if packets and errors > packets / 2:
+            raise PackagingError("corrupt_input", f"{errors} of {packets} packets could not be decoded")
+        if self.source.video is not None and not self.clock.frames:
             raise PackagingError("no_frames", "the video stream holds no decodable picture")
-        for lane in lanes:
+        if self.source.video is not None and self.clock.frames == 1 and self.source.audio is None:
+            raise PackagingError("still_image", "a single picture is not a video")
+        declared = self.source.duration
+        if declared and declared > 2 and self.media_end < TRUNCATED_SHARE * declared:
+            raise PackagingError("truncated", f"the file declares {declared:.1f} s but holds only "
+                                              f"{self.media_end:.1f} s: was the upload cut short?")
+        for lane in self.lanes:
             lane.finish()
-        if audio_lane is not None:
-            audio_lane.finish()
+        if self.audio is not None:
+            self.audio.finish()
+            if not self.audio.writer.segments:
+                self.audio = None  # an audio stream with no samples in it
+        if not self.lanes and self.audio is None:
+            raise PackagingError("no_frames", "nothing decodable in the file")
+        if self.thumbs is not None:
+            self.thumbs.finish(self.media_end)
+        return self._publish()
 
-    return _publish(output, lanes, audio_lane, frame_rate, poster, progress, parts + 1)
-
-
-def _publish(output: Output, lanes: list[VideoLane], audio_lane: AudioLane | None,
-             frame_rate: Fraction, poster: av.VideoFrame | None, progress: Progress | None,
-             parts: int) -> PackageResult:
-    if audio_lane is not None and not audio_lane.writer.segments:
-        audio_lane = None  # an audio stream with no samples in it
-    if not lanes and audio_lane is None:
-        raise PackagingError("no_frames", "nothing decodable in the file")
-    videos = []
-    for lane in lanes:
-        output.write(f"{lane.rendition.name}/index.m3u8", lane.writer.playlist().encode())
-        videos.append(hls.VideoVariant(
-            f"{lane.rendition.name}/index.m3u8", lane.rendition.width, lane.rendition.height,
-            float(frame_rate), lane.writer.track.codecs, lane.writer.segments))
-    audio_variant = None
-    if audio_lane is not None:
-        output.write(f"{AUDIO_NAME}/index.m3u8", audio_lane.writer.playlist().encode())
-        audio_variant = hls.AudioVariant(f"{AUDIO_NAME}/index.m3u8",
-                                         audio_lane.writer.track.codecs, 2,
-                                         audio_lane.writer.segments)
-    if poster is not None and lanes:
-        top = lanes[0].rendition
-        output.write("thumbs/poster.jpg", _encode_poster(poster, top.width, top.height))
-    # Written last: its presence means the video is complete.
-    output.write("master.m3u8", hls.master_playlist(videos, audio_variant).encode())
-    first = lanes[0].writer if lanes else audio_lane.writer  # type: ignore[union-attr]
-    if progress:
-        progress(parts, parts)
-    root = getattr(output, "root", None)
-    return PackageResult(
-        master=(root / "master.m3u8") if root is not None else "master.m3u8",
-        duration=sum(s.duration for s in first.segments),
-        renditions=[lane.rendition.name for lane in lanes] + ([AUDIO_NAME] if audio_lane else []),
-        segments=len(first.segments),
-    )
+    def _publish(self) -> PackageResult:
+        videos = [hls.VideoVariant(
+            f"{lane.rendition.name}/index.m3u8", f"{lane.rendition.name}/iframes.m3u8",
+            lane.rendition.width, lane.rendition.height, float(self.source.frame_rate),
+            lane.writer.track.codecs, lane.writer.segments) for lane in self.lanes]
+        audio = None
+        if self.audio is not None:
+            audio = hls.AudioVariant(f"{AUDIO_NAME}/index.m3u8", self.audio.writer.track.codecs, 2,
+                                     self.audio.writer.segments)
+        # Written last: its presence means the video is complete.
+        self.output.write("master.m3u8", hls.master_playlist(videos, audio).encode())
+        first = self.lanes[0].writer if self.lanes else self.audio.writer  # type: ignore[union-attr]
+        if self.progress:
+            self.progress(self.parts + 1, self.parts + 1)
+        root = getattr(self.output, "root", None)
+        names = [lane.rendition.name for lane in self.lanes] + ([AUDIO_NAME] if self.audio else [])
+        return PackageResult(
+            master=(root / "master.m3u8") if root is not None else "master.m3u8",
+            duration=sum(s.duration for s in first.segments),
+            renditions=names,
+            segments=len(first.segments),
+        )

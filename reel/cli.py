@@ -126,12 +126,12 @@ def _run(args: argparse.Namespace) -> int:
                       demo_seconds=args.demo_seconds)
 
     if args.command == "package":
-        from packager import PackagingError, package
+        from packager import Limits, PackagingError, package
 
         try:
             result = package(args.input, args.outdir, segment_seconds=args.segment_seconds,
-                             preset=args.preset, max_seconds=args.max_seconds,
-                             max_height=args.max_height)
+                             preset=args.preset,
+                             limits=Limits(max_seconds=args.max_seconds, max_height=args.max_height))
         except PackagingError as exc:
             print(f"reel package: {exc.reason}: {exc}", file=sys.stderr)
             return 2
