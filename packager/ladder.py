@@ -24,6 +24,7 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
     Rung("v480", 480, 1400),
     Rung("v360", 360, 800, "main"),
     Rung("v240", 240, 400, "main"),
+    Rung("v144", 144, 200, "main"),  # so even a small upload gets two rungs to switch between
 )
 
 AUDIO_KBPS = 128

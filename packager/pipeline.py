@@ -229,9 +229,11 @@ class AudioLane:
                 self._next_cut += self.segment_ticks
         self.writer.add(bytes(packet), pts, pts, True, cut=cut)
 
-    def finish(self) -> None:
+    def finish(self, video_end: float | None = None) -> None:
+        """`video_end`: the picture's end; audio running past it (codec padding) is not counted."""
         self.encode(None)
-        self.writer.close(AAC_FRAME, media_end=self._samples)
+        end = self._samples if video_end is None else min(self._samples, round(video_end * AUDIO_RATE))
+        self.writer.close(AAC_FRAME, media_end=end)
         self.writer.finish(iframes=False)
 
 
@@ -382,7 +384,7 @@ class _Job:
         for lane in self.lanes:
             lane.finish()
         if self.audio is not None:
-            self.audio.finish()
+            self.audio.finish(self.media_end if self.lanes else None)
             if not self.audio.writer.segments:
                 self.audio = None  # an audio stream with no samples in it
         if not self.lanes and self.audio is None:

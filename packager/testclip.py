@@ -33,13 +33,19 @@ def make_test_clip(
     fps: int = 30,
     audio: bool = True,
     codec: str = "libx264",
+    rotation: int = 0,
 ) -> Path:
-    """Write an MP4 with a moving test pattern (and a tone) of the given shape."""
+    """Write an MP4 with a moving test pattern (and a tone) of the given shape.
+
+    `rotation` (counter-clockwise degrees) goes into the display matrix, as phones write it.
+    """
     path = Path(path)
     with av.open(str(path), "w", format="mp4") as out:
         video = out.add_stream(codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast", "crf": "23"} if codec == "libx264" else {}
+        if rotation:
+            video.set_display_rotation(rotation)
         sound = None
         if audio:
             sound = out.add_stream("aac", rate=48000, layout="stereo")

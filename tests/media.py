@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
+
+import m3u8
 
 
 def ffprobe_json(*args: str) -> dict:
@@ -20,3 +23,86 @@ def keyframe_flags(init: Path, segment: Path, tmp: Path) -> list[bool]:
     packets = ffprobe_json("-select_streams", "v", "-show_entries", "packet=flags",
                            str(joined))["packets"]
     return ["K" in p["flags"] for p in packets]
+
+
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, int, int]]:
+    """Top-level ISO-BMFF boxes in data[start:end]: (type, payload start, box end)."""
+    out, pos, end = [], start, len(data) if end is None else end
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        out.append((kind, pos + header, pos + size))
+        pos += size
+    return out
+
+
+def fragment_timing(segment: bytes) -> tuple[int, int, int, list[bool]]:
+    """(tfdt, sum of sample durations, first sample's composition offset, sync flags) of a
+    one-fragment CMAF segment, read from its own boxes."""
+    moof = next(b for b in boxes(segment) if b[0] == b"moof")
+    traf = next(b for b in boxes(segment, moof[1], moof[2]) if b[0] == b"traf")
+    inner = {k: (s, e) for k, s, e in boxes(segment, traf[1], traf[2])}
+    s, _ = inner[b"tfdt"]
+    version = segment[s]
+    tfdt = (struct.unpack_from(">Q", segment, s + 4)[0] if version == 1
+            else struct.unpack_from(">I", segment, s + 4)[0])
+    s, _ = inner[b"trun"]
+    flags = int.from_bytes(segment[s + 1:s + 4], "big")
+    count = struct.unpack_from(">I", segment, s + 4)[0]
+    pos = s + 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+    total, first_offset, syncs = 0, 0, []
+    for i in range(count):
+        duration = sample_flags = offset = 0
+        if flags & 0x100:
+            duration, pos = struct.unpack_from(">I", segment, pos)[0], pos + 4
+        if flags & 0x200:
+            pos += 4  # sample size
+        if flags & 0x400:
+            sample_flags, pos = struct.unpack_from(">I", segment, pos)[0], pos + 4
+        if flags & 0x800:
+            offset, pos = struct.unpack_from(">i", segment, pos)[0], pos + 4
+        total += duration
+        if i == 0:
+            first_offset = offset
+        syncs.append(not sample_flags & 0x00010000)
+    return tfdt, total, first_offset, syncs
+
+
+def check_hls(out: Path, tmp: Path, duration: float, frame_rate: float = 30.0) -> dict:
+    """What every packaged video must satisfy (issue 3's correctness list); returns the master."""
+    master = m3u8.load(str(out / "master.m3u8"))
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in (out / "master.m3u8").read_text()
+    renditions = [p.uri.split("/")[0] for p in master.playlists]
+    renditions += [m.uri.split("/")[0] for m in master.media if m.uri]
+    cut_points: dict[str, list[float]] = {}
+    for name in dict.fromkeys(renditions):
+        playlist = m3u8.load(str(out / name / "index.m3u8"))
+        assert playlist.playlist_type == "vod" and playlist.is_endlist
+        durations = [s.duration for s in playlist.segments]
+        assert all(abs(d - 6.0) <= 0.5 for d in durations[:-1]), durations
+        assert abs(sum(durations) - duration) <= 1 / frame_rate + 0.001, (name, sum(durations))
+        expected_tfdt = 0
+        for seg in playlist.segments:
+            tfdt, total, first_offset, syncs = fragment_timing((out / name / seg.uri).read_bytes())
+            assert tfdt == expected_tfdt, f"{name}/{seg.uri}: tfdt gap"  # continuous timestamps
+            expected_tfdt = tfdt + total
+            if name.startswith("v"):
+                assert syncs[0] and not any(syncs[1:]), f"{name}/{seg.uri}: one IDR, first"
+        first = fragment_timing((out / name / playlist.segments[0].uri).read_bytes())
+        assert first[0] + first[2] == 0, f"{name} does not start at zero"  # together, no hole
+        if name.startswith("v"):
+            cut_points[name] = [round(sum(durations[:i]), 4) for i in range(len(durations))]
+            joined = tmp / f"{name}.mp4"
+            joined.write_bytes(b"".join((out / name / n).read_bytes()
+                                        for n in ["init.mp4", *(s.uri for s in playlist.segments)]))
+            packets = ffprobe_json("-select_streams", "v", "-show_entries", "packet=pts_time,flags",
+                                   str(joined))["packets"]
+            keys = sorted(float(p["pts_time"]) for p in packets if "K" in p["flags"])
+            # The bitstream agrees: an IDR at each segment start, none elsewhere.
+            assert [round(k - keys[0], 2) for k in keys] == [round(c, 2) for c in cut_points[name]]
+            iframes = m3u8.load(str(out / name / "iframes.m3u8"))
+            assert iframes.is_i_frames_only and len(iframes.segments) == len(durations)
+    assert len({tuple(v) for v in cut_points.values()}) <= 1  # identical cuts in every rendition
+    return master

@@ -31,7 +31,7 @@ def test_master_lists_renditions_with_every_attribute(landscape: tuple[Path, Pat
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
     master = m3u8.load(str(out / "master.m3u8"))
     heights = [p.stream_info.resolution[1] for p in master.playlists]
-    assert heights == [720, 480, 360, 240]  # never upscaled, best first
+    assert heights == [720, 480, 360, 240, 144]  # never upscaled, best first
     for playlist in master.playlists:
         info = playlist.stream_info
         assert info.bandwidth >= info.average_bandwidth > 0
@@ -68,7 +68,7 @@ def test_codecs_match_the_encoded_streams(landscape: tuple[Path, Path], tmp_path
 
 def test_media_playlists_are_vod_with_six_second_segments(landscape: tuple[Path, Path]) -> None:
     _, out = landscape
-    for name in ("v720", "v480", "v360", "v240", "a128"):
+    for name in ("v720", "v480", "v360", "v240", "v144", "a128"):
         playlist = m3u8.load(str(out / name / "index.m3u8"))
         assert playlist.playlist_type == "vod" and playlist.is_endlist
         assert playlist.segment_map[0].uri == "init.mp4"
@@ -118,9 +118,9 @@ def test_poster_is_a_jpeg(landscape: tuple[Path, Path]) -> None:
 def test_portrait_without_audio(tmp_path: Path) -> None:
     clip = make_test_clip(tmp_path / "v.mp4", seconds=4, width=360, height=640, fps=25, audio=False)
     result = package(clip, tmp_path / "out")
-    assert result.renditions == ["v360", "v240"]
+    assert result.renditions == ["v360", "v240", "v144"]
     master = m3u8.load(str(tmp_path / "out" / "master.m3u8"))
-    assert [p.stream_info.resolution for p in master.playlists] == [(360, 640), (240, 426)]
+    assert [p.stream_info.resolution for p in master.playlists] == [(360, 640), (240, 426), (144, 256)]
     assert all("mp4a" not in p.stream_info.codecs for p in master.playlists)
     assert not master.media
 

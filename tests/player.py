@@ -1,0 +1,72 @@
+"""hls.js in headless Chromium: the player most of reel's viewers use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+HLSJS = Path(__file__).parents[1] / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+
+# A bare page for playing any URL: the same hooks the watch page exposes.
+PAGE = """<!doctype html><meta charset=utf-8><video muted playsinline></video>
+<script src="hls.min.js"></script><script>
+window.hlsErrors = []; window.playedLevels = [];
+const hls = new Hls(); window.hls = hls;
+hls.on(Hls.Events.ERROR, (e, d) => window.hlsErrors.push({type: d.type, details: d.details, fatal: d.fatal}));
+hls.on(Hls.Events.FRAG_CHANGED, (e, d) => window.playedLevels.push(d.frag.level));
+hls.loadSource(new URLSearchParams(location.search).get("src"));
+hls.attachMedia(document.querySelector("video"));
+</script>"""
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _now(page: Page) -> float:
+    return page.evaluate("() => document.querySelector('video').currentTime")
+
+
+def play_with_switch(page: Page, until: float = 8.0, min_levels: int = 3) -> dict:
+    """Play from the start, force a switch to another rendition, play to `until` seconds.
+
+    Returns what hls.js saw: errors (every one, fatal or not) and the levels actually played.
+    """
+    page.wait_for_function(f"() => window.hls && window.hls.levels.length >= {min_levels}",
+                           timeout=30_000)
+    page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+    page.wait_for_function("() => document.querySelector('video').currentTime > 1.5", timeout=30_000)
+    before = _now(page)
+    if min_levels > 1:
+        page.evaluate("""() => {
+            const now = window.hls.currentLevel;
+            window.hls.currentLevel = now === 0 ? window.hls.levels.length - 1 : 0;
+        }""")
+    wanted = 2 if min_levels > 1 else 1
+    page.wait_for_function(
+        f"() => new Set(window.playedLevels).size >= {wanted}"
+        f" && document.querySelector('video').currentTime > {until}",
+        timeout=60_000,
+    )
+    return {
+        "advanced": _now(page) - before,
+        "errors": page.evaluate("() => window.hlsErrors"),
+        "played": page.evaluate("() => [...new Set(window.playedLevels)]"),
+        "media_error": page.evaluate("() => document.querySelector('video').error"),
+        "buffered_start": page.evaluate(
+            "() => document.querySelector('video').buffered.start(0)"),
+    }
