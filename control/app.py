@@ -6,6 +6,8 @@ Handlers speak to storage only through `origin.store.Store` and to the database 
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import html
 import json
@@ -14,8 +16,8 @@ import math
 import os
 import string
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,20 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from control import openapi
+from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
+from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
 from control.jobs import Job, JobQueue, LeaseLost, UnknownJob
 from control.problems import ProblemError, problem_middleware, problem_response
-from control.videos import Video, VideoJobHooks, Videos, new_video_id, output_prefix, source_key
+from control.purge import EdgePurger
+from control.requests import field, read_json
+from control.search import SearchHandlers
+from control.social import SocialHandlers
+from control.staging import LocalStaging
+from control.tus import EXPOSE as TUS_EXPOSE
+from control.tus import TusHandlers
+from control.videos import Video, VideoJobHooks, Videos, output_prefix, source_key
 from origin.layout import is_video_id
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
@@ -41,8 +52,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 UPLOAD_CHUNK = 256 * 1024
 FORM_OVERHEAD = 64 * 1024  # multipart headers, boundaries and small fields around the file
-MAX_TITLE_CHARS = 200
-MAX_JSON_BYTES = 64 * 1024
+FORM_FIELDS = ("title", "description", "tags", "language", "category", "privacy")
 
 DB_KEY = web.AppKey("control_db", Database)
 
@@ -81,43 +91,6 @@ def _hlsjs_path(override: Path | None) -> Path:
     return REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 
 
-async def _read_json(request: web.Request) -> dict[str, Any]:
-    """The JSON object body of `request` ({} when empty); 400/413 problems otherwise."""
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise ProblemError(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
-    raw = bytearray()
-    while len(raw) <= MAX_JSON_BYTES:
-        chunk = await request.content.read(MAX_JSON_BYTES + 1 - len(raw))
-        if not chunk:
-            break
-        raw += chunk
-    if len(raw) > MAX_JSON_BYTES:
-        raise ProblemError(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProblemError(400, f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(400, "the body must be a JSON object")
-    return body
-
-
-def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str,
-           default: Any = ...) -> Any:
-    """body[name] checked against `kind` (a boolean is never a number); 400 when missing/wrong."""
-    value = body.get(name)
-    if value is None:
-        if default is ...:
-            raise ProblemError(400, f"`{name}` is required: {what}")
-        return default
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ProblemError(400, f"`{name}` must be {what}")
-    return value
-
-
 @contextmanager
 def _job_errors(handle: str) -> Iterator[None]:
     """Queue refusals as problems: unknown job 404, lost lease 409."""
@@ -130,14 +103,16 @@ def _job_errors(handle: str) -> Iterator[None]:
 
 
 class Control:
-    """The request handlers, with what they need handed in."""
+    """The request handlers for uploads, the worker job API and the pages."""
 
-    def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, geo_url: str,
-                 worker_token: str, max_upload_bytes: int, metrics: ControlMetrics,
-                 watch_template: string.Template, hlsjs: Path) -> None:
+    def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, ingest: Ingest,
+                 auth: Auth, geo_url: str, worker_token: str, max_upload_bytes: int,
+                 metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path) -> None:
         self.store = store
         self.videos = videos
         self.queue = queue
+        self.ingest = ingest
+        self.auth = auth
         self.geo_url = geo_url.rstrip("/")
         self._token = worker_token.encode()
         self.max_upload_bytes = max_upload_bytes
@@ -150,9 +125,6 @@ class Control:
     def video_json(self, request: web.Request, video: Video) -> dict[str, Any]:
         return video.to_json(control_url=f"{request.scheme}://{request.host}",
                              geo_url=self.geo_url)
-
-    async def _find(self, video_id: str) -> Video | None:
-        return await self.videos.get(video_id) if is_video_id(video_id) else None
 
     def _require_worker(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
@@ -172,23 +144,29 @@ class Control:
         self.metrics.uploads.labels(result).inc()
         return ProblemError(status, detail, headers=headers)
 
-    def _check_upload_headers(self, request: web.Request) -> None:
+    async def _check_upload_headers(self, request: web.Request) -> User:
+        try:
+            user = await self.auth.require(request)
+        except ProblemError:
+            self.metrics.uploads.labels("unauthorized").inc()
+            raise
         if request.content_type != "multipart/form-data":
             raise self._reject_upload(
                 "unsupported_media_type", 415,
                 f"send the upload as multipart/form-data, not {request.content_type}",
                 headers={"Accept-Post": "multipart/form-data"})
         length = request.content_length
-        if length is not None and length > self.max_upload_bytes + FORM_OVERHEAD:
-            raise self._reject_upload(
-                "too_large", 413, f"upload exceeds the {_limit_text(self.max_upload_bytes)} limit")
+        if length is not None and length > await self.ingest.room(user) + FORM_OVERHEAD:
+            raise self._reject_upload("too_large", 413,
+                                      await self.ingest.over_limit(user, length - FORM_OVERHEAD))
+        return user
 
     async def expect_upload(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse a doomed upload before the client sends the body."""
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             return problem_response(417, f"unsupported Expect: {request.headers[hdrs.EXPECT]}")
         try:
-            self._check_upload_headers(request)
+            await self._check_upload_headers(request)
         except ProblemError as exc:
             return exc.response()
         if request.version >= (1, 1):
@@ -197,38 +175,45 @@ class Control:
         return None
 
     async def create_video(self, request: web.Request) -> web.Response:
-        self._check_upload_headers(request)
-        video_id = new_video_id()
-        stored: list[ObjectInfo] = []  # filled as soon as the source is in the store
-        try:
-            title, filename = await self._receive_form(request, source_key(video_id), stored)
-            if not stored:
+        user = await self._check_upload_headers(request)
+        room = await self.ingest.room(user)
+        form: dict[str, str] = {}
+        sizes: list[int] = []
+
+        async def write(key: str) -> tuple[ObjectInfo, str]:
+            digest = hashlib.sha256()
+            info = await self._receive_form(request, key, form, room, digest)
+            if info is None:
                 raise self._reject_upload("bad_request", 400, "the form has no `file` part: "
                                                               "send the media in a part named file")
-            size = stored[0].size
-            video, job = await self.videos.create(video_id, title or _title_from(filename), size,
-                                                  self.queue)
-        except BaseException:
-            if stored:
-                await self.store.delete_prefix(f"sources/{video_id}/")
-            raise
+            sizes.append(info.size)
+            return info, digest.hexdigest()
+
+        try:
+            video, job = await self.ingest.publish(user.id, form, write)
+        except TooLarge:
+            raise self._reject_upload("too_large", 413,
+                                      await self.ingest.over_limit(user, None)) from None
+        if job is None:
+            self.metrics.uploads.labels("duplicate").inc()
+            return web.json_response({"video": self.video_json(request, video), "job": None,
+                                      "duplicate": True},
+                                     headers={hdrs.LOCATION: f"/api/v1/videos/{video.id}"})
         self.metrics.uploads.labels("accepted").inc()
-        self.metrics.upload_bytes.inc(size)
-        await self.refresh_job_gauge()
-        log.info("upload accepted", extra=fields(video=video_id, bytes=size, job=job.id))
+        self.metrics.upload_bytes.inc(sizes[0])
+        log.info("upload accepted", extra=fields(video=video.id, bytes=sizes[0], job=job.id))
         return web.json_response(
-            {"video": self.video_json(request, video), "job": {"id": job.id}},
+            {"video": self.video_json(request, video), "job": {"id": job.id}, "duplicate": False},
             status=202,
-            headers={hdrs.LOCATION: f"/api/v1/videos/{video_id}"},
+            headers={hdrs.LOCATION: f"/api/v1/videos/{video.id}"},
         )
 
-    async def _receive_form(
-        self, request: web.Request, key: str, stored: list[ObjectInfo]
-    ) -> tuple[str | None, str | None]:
-        """Read the form, in any part order: (title, file name). The `file` part streams to
-        `key` and its ObjectInfo is appended to `stored` (so the caller can undo it)."""
-        title: str | None = None
-        filename: str | None = None
+    async def _receive_form(self, request: web.Request, key: str, form: dict[str, str],
+                            room: int, digest: Any) -> ObjectInfo | None:
+        """Read the form, in any part order: small fields go to `form` (the file name as
+        `filename`); the `file` part streams to `key`, through `digest`. Its ObjectInfo, or None
+        when there was no file part. Anything wrong after the file was stored removes it."""
+        stored: ObjectInfo | None = None
         small_budget = FORM_OVERHEAD
         try:
             reader = await request.multipart()
@@ -237,38 +222,43 @@ class Control:
                     raise self._reject_upload("bad_request", 400,
                                               "nested multipart parts are not supported")
                 if part.name == "file":
-                    if stored:
+                    if stored is not None:
                         raise self._reject_upload("bad_request", 400, "send one `file` part only")
-                    filename = part.filename
-                    stored.append(await self._store_part(part, key))
+                    if part.filename:
+                        form.setdefault("filename", part.filename)
+                    stored = await self._store_part(part, key, room, digest)
                     continue
                 data = await _read_small(part, small_budget)
                 if data is None:
                     raise self._reject_upload("bad_request", 400,
                                               "form fields other than `file` are too large")
                 small_budget -= len(data)
-                if part.name == "title":
-                    title = self._parse_title(data)
-        except (ValueError, HttpProcessingError) as exc:
-            raise self._reject_upload("bad_request", 400,
-                                      f"malformed multipart body: {exc}") from None
-        except ConnectionError:
-            raise self._reject_upload("aborted", 400, "the upload was interrupted") from None
-        return title, filename
+                if part.name in FORM_FIELDS:
+                    try:
+                        form[part.name] = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise self._reject_upload("bad_request", 400,
+                                                  f"`{part.name}` must be UTF-8") from None
+            if "title" not in form:
+                form["title"] = title_from(form.get("filename"))
+            try:  # refuse bad metadata here, while the source can still be undone
+                video_fields(form)
+            except ProblemError:
+                self.metrics.uploads.labels("bad_request").inc()
+                raise
+        except BaseException as exc:
+            if stored is not None:
+                await self.store.delete_prefix(f"sources/{key.split('/')[1]}/")
+            if isinstance(exc, ValueError | HttpProcessingError):
+                raise self._reject_upload("bad_request", 400,
+                                          f"malformed multipart body: {exc}") from None
+            if isinstance(exc, ConnectionError):
+                raise self._reject_upload("aborted", 400, "the upload was interrupted") from None
+            raise
+        return stored
 
-    def _parse_title(self, data: bytes) -> str:
-        try:
-            title = data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise self._reject_upload("bad_request", 400, "`title` must be UTF-8") from None
-        if len(title) > MAX_TITLE_CHARS:
-            raise self._reject_upload("bad_request", 400,
-                                      f"`title` is limited to {MAX_TITLE_CHARS} characters")
-        if any(ch < " " for ch in title):
-            raise self._reject_upload("bad_request", 400, "`title` has control characters")
-        return title
-
-    async def _store_part(self, part: BodyPartReader, key: str) -> ObjectInfo:
+    async def _store_part(self, part: BodyPartReader, key: str, room: int,
+                          digest: Any) -> ObjectInfo:
         first = b""
         while not first and not part.at_eof():
             first = await part.read_chunk(UPLOAD_CHUNK)
@@ -282,22 +272,8 @@ class Control:
                 if chunk:
                     yield chunk
 
-        try:
-            async with aclosing(chunks()) as body:
-                return await self.store.write(key, body, max_bytes=self.max_upload_bytes)
-        except TooLarge:
-            raise self._reject_upload(
-                "too_large", 413, f"upload exceeds the {_limit_text(self.max_upload_bytes)} limit"
-            ) from None
-
-    # -- videos ---------------------------------------------------------------------------------
-
-    async def get_video(self, request: web.Request) -> web.Response:
-        video_id = request.match_info["video_id"]
-        video = await self._find(video_id)
-        if video is None:
-            raise ProblemError(404, f"no video {video_id!r}")
-        return web.json_response(self.video_json(request, video))
+        async with aclosing(hashed(chunks(), digest)) as body:
+            return await self.store.write(key, body, max_bytes=room)
 
     # -- worker job API -------------------------------------------------------------------------
 
@@ -313,8 +289,8 @@ class Control:
 
     async def claim_job(self, request: web.Request) -> web.Response:
         self._require_worker(request)
-        body = await _read_json(request)
-        worker = _field(body, "worker", str, "a string", default="unnamed")[:128]
+        body = await read_json(request)
+        worker = field(body, "worker", str, "a string", default="unnamed")[:128]
         job = await self.queue.claim(worker)
         if job is None:
             return web.Response(status=204)
@@ -324,12 +300,12 @@ class Control:
 
     async def heartbeat_job(self, request: web.Request) -> web.Response:
         self._require_worker(request)
-        body = await _read_json(request)
+        body = await read_json(request)
         progress = None
-        raw = _field(body, "progress", dict, "an object {done, total}", default=None)
+        raw = field(body, "progress", dict, "an object {done, total}", default=None)
         if raw is not None:
-            done = _field(raw, "done", int, "an integer")
-            total = _field(raw, "total", int, "an integer")
+            done = field(raw, "done", int, "an integer")
+            total = field(raw, "total", int, "an integer")
             if done < 0 or total < 0:
                 raise ProblemError(400, "`progress` counts must not be negative")
             progress = (done, total)
@@ -340,11 +316,11 @@ class Control:
 
     async def complete_job(self, request: web.Request) -> web.Response:
         self._require_worker(request)
-        body = await _read_json(request)
-        duration = float(_field(body, "duration", (int, float), "a number of seconds"))
+        body = await read_json(request)
+        duration = float(field(body, "duration", (int, float), "a number of seconds"))
         if not math.isfinite(duration) or duration < 0:
             raise ProblemError(400, "`duration` must be a finite number >= 0")
-        renditions = _field(body, "renditions", list, "a list of strings", default=[])
+        renditions = field(body, "renditions", list, "a list of strings", default=[])
         if not all(isinstance(r, str) for r in renditions):
             raise ProblemError(400, "`renditions` must be a list of strings")
         with _job_errors(request.match_info["job_id"]):
@@ -357,10 +333,10 @@ class Control:
 
     async def fail_job(self, request: web.Request) -> web.Response:
         self._require_worker(request)
-        body = await _read_json(request)
-        reason = _field(body, "reason", str, "a short string such as not_a_video").strip()[:64] or "error"
-        detail = _field(body, "detail", str, "a string", default="").strip()[:2000]
-        permanent = _field(body, "permanent", bool, "a boolean", default=False)
+        body = await read_json(request)
+        reason = field(body, "reason", str, "a short string such as not_a_video").strip()[:64] or "error"
+        detail = field(body, "detail", str, "a string", default="").strip()[:2000]
+        permanent = field(body, "permanent", bool, "a boolean", default=False)
         message = f"{reason}: {detail}" if detail else reason
         with _job_errors(request.match_info["job_id"]):
             job = await self.queue.fail(request.match_info["job_id"], message,
@@ -378,7 +354,9 @@ class Control:
 
     async def watch(self, request: web.Request) -> web.Response:
         video_id = request.match_info["video_id"]
-        video = await self._find(video_id)
+        video = await self.videos.get(video_id) if is_video_id(video_id) else None
+        if video is not None and video.privacy == "private":
+            video = None  # the page is for sharing; private videos are seen through the API
         if video is None:
             return web.Response(status=404, content_type="text/html",
                                 text=_not_found_page(video_id))
@@ -426,13 +404,6 @@ async def _read_small(part: BodyPartReader, limit: int) -> bytes | None:
     return bytes(data)
 
 
-def _title_from(filename: str | None) -> str:
-    if not filename:
-        return "Untitled"
-    stem = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
-    return "".join(ch for ch in stem if ch >= " ")[:MAX_TITLE_CHARS] or "Untitled"
-
-
 def _not_found_page(video_id: str) -> str:
     return ("<!doctype html><meta charset=utf-8><title>Not found · reel</title>"
             "<body style='font-family:system-ui;background:#0f0f10;color:#eee;padding:2em'>"
@@ -460,6 +431,33 @@ def _metrics_middleware(m: ControlMetrics) -> Any:
     return middleware
 
 
+CORS_HEADERS = {
+    # Bearer tokens, never cookies: any origin may call the API without risking a user's session.
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": f"Location, Retry-After, {TUS_EXPOSE}",
+}
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(status=204, headers={
+            **CORS_HEADERS,
+            "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", "Authorization, Content-Type"),
+            "Access-Control-Max-Age": "86400",
+        })
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(CORS_HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
 def make_app(
     data_dir: Path,
     store: Store,
@@ -471,8 +469,19 @@ def make_app(
     max_attempts: int = 3,
     retry_backoff_seconds: float = 5,
     hlsjs_path: Path | None = None,
+    quota_bytes: int = 50 * 1024**3,
+    session_seconds: float = 7 * 86400,
+    admin_emails: Sequence[str] = (),
+    password_hasher: PasswordHasher | None = None,
+    upload_expiry_seconds: float = 24 * 3600,
+    sweep_seconds: float = 300,
+    edges: Sequence[str] = (),
+    purge_token: str = "",
+    purge_timeout: float = 3.0,
+    view_window_seconds: float = 3600,
+    trending_seconds: float = 86400,
 ) -> web.Application:
-    """The control application; its SQLite database lives in `data_dir`."""
+    """The control application; its SQLite database and upload staging live in `data_dir`."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
@@ -481,29 +490,59 @@ def make_app(
     queue = JobQueue(db, VideoJobHooks(), lease_seconds=lease_seconds, max_attempts=max_attempts,
                      retry_backoff_seconds=retry_backoff_seconds)
     app = web.Application()
-    control_metrics = ControlMetrics(metrics.install(app))
+    registry = metrics.install(app)
+    control_metrics = ControlMetrics(registry)
     control_metrics.set_job_counts(dict.fromkeys(JOB_STATES, 0))
+    videos = Videos(db)
+    accounts = Accounts(db, session_seconds=session_seconds, hasher=password_hasher,
+                        admin_emails=admin_emails)
+    auth = Auth(accounts)
+    purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
+
+    async def refresh_job_gauge() -> None:
+        control_metrics.set_job_counts(await queue.counts())
+
+    ingest = Ingest(store=store, videos=videos, queue=queue, max_upload_bytes=max_upload_bytes,
+                    quota_bytes=quota_bytes, on_queued=refresh_job_gauge)
     handlers = Control(
-        store=store, videos=Videos(db), queue=queue, geo_url=geo_url, worker_token=worker_token,
-        max_upload_bytes=max_upload_bytes, metrics=control_metrics,
+        store=store, videos=videos, queue=queue, ingest=ingest, auth=auth, geo_url=geo_url,
+        worker_token=worker_token, max_upload_bytes=max_upload_bytes, metrics=control_metrics,
         watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
         hlsjs=_hlsjs_path(hlsjs_path),
     )
+    tus = TusHandlers(db, LocalStaging(Path(data_dir) / "uploads"), auth, ingest,
+                      max_size=max_upload_bytes, expiry_seconds=upload_expiry_seconds)
+    video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
+                                   purger=purger, render=handlers.video_json)
     app[DB_KEY] = db
-    app.middlewares.extend([_metrics_middleware(control_metrics), problem_middleware])
+    app.middlewares.extend([cors_middleware, _metrics_middleware(control_metrics),
+                            problem_middleware])
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await db.open()
+        await accounts.promote_admins()
         await handlers.refresh_job_gauge()
+        await purger.start()
         log.info("database open", extra=fields(path=str(db.path)))
+        sweeper = asyncio.create_task(_sweep(tus, accounts, sweep_seconds))
         yield
+        sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweeper
+        await purger.close()
         await db.close()
 
     app.cleanup_ctx.append(database)
 
     r = app.router
     r.add_post("/api/v1/videos", handlers.create_video, expect_handler=handlers.expect_upload)
-    r.add_get("/api/v1/videos/{video_id}", handlers.get_video)
+    video_handlers.add_routes(r)
+    AccountHandlers(accounts, auth).add_routes(r)
+    SearchHandlers(db, auth, handlers.video_json).add_routes(r)
+    SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
+                   render=handlers.video_json, view_window_seconds=view_window_seconds,
+                   trending_seconds=trending_seconds).add_routes(r)
+    tus.add_routes(r)
     r.add_post("/api/v1/jobs/claim", handlers.claim_job)
     r.add_post("/api/v1/jobs/{job_id}/heartbeat", handlers.heartbeat_job)
     r.add_post("/api/v1/jobs/{job_id}/complete", handlers.complete_job)
@@ -513,3 +552,14 @@ def make_app(
     r.add_get("/static/hls.min.js", handlers.hlsjs_file)
     r.add_get("/healthz", handlers.healthz)
     return app
+
+
+async def _sweep(tus: TusHandlers, accounts: Accounts, every: float) -> None:
+    """Expired uploads and sessions go, every `every` seconds (and once at start)."""
+    while True:
+        try:
+            await tus.sweep()
+            await accounts.expire_sessions()
+        except Exception:
+            log.exception("sweep failed")
+        await asyncio.sleep(every)

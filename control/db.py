@@ -77,6 +77,137 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX jobs_by_video ON jobs (video_id);
         """,
     ),
+    Migration(
+        2,
+        "accounts, sessions, video metadata and ownership, tus uploads",
+        """
+        CREATE TABLE users (
+            id            TEXT PRIMARY KEY,
+            email         TEXT NOT NULL UNIQUE,  -- stored lower-cased
+            name          TEXT NOT NULL,
+            bio           TEXT NOT NULL DEFAULT '',
+            password_hash TEXT NOT NULL,
+            is_admin      INTEGER NOT NULL DEFAULT 0,
+            quota_bytes   INTEGER,  -- NULL: the service default
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL
+        );
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,  -- sha256 of the bearer token: a leaked table is no key
+            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX sessions_by_user ON sessions (user_id);
+        CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+        ALTER TABLE videos ADD COLUMN owner_id TEXT REFERENCES users (id) ON DELETE CASCADE;
+        ALTER TABLE videos ADD COLUMN description TEXT NOT NULL DEFAULT '';
+        ALTER TABLE videos ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';  -- JSON array
+        ALTER TABLE videos ADD COLUMN language TEXT;
+        ALTER TABLE videos ADD COLUMN category TEXT;
+        ALTER TABLE videos ADD COLUMN privacy TEXT NOT NULL DEFAULT 'public'
+            CHECK (privacy IN ('public', 'unlisted', 'private'));
+        ALTER TABLE videos ADD COLUMN sha256 TEXT;
+        ALTER TABLE videos ADD COLUMN views INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE videos ADD COLUMN likes INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE videos ADD COLUMN dislikes INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX videos_by_owner ON videos (owner_id, created_at);
+        CREATE INDEX videos_by_owner_sha256 ON videos (owner_id, sha256);
+        CREATE INDEX videos_by_created ON videos (created_at);
+        CREATE TABLE uploads (
+            id         TEXT PRIMARY KEY,
+            owner_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            length     INTEGER NOT NULL,
+            metadata   TEXT NOT NULL,  -- JSON object from Upload-Metadata
+            video_id   TEXT,           -- set once complete
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX uploads_by_owner ON uploads (owner_id);
+        CREATE INDEX uploads_by_expiry ON uploads (expires_at);
+        """,
+    ),
+    Migration(
+        3,
+        "reviews, ratings, comments, follows, views",
+        """
+        CREATE TABLE reviews (
+            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            rating     INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5),
+            body       TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (video_id, user_id)
+        );
+        CREATE INDEX reviews_by_video ON reviews (video_id, updated_at);
+        CREATE TABLE ratings (
+            video_id TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            user_id  TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            value    INTEGER NOT NULL CHECK (value IN (-1, 1)),
+            PRIMARY KEY (video_id, user_id)
+        );
+        CREATE TABLE comments (
+            id         TEXT PRIMARY KEY,
+            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            parent_id  TEXT REFERENCES comments (id) ON DELETE CASCADE,
+            body       TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX comments_by_thread ON comments (video_id, parent_id, created_at);
+        CREATE INDEX comments_by_parent ON comments (parent_id, created_at);
+        CREATE TABLE follows (
+            follower_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            followee_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at  REAL NOT NULL,
+            PRIMARY KEY (follower_id, followee_id)
+        );
+        CREATE INDEX follows_by_followee ON follows (followee_id);
+        CREATE TABLE views (
+            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            viewer     TEXT NOT NULL,     -- user id, or a hash of the address
+            bucket     INTEGER NOT NULL,  -- which counting window: one view per viewer in each
+            created_at REAL NOT NULL,
+            PRIMARY KEY (video_id, viewer, bucket)
+        );
+        CREATE INDEX views_by_time ON views (created_at, video_id);
+        CREATE INDEX videos_feed ON videos (owner_id, state, privacy, created_at);
+        """,
+    ),
+    Migration(
+        4,
+        "full-text search over public ready videos",
+        # Contentless FTS5 keyed by the videos rowid: only what is public and ready is indexed, so
+        # searching needs no visibility filter. Triggers pass the old values to 'delete', which
+        # is how contentless tables forget a row. (Nothing here runs VACUUM, which could renumber
+        # rowids of a table without an INTEGER PRIMARY KEY.)
+        """
+        CREATE VIRTUAL TABLE videos_fts USING fts5 (
+            title, description, tags,
+            content = '', tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2 3'
+        );
+        CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos
+        WHEN new.state = 'ready' AND new.privacy = 'public' BEGIN
+            INSERT INTO videos_fts (rowid, title, description, tags)
+            VALUES (new.rowid, new.title, new.description, new.tags);
+        END;
+        CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos
+        WHEN old.state = 'ready' AND old.privacy = 'public' BEGIN
+            INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+            VALUES ('delete', old.rowid, old.title, old.description, old.tags);
+        END;
+        CREATE TRIGGER videos_fts_update
+        AFTER UPDATE OF title, description, tags, state, privacy ON videos BEGIN
+            INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+            SELECT 'delete', old.rowid, old.title, old.description, old.tags
+            WHERE old.state = 'ready' AND old.privacy = 'public';
+            INSERT INTO videos_fts (rowid, title, description, tags)
+            SELECT new.rowid, new.title, new.description, new.tags
+            WHERE new.state = 'ready' AND new.privacy = 'public';
+        END;
+        """,
+    ),
 )
 
 

@@ -33,14 +33,187 @@ def _job_op(summary: str, body: str | None, ok: dict[str, Any], *, extra: dict |
     return op
 
 
+_USER = [{"userToken": []}]
+_PAGE_PARAMS = [{"$ref": "#/components/parameters/Limit"}, {"$ref": "#/components/parameters/Cursor"}]
+
+
+def _page_of(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": ["items", "next_cursor"], "properties": {
+        "items": {"type": "array", "items": schema},
+        "next_cursor": {"type": ["string", "null"]}}}
+
+
+def _op(summary: str, tag: str, responses: dict[str, Any], *, auth: str = "none",
+        body: dict[str, Any] | None = None, params: list | None = None) -> dict[str, Any]:
+    """An operation: `auth` is "user" (required), "optional" or "none"."""
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": dict(responses)}
+    if auth == "user":
+        op["security"] = _USER
+        op["responses"].setdefault("401", _PROBLEM)
+    elif auth == "optional":
+        op["security"] = [{}, *_USER]
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"].setdefault("400", _PROBLEM)
+        op["responses"].setdefault("413", _PROBLEM)
+    if params:
+        op["parameters"] = params
+    return op
+
+
+_VID = [{"$ref": "#/components/parameters/VideoId"}]
+_UID = [{"$ref": "#/components/parameters/UserId"}]
+_CID = [{"name": "comment_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_UPLOAD = [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_TUS = {"name": "Tus-Resumable", "in": "header", "required": True,
+        "schema": {"const": "1.0.0"}}
+_EMPTY = {"description": "Done"}
+
+_MORE_PATHS: dict[str, Any] = {
+    "/api/v1/users": {"post": _op(
+        "Sign up", "accounts", {"201": _json({"type": "object", "properties": {
+            "user": _ref("Me")}}, "Created"), "409": _PROBLEM},
+        body={"type": "object", "required": ["email", "password"], "properties": {
+            "email": {"type": "string", "format": "email", "maxLength": 254},
+            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+            "name": {"type": "string", "maxLength": 100}}})},
+    "/api/v1/sessions": {"post": _op(
+        "Sign in: a bearer token with an expiry", "accounts",
+        {"201": _json(_ref("Session"), "Signed in"), "401": _PROBLEM},
+        body={"type": "object", "required": ["email", "password"], "properties": {
+            "email": {"type": "string"}, "password": {"type": "string"}}})},
+    "/api/v1/sessions/current": {"delete": _op("Sign out (revoke this token)", "accounts",
+                                               {"204": _EMPTY}, auth="user")},
+    "/api/v1/me": {
+        "get": _op("Your profile", "accounts", {"200": _json(_ref("Me"), "You")}, auth="user"),
+        "patch": _op("Edit your profile (a new password needs current_password)", "accounts",
+                     {"200": _json(_ref("Me"), "Edited"), "403": _PROBLEM}, auth="user",
+                     body={"type": "object", "properties": {
+                         "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                         "bio": {"type": "string", "maxLength": 2000},
+                         "password": {"type": "string", "minLength": 8},
+                         "current_password": {"type": "string"}}}),
+    },
+    "/api/v1/me/feed": {"get": _op(
+        "Ready public videos of the creators you follow, newest first", "viewers",
+        {"200": _json(_page_of(_ref("Video")), "A page"), "400": _PROBLEM}, auth="user",
+        params=_PAGE_PARAMS)},
+    "/api/v1/users/{user_id}": {"get": _op(
+        "A user's public profile", "accounts", {"200": _json(_ref("Profile"), "Profile"),
+                                                "404": _PROBLEM}, params=_UID)},
+    "/api/v1/users/{user_id}/videos": {"get": _op(
+        "A creator's videos, newest first (their own private ones only to them)", "videos",
+        {"200": _json(_page_of(_ref("Video")), "A page"), "400": _PROBLEM, "404": _PROBLEM},
+        auth="optional", params=_UID + _PAGE_PARAMS)},
+    "/api/v1/users/{user_id}/follow": {
+        "put": _op("Follow", "viewers", {"204": _EMPTY, "400": _PROBLEM, "404": _PROBLEM},
+                   auth="user", params=_UID),
+        "delete": _op("Unfollow", "viewers", {"204": _EMPTY}, auth="user", params=_UID),
+    },
+    "/api/v1/videos/{video_id}/review": {
+        "put": _op("Write or edit your review (one per user)", "viewers",
+                   {"200": _json(_ref("Review"), "Saved"), "404": _PROBLEM}, auth="user",
+                   params=_VID, body={"type": "object", "required": ["rating"], "properties": {
+                       "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+                       "text": {"type": "string", "maxLength": 5000}}}),
+        "delete": _op("Delete your review", "viewers", {"204": _EMPTY, "404": _PROBLEM},
+                      auth="user", params=_VID),
+    },
+    "/api/v1/videos/{video_id}/reviews": {"get": _op(
+        "Reviews, newest first, with their count and average", "viewers",
+        {"200": _json(_page_of(_ref("Review")), "A page"), "400": _PROBLEM, "404": _PROBLEM},
+        auth="optional", params=_VID + _PAGE_PARAMS)},
+    "/api/v1/videos/{video_id}/rating": {
+        "get": _op("Like and dislike counts, and yours", "viewers",
+                   {"200": _json(_ref("Rating"), "Counts"), "404": _PROBLEM}, auth="optional",
+                   params=_VID),
+        "put": _op("Like, dislike or none", "viewers",
+                   {"200": _json(_ref("Rating"), "Counts"), "404": _PROBLEM}, auth="user",
+                   params=_VID, body={"type": "object", "required": ["rating"], "properties": {
+                       "rating": {"enum": ["like", "dislike", "none"]}}}),
+    },
+    "/api/v1/videos/{video_id}/comments": {
+        "get": _op("Top-level comments, newest first", "viewers",
+                   {"200": _json(_page_of(_ref("Comment")), "A page"), "400": _PROBLEM,
+                    "404": _PROBLEM}, auth="optional", params=_VID + _PAGE_PARAMS),
+        "post": _op("Comment, or reply to a top-level comment", "viewers",
+                    {"201": _json(_ref("Comment"), "Created"), "404": _PROBLEM}, auth="user",
+                    params=_VID, body={"type": "object", "required": ["text"], "properties": {
+                        "text": {"type": "string", "minLength": 1, "maxLength": 2000},
+                        "parent_id": {"type": "string"}}}),
+    },
+    "/api/v1/comments/{comment_id}/replies": {"get": _op(
+        "Replies to a comment, newest first", "viewers",
+        {"200": _json(_page_of(_ref("Comment")), "A page"), "400": _PROBLEM, "404": _PROBLEM},
+        auth="optional", params=_CID + _PAGE_PARAMS)},
+    "/api/v1/comments/{comment_id}": {"delete": _op(
+        "Delete a comment (its author, the video's owner or an admin)", "viewers",
+        {"204": _EMPTY, "403": _PROBLEM, "404": _PROBLEM}, auth="user", params=_CID)},
+    "/api/v1/videos/{video_id}/views": {"post": _op(
+        "Count a view (once per viewer per window)", "viewers",
+        {"200": _json({"type": "object", "required": ["views", "counted"], "properties": {
+            "views": {"type": "integer"}, "counted": {"type": "boolean"}}}, "Counted"),
+         "404": _PROBLEM}, auth="optional", params=_VID)},
+    "/api/v1/trending": {"get": _op(
+        "Public ready videos by recent views", "viewers",
+        {"200": _json(_page_of(_ref("Video")), "A page"), "400": _PROBLEM},
+        params=_PAGE_PARAMS)},
+    "/api/v1/search": {"get": _op(
+        "Full-text search over public ready videos (bm25; the last word matches as a prefix)",
+        "search", {"200": _json(_page_of(_ref("Video")), "A page"), "400": _PROBLEM},
+        params=[{"name": "q", "in": "query", "required": True,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+                {"name": "creator", "in": "query", "schema": {"type": "string"}},
+                {"name": "min_duration", "in": "query", "schema": {"type": "number"}},
+                {"name": "max_duration", "in": "query", "schema": {"type": "number"}},
+                {"name": "uploaded_after", "in": "query",
+                 "schema": {"type": "string", "format": "date-time"}},
+                {"name": "uploaded_before", "in": "query",
+                 "schema": {"type": "string", "format": "date-time"}}, *_PAGE_PARAMS])},
+    "/api/v1/uploads": {
+        "options": {"summary": "tus discovery", "tags": ["uploads"],
+                    "responses": {"204": {"description": "Tus-Version, Tus-Extension, "
+                                                         "Tus-Max-Size, Tus-Checksum-Algorithm"}}},
+        "post": {**_op("tus creation (and creation-with-upload)", "uploads",
+                       {"201": {"description": "Location: the upload URL"}, "400": _PROBLEM,
+                        "412": _PROBLEM, "413": _PROBLEM}, auth="user",
+                       params=[_TUS, {"name": "Upload-Length", "in": "header", "required": True,
+                                      "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                               {"name": "Upload-Metadata", "in": "header",
+                                "schema": {"type": "string"}}])},
+    },
+    "/api/v1/uploads/{upload_id}": {
+        "head": _op("tus: the upload's offset", "uploads",
+                    {"200": {"description": "Upload-Offset, Upload-Length"},
+                     "404": {"description": "No such upload"},
+                     "410": {"description": "Expired"}}, auth="user", params=_UPLOAD + [_TUS]),
+        "get": _op("The upload as JSON, with its video once complete", "uploads",
+                   {"200": _json({"type": "object"}, "The upload"), "404": _PROBLEM,
+                    "410": _PROBLEM}, auth="user", params=_UPLOAD),
+        "patch": {**_op("tus: append bytes at Upload-Offset", "uploads",
+                        {"204": {"description": "Upload-Offset; Reel-Video-Id when complete"},
+                         "400": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM, "410": _PROBLEM,
+                         "412": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM, "423": _PROBLEM,
+                         "460": _PROBLEM}, auth="user", params=_UPLOAD + [_TUS]),
+                  "requestBody": {"required": True, "content": {
+                      "application/offset+octet-stream": {"schema": {"type": "string"}}}}},
+        "delete": _op("tus termination", "uploads", {"204": _EMPTY, "404": _PROBLEM,
+                                                     "412": _PROBLEM}, auth="user",
+                      params=_UPLOAD + [_TUS]),
+    },
+}
+
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "reel control API",
         "version": "1",
         "description": (
-            "Uploads, videos and the packaging job queue of reel. Errors are RFC 7807 "
-            "application/problem+json. Worker endpoints need `Authorization: Bearer <token>`."
+            "Accounts, uploads (multipart and tus 1.0), videos, viewers' reviews, ratings, "
+            "comments, follows and views, search, and the packaging job queue of reel. Errors "
+            "are RFC 7807 application/problem+json. Users send `Authorization: Bearer <token>` "
+            "from POST /api/v1/sessions; workers send the shared worker token. Lists are "
+            "cursor-paginated: pass `next_cursor` back as `cursor`."
         ),
     },
     "paths": {
@@ -53,6 +226,7 @@ _DOCUMENT: dict[str, Any] = {
                     "packaging job. Supports `Expect: 100-continue`."
                 ),
                 "tags": ["videos"],
+                "security": _USER,
                 "requestBody": {
                     "required": True,
                     "content": {"multipart/form-data": {"schema": {
@@ -72,17 +246,23 @@ _DOCUMENT: dict[str, Any] = {
                                                  "description": "/api/v1/videos/{id}"}},
                         "content": {"application/json": {"schema": _ref("UploadAccepted")}},
                     },
-                    "400": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM,
+                    "200": {"description": "You already uploaded this content: that video",
+                            "content": {"application/json": {"schema": _ref("UploadAccepted")}}},
+                    "400": _PROBLEM, "401": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM,
                 },
             },
         },
         "/api/v1/videos/{video_id}": {
-            "get": {
-                "summary": "A video and its processing state",
-                "tags": ["videos"],
-                "parameters": [{"$ref": "#/components/parameters/VideoId"}],
-                "responses": {"200": _json(_ref("Video"), "The video"), "404": _PROBLEM},
-            },
+            "get": _op("A video and its processing state", "videos",
+                       {"200": _json(_ref("Video"), "The video"), "404": _PROBLEM},
+                       auth="optional", params=_VID),
+            "patch": _op("Edit a video's metadata (its owner or an admin)", "videos",
+                         {"200": _json(_ref("Video"), "Edited"), "403": _PROBLEM,
+                          "404": _PROBLEM}, auth="user", params=_VID,
+                         body=_ref("VideoFields")),
+            "delete": _op("Delete a video: its objects go and the edges are purged", "videos",
+                          {"204": _EMPTY, "403": _PROBLEM, "404": _PROBLEM}, auth="user",
+                          params=_VID),
         },
         "/api/v1/jobs/claim": {
             "post": {
@@ -169,10 +349,18 @@ _DOCUMENT: dict[str, Any] = {
     },
     "components": {
         "securitySchemes": {
+            "userToken": {"type": "http", "scheme": "bearer",
+                          "description": "A token from POST /api/v1/sessions"},
             "workerToken": {"type": "http", "scheme": "bearer",
                             "description": "The shared worker token given to `reel control`"},
         },
         "parameters": {
+            "UserId": {"name": "user_id", "in": "path", "required": True,
+                       "schema": {"type": "string", "maxLength": 64}},
+            "Limit": {"name": "limit", "in": "query",
+                      "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            "Cursor": {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                       "description": "next_cursor of the previous page"},
             "VideoId": {"name": "video_id", "in": "path", "required": True,
                         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{6,64}$"}},
             "JobHandle": {
@@ -219,15 +407,78 @@ _DOCUMENT: dict[str, Any] = {
                                      "description": "{geo}/vod/{id}/master.m3u8 once ready"},
                     "watch_url": {"type": "string", "format": "uri"},
                     "poster_url": {"type": ["string", "null"], "format": "uri"},
+                    "owner_id": {"type": ["string", "null"]},
+                    "description": {"type": "string"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "language": {"type": ["string", "null"]},
+                    "category": {"type": ["string", "null"]},
+                    "privacy": {"enum": ["public", "unlisted", "private"]},
+                    "views": {"type": "integer"},
+                    "likes": {"type": "integer"},
+                    "dislikes": {"type": "integer"},
                 },
+            },
+            "VideoFields": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "description": {"type": "string", "maxLength": 5000},
+                    "tags": {"type": "array", "maxItems": 20,
+                             "items": {"type": "string", "maxLength": 40}},
+                    "language": {"type": ["string", "null"]},
+                    "category": {"type": ["string", "null"]},
+                    "privacy": {"enum": ["public", "unlisted", "private"]},
+                },
+            },
+            "Profile": {
+                "type": "object", "required": ["id", "name", "bio", "created_at"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                               "bio": {"type": "string"}, "created_at": {"type": "string"},
+                               "followers": {"type": "integer"},
+                               "following": {"type": "integer"}},
+            },
+            "Me": {
+                "type": "object", "required": ["id", "name", "email", "is_admin"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                               "bio": {"type": "string"}, "email": {"type": "string"},
+                               "is_admin": {"type": "boolean"},
+                               "created_at": {"type": "string"}},
+            },
+            "Session": {
+                "type": "object", "required": ["token", "token_type", "expires_at", "user"],
+                "properties": {"token": {"type": "string"}, "token_type": {"const": "Bearer"},
+                               "expires_at": {"type": "string", "format": "date-time"},
+                               "user": _ref("Me")},
+            },
+            "Review": {
+                "type": "object", "required": ["user", "rating", "text"],
+                "properties": {"user": {"type": "object"}, "rating": {"type": "integer"},
+                               "text": {"type": "string"}, "created_at": {"type": "string"},
+                               "updated_at": {"type": "string"}},
+            },
+            "Rating": {
+                "type": "object", "required": ["likes", "dislikes", "my_rating"],
+                "properties": {"likes": {"type": "integer"}, "dislikes": {"type": "integer"},
+                               "my_rating": {"enum": ["like", "dislike", "none", None]}},
+            },
+            "Comment": {
+                "type": "object",
+                "required": ["id", "video_id", "parent_id", "user", "text", "reply_count"],
+                "properties": {"id": {"type": "string"}, "video_id": {"type": "string"},
+                               "parent_id": {"type": ["string", "null"]},
+                               "user": {"type": "object"}, "text": {"type": "string"},
+                               "created_at": {"type": "string"},
+                               "reply_count": {"type": "integer"}},
             },
             "UploadAccepted": {
                 "type": "object",
                 "required": ["video", "job"],
                 "properties": {
                     "video": _ref("Video"),
-                    "job": {"type": "object", "required": ["id"],
-                            "properties": {"id": {"type": "string"}}},
+                    "job": {"oneOf": [{"type": "null"}, {
+                        "type": "object", "required": ["id"],
+                        "properties": {"id": {"type": "string"}}}]},
+                    "duplicate": {"type": "boolean"},
                 },
             },
             "ClaimRequest": {"type": "object",
@@ -273,6 +524,9 @@ _DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+
+_DOCUMENT["paths"].update(_MORE_PATHS)
 
 
 def document() -> dict[str, Any]:

@@ -41,6 +41,9 @@ def iso8601(ts: float) -> str:
     )
 
 
+PRIVACY = ("public", "unlisted", "private")
+
+
 @dataclass(frozen=True)
 class Video:
     id: str
@@ -53,12 +56,28 @@ class Video:
     renditions: tuple[str, ...]
     source_bytes: int
     created_at: float
+    owner_id: str | None
+    description: str
+    tags: tuple[str, ...]
+    language: str | None
+    category: str | None
+    privacy: str
+    sha256: str | None
+    views: int
+    likes: int
+    dislikes: int
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Video:
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["renditions"] = tuple(json.loads(row["renditions"] or "[]"))
+        values["tags"] = tuple(json.loads(row["tags"] or "[]"))
         return cls(**values)
+
+    def visible_to(self, user_id: str | None, is_admin: bool = False) -> bool:
+        """Anyone with the link sees public and unlisted videos; private ones only their owner."""
+        return self.privacy != "private" or is_admin or (user_id is not None
+                                                         and user_id == self.owner_id)
 
     def to_json(self, *, control_url: str, geo_url: str) -> dict[str, Any]:
         """The public `<video>` object of the API."""
@@ -77,10 +96,32 @@ class Video:
             "playback_url": f"{geo_url}/vod/{self.id}/master.m3u8" if ready else None,
             "watch_url": f"{control_url}/watch/{self.id}",
             "poster_url": f"{geo_url}/vod/{self.id}/thumbs/poster.jpg" if ready else None,
+            "owner_id": self.owner_id,
+            "description": self.description,
+            "tags": list(self.tags),
+            "language": self.language,
+            "category": self.category,
+            "privacy": self.privacy,
+            "views": self.views,
+            "likes": self.likes,
+            "dislikes": self.dislikes,
         }
 
 
-_COLUMNS = ", ".join(Video.__dataclass_fields__)
+COLUMNS = ", ".join(Video.__dataclass_fields__)
+_COLUMNS = COLUMNS
+EDITABLE = ("title", "description", "tags", "language", "category", "privacy")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What a new video is made of: the stored source and what its creator said about it."""
+
+    video_id: str
+    owner_id: str
+    source_bytes: int
+    sha256: str
+    metadata: Mapping[str, Any]  # title and any EDITABLE field
 
 
 class Videos:
@@ -94,23 +135,67 @@ class Videos:
         row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM videos WHERE id = ?", (video_id,))
         return None if row is None else Video.from_row(row)
 
-    async def create(
-        self, video_id: str, title: str, source_bytes: int, queue: JobQueue
-    ) -> tuple[Video, Job]:
-        """A queued video and its packaging job, committed together."""
+    async def create(self, upload: Upload, queue: JobQueue) -> tuple[Video, Job | None]:
+        """A queued video and its packaging job, committed together; or, when the same owner
+        already has a video of the same content, that video and no job."""
 
-        def insert(conn: sqlite3.Connection) -> tuple[Video, Job]:
+        def insert(conn: sqlite3.Connection) -> tuple[Video, Job | None]:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM videos WHERE owner_id = ? AND sha256 = ?"
+                f" ORDER BY created_at LIMIT 1", (upload.owner_id, upload.sha256)).fetchone()
+            if row is not None:
+                return Video.from_row(row), None
             now = self.clock()
+            meta = upload.metadata
             conn.execute(
-                "INSERT INTO videos (id, title, state, source_bytes, created_at, updated_at)"
-                " VALUES (?, ?, 'queued', ?, ?, ?)",
-                (video_id, title, source_bytes, now, now),
+                "INSERT INTO videos (id, title, state, source_bytes, created_at, updated_at,"
+                " owner_id, sha256, description, tags, language, category, privacy)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (upload.video_id, meta.get("title") or "Untitled", upload.source_bytes, now, now,
+                 upload.owner_id, upload.sha256, meta.get("description", ""),
+                 json.dumps(list(meta.get("tags", ()))), meta.get("language"),
+                 meta.get("category"), meta.get("privacy", "public")),
             )
-            job = queue.enqueue_in(conn, video_id, "package")
-            row = conn.execute(f"SELECT {_COLUMNS} FROM videos WHERE id = ?", (video_id,))
+            job = queue.enqueue_in(conn, upload.video_id, "package")
+            row = conn.execute(f"SELECT {_COLUMNS} FROM videos WHERE id = ?", (upload.video_id,))
             return Video.from_row(row.fetchone()), job
 
         return await self.db.transaction(insert)
+
+    async def update(self, video_id: str, changes: Mapping[str, Any]) -> Video | None:
+        values = {k: (json.dumps(list(v)) if k == "tags" else v) for k, v in changes.items()
+                  if k in EDITABLE}
+        values["updated_at"] = self.clock()
+        assignments = ", ".join(f"{name} = :{name}" for name in values)
+        row = await self.db.run(lambda conn: conn.execute(
+            f"UPDATE videos SET {assignments} WHERE id = :id RETURNING {_COLUMNS}",
+            {**values, "id": video_id}).fetchone())
+        return None if row is None else Video.from_row(row)
+
+    async def delete(self, video_id: str) -> bool:
+        return await self.db.execute("DELETE FROM videos WHERE id = ?", (video_id,)) > 0
+
+    async def bytes_used(self, owner_id: str) -> int:
+        """Sources stored plus uploads under way: what counts against the owner's quota."""
+        row = await self.db.fetchone(
+            "SELECT (SELECT coalesce(sum(source_bytes), 0) FROM videos WHERE owner_id = :o)"
+            " + (SELECT coalesce(sum(length), 0) FROM uploads"
+            "    WHERE owner_id = :o AND video_id IS NULL)", {"o": owner_id})
+        return int(row[0])
+
+    async def by_owner(self, owner_id: str, *, include_hidden: bool, limit: int,
+                       after: tuple[float, str] | None) -> list[Video]:
+        """The owner's videos, newest first (keyset `after` = (created_at, id) of the last seen)."""
+        sql = f"SELECT {_COLUMNS} FROM videos WHERE owner_id = ?"
+        params: list[Any] = [owner_id]
+        if not include_hidden:
+            sql += " AND privacy = 'public'"
+        if after is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            params += [after[0], after[0], after[1]]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self.db.fetchall(sql, (*params, limit))
+        return [Video.from_row(r) for r in rows]
 
 
 class VideoJobHooks:

@@ -42,10 +42,11 @@ STORE_KEY = web.AppKey("origin_store", Store)
 REGION_KEY = web.AppKey("origin_region", str)
 
 
-def cache_control(key: Key) -> str:
+def cache_control(key: Key, growing: bool = False) -> str:
+    """`growing`: a playlist still being written (EVENT, no EXT-X-ENDLIST yet)."""
     if key.kind in ("segment", "init", "image"):
         return IMMUTABLE
-    return VOD_PLAYLIST if key.space == "vod" else LIVE
+    return VOD_PLAYLIST if key.space == "vod" and not growing else LIVE
 
 
 def key_of(request: web.BaseRequest) -> Key | None:
@@ -106,7 +107,7 @@ class ObjectHandler:
             "Content-Type": key.content_type,
             "ETag": info.etag,
             "Last-Modified": http_date(info.mtime),
-            "Cache-Control": cache_control(key),
+            "Cache-Control": cache_control(key, await self._growing(key, info.size)),
             "Accept-Ranges": "bytes",
         }
         if not_modified(request, info.etag, info.mtime):
@@ -126,6 +127,13 @@ class ObjectHandler:
                 start, end, status = span[0], span[1], 206
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
         return await self._stream(request, key, headers, status, start, end)
+
+    async def _growing(self, key: Key, size: int) -> bool:
+        """A media playlist the packager is still appending to must not be cached for long."""
+        if key.kind != "playlist" or key.path.endswith("/master.m3u8") or key.space != "vod":
+            return False
+        tail = b"".join([block async for block in self.store.read(key.path, max(0, size - 64), size)])
+        return b"#EXT-X-ENDLIST" not in tail
 
     async def _stream(
         self,

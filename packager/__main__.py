@@ -1,17 +1,26 @@
-"""`python -m packager INPUT OUTDIR`: package one file, reporting as JSON lines on stdout.
+"""`python -m packager INPUT (OUTDIR | --store SPEC --prefix PREFIX)`: one job, as JSON lines.
 
 The worker runs each job through this entry point in a child process, so a job can be bounded in
-time and memory and killed without taking the worker down. Lines: {"progress": [done, total]},
+time and memory and killed without taking the worker down. With --store the renditions are
+published into the store as they are written. Lines on stdout: {"progress": [done, total]},
 then {"result": {...}} or {"error": {"reason": ..., "message": ...}}.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from packager.pipeline import PackagingError, package
+from packager.errors import PackagingError
+from packager.output import DirectoryOutput, Output
+from packager.pipeline import package
+from packager.publish import StoreOutput
+from packager.source import Limits
 
 
 def _emit(obj: dict) -> None:
@@ -20,15 +29,37 @@ def _emit(obj: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m packager INPUT OUTDIR", file=sys.stderr)
-        return 64
-    try:
-        result = package(Path(argv[0]), Path(argv[1]),
-                         progress=lambda done, total: _emit({"progress": [done, total]}))
-    except PackagingError as exc:
-        _emit({"error": {"reason": exc.reason, "message": str(exc)}})
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m packager")
+    parser.add_argument("input", type=Path)
+    parser.add_argument("outdir", type=Path, nargs="?")
+    parser.add_argument("--store", help="object store (directory or s3://...) to publish into")
+    parser.add_argument("--prefix", default="", help="key prefix in the store, e.g. vod/ID/")
+    parser.add_argument("--max-seconds", type=float, default=Limits.max_seconds)
+    parser.add_argument("--max-processing-seconds", type=float, default=None)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes for long inputs, cut into chunks encoded in parallel")
+    args = parser.parse_args(argv)
+    if (args.outdir is None) == (args.store is None):
+        parser.error("give OUTDIR or --store")
+
+    factory: Callable[[], Output]
+    if args.store:
+        factory = functools.partial(StoreOutput.open, args.store, args.prefix)
+    else:
+        factory = functools.partial(DirectoryOutput, args.outdir)
+    with contextlib.ExitStack() as stack:
+        output = factory()
+        if isinstance(output, StoreOutput):
+            stack.enter_context(output)
+        limits = Limits(max_seconds=args.max_seconds,
+                        max_processing_seconds=args.max_processing_seconds)
+        try:
+            result = package(args.input, output=output, output_factory=factory, limits=limits,
+                             workers=args.workers,
+                             progress=lambda done, total: _emit({"progress": [done, total]}))
+        except PackagingError as exc:
+            _emit({"error": {"reason": exc.reason, "message": str(exc)}})
+            return 2
     _emit({"result": {"duration": result.duration, "renditions": result.renditions,
                       "segments": result.segments}})
     return 0

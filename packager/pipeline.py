@@ -9,8 +9,11 @@ written last, when everything else is in place.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from pathlib import Path
 import av
 from av.codec.context import Flags
 from av.video.frame import PictureType
+from av.video.reformatter import VideoReformatter
 
 from packager import cmaf, hls
 from packager.errors import PackagingError
@@ -64,6 +68,7 @@ class TrackWriter:
     track: cmaf.Track
     output: Output
     progressive: bool = True
+    first_index: int = 1  # a chunk of a parallel job starts further on
     segments: list[hls.SegmentInfo] = field(default_factory=list)
     _pending: list[_Pending] = field(default_factory=list)
     _shift: int | None = None
@@ -80,15 +85,20 @@ class TrackWriter:
             self._flush(next_dts=dts, next_pts=pts)
         self._pending.append(_Pending(data, pts, dts, sync))
 
-    def close(self, last_duration: int, media_end: int | None = None) -> None:
+    def close(self, last_duration: int, media_end: int | None = None,
+              next_start: int | None = None) -> None:
         """Write the last segment. `media_end` caps its playlist duration where the encoder
-        padded past the end of the media (AAC's last frame)."""
+        padded past the end of the media (AAC's last frame). `next_start`: where the next chunk
+        of a parallel job starts, so the timelines join with no gap."""
         if self._pending:
             last = self._pending[-1]
             end_pts = max(p.pts for p in self._pending) + last_duration
+            next_dts = last.dts + last_duration
             if media_end is not None:
                 end_pts = min(end_pts, media_end)
-            self._flush(next_dts=last.dts + last_duration, next_pts=end_pts)
+            if next_start is not None and self._shift is not None:
+                end_pts, next_dts = next_start, next_start + self._shift
+            self._flush(next_dts=next_dts, next_pts=end_pts)
 
     def _flush(self, next_dts: int, next_pts: int) -> None:
         pending, self._pending = self._pending, []
@@ -100,7 +110,7 @@ class TrackWriter:
             # Signed composition offsets (trun v1) keep presentation at the encoder's pts.
             samples.append(cmaf.Sample(p.data, max(1, following - p.dts), p.pts - (p.dts - shift),
                                        p.sync))
-        index = len(self.segments) + 1
+        index = self.first_index + len(self.segments)
         uri = f"seg_{index:05d}.m4s"
         fragment = cmaf.media_segment(self.track, index, pending[0].dts - shift, samples)
         self.output.write(f"{self.name}/{uri}", fragment.data)
@@ -125,7 +135,7 @@ class VideoLane:
     """One video rendition: scaler, x264 encoder and its track writer."""
 
     def __init__(self, rendition: Rendition, frame_rate: Fraction, preset: str, output: Output,
-                 progressive: bool) -> None:
+                 progressive: bool, first_index: int = 1) -> None:
         self.rendition = rendition
         rung = rendition.rung
         enc = av.CodecContext.create("libx264", "w")
@@ -147,14 +157,17 @@ class VideoLane:
         self.encoder = enc
         track = cmaf.VideoTrack(cmaf.AvcConfig.from_extradata(enc.extradata),
                                 rendition.width, rendition.height, VIDEO_TIMESCALE)
-        self.writer = TrackWriter(rendition.name, track, output, progressive)
-        self.writer.start()
+        self.writer = TrackWriter(rendition.name, track, output, progressive, first_index)
+        if first_index == 1:
+            self.writer.start()
         self.frame_duration = round(VIDEO_TIMESCALE / frame_rate)
+        self.scaler = VideoReformatter()
 
     def encode(self, frame: av.VideoFrame | None, pts: int = 0, keyframe: bool = False) -> None:
         if frame is not None:
-            frame = frame.reformat(width=self.rendition.width, height=self.rendition.height,
-                                   format="yuv420p")
+            # A scaler of the lane's own: lanes run on threads, and a frame's cached one is shared.
+            frame = self.scaler.reformat(frame, width=self.rendition.width,
+                                         height=self.rendition.height, format="yuv420p")
             frame.pts = pts
             frame.time_base = self.encoder.time_base
             frame.pict_type = PictureType.I if keyframe else PictureType.NONE
@@ -162,10 +175,57 @@ class VideoLane:
             self.writer.add(cmaf.annexb_to_avcc(bytes(packet)), packet.pts, packet.dts,
                             packet.is_keyframe, cut=packet.is_keyframe)
 
-    def finish(self) -> None:
+    def finish(self, next_start: int | None = None, final: bool = True) -> None:
         self.encode(None)
-        self.writer.close(self.frame_duration)
-        self.writer.finish(iframes=True)
+        self.writer.close(self.frame_duration, next_start=next_start)
+        if final:
+            self.writer.finish(iframes=True)
+
+
+class LaneThread(threading.Thread):
+    """Runs one video lane on a thread of its own, fed through a short queue.
+
+    Scaling and x264 release the GIL, so the lanes encode in parallel with each other and with
+    decoding; the queue is short so memory stays a few pictures per lane.
+    """
+
+    def __init__(self, lane: VideoLane, depth: int = 4) -> None:
+        super().__init__(name=f"lane-{lane.rendition.name}", daemon=True)
+        self.lane = lane
+        self.error: BaseException | None = None
+        self.finish_args: dict = {}
+        self._queue: queue.Queue[tuple[av.VideoFrame, int, bool] | None] = queue.Queue(depth)
+
+    def run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.lane.encode(*item)
+                except BaseException as exc:  # reported to the job by submit() and close()
+                    self.error = exc
+        if self.error is None:
+            try:
+                self.lane.finish(**self.finish_args)
+            except BaseException as exc:
+                self.error = exc
+
+    def submit(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put((frame, pts, keyframe))
+
+    def close_quietly(self) -> None:
+        self.error = self.error or RuntimeError("job abandoned")
+        self._queue.put(None)
+        self.join()
+
+    def close(self, **finish_args: object) -> None:
+        """Flush the encoder and write the last segment; raises what the lane raised."""
+        self.finish_args = finish_args
+        self._queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 class AudioLane:
@@ -244,9 +304,13 @@ class _Clock:
     start: float
     segment_seconds: float
     frame_rate: Fraction
+    window_start: float = 0.0
     last_pts: int = -1
     next_cut: float = 0.0
     frames: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_cut = self.window_start
 
     def place(self, frame: av.VideoFrame) -> tuple[int, float, bool] | None:
         """(pts in the video timescale, seconds, starts a segment) or None to drop the frame."""
@@ -255,7 +319,7 @@ class _Clock:
         pts = round(rel * VIDEO_TIMESCALE)
         if pts <= self.last_pts:
             return None  # a repeated or backwards timestamp cannot be presented
-        if self.last_pts < 0 and pts > 0:
+        if self.last_pts < 0 and pts > 0 and self.window_start == 0:
             pts, rel = 0, 0.0  # the first picture opens the timeline
         self.last_pts = pts
         cut = rel >= self.next_cut - 0.001
@@ -276,16 +340,33 @@ def package(
     limits: Limits | None = None,
     progressive: bool = True,
     progress: Progress | None = None,
+    workers: int = 1,
+    chunk_seconds: float = 60.0,
+    output_factory: Callable[[], Output] | None = None,
 ) -> PackageResult:
     """Package `input_path` into HLS: renditions first, `master.m3u8` last.
 
-    Give `outdir` (a directory) or `output` (any Output). Raises PackagingError.
+    Give `outdir` (a directory), `output` (any Output) or `output_factory` (a picklable callable
+    making one: needed for `workers` > 1, where inputs longer than two chunks are encoded in
+    parallel processes, `chunk_seconds` each). Raises PackagingError.
     """
+    if output_factory is None and outdir is not None:
+        output_factory = functools.partial(DirectoryOutput, outdir)
     if output is None:
-        if outdir is None:
-            raise ValueError("give outdir or output")
-        output = DirectoryOutput(outdir)
+        if output_factory is None:
+            raise ValueError("give outdir, output or output_factory")
+        output = output_factory()
     limits = limits or Limits()
+    if workers > 1 and output_factory is not None:
+        with Source(Path(input_path), limits) as probe:
+            long_video = probe.video is not None and (probe.duration or 0) > 2 * chunk_seconds
+        if long_video:
+            from packager.parallel import package_parallel
+
+            return package_parallel(input_path, output_factory, workers=workers,
+                                    chunk_seconds=chunk_seconds, ladder=ladder,
+                                    segment_seconds=segment_seconds, preset=preset, limits=limits,
+                                    progress=progress)
     deadline = (time.monotonic() + limits.max_processing_seconds
                 if limits.max_processing_seconds else None)
     source = Source(Path(input_path), limits)
@@ -296,18 +377,56 @@ def package(
         source.close()
 
 
+@dataclass(frozen=True)
+class Window:
+    """The part of the timeline one chunk of a parallel job encodes: [start, end) seconds,
+    both on segment boundaries, its first segment numbered `first_index`."""
+
+    start: float
+    end: float | None
+    first_index: int
+
+
+@dataclass
+class ChunkResult:
+    """What a chunk hands back to the job that stitches: picklable, no frames."""
+
+    segments: dict[str, list[hls.SegmentInfo]]
+    codecs: dict[str, str]
+    sizes: dict[str, tuple[int, int]]
+    avcc: dict[str, bytes]
+    media_end: float
+    frames: int
+    poster: bytes | None
+    tiles: list[tuple[float, int, int, list[bytes]]]
+
+
+class _WindowDone(Exception):
+    """The chunk reached the end of its window."""
+
+
 class _Job:
-    """One pass over a source: decode, turn upright, feed every lane, then publish."""
+    """One pass over a source: decode, turn upright, feed every lane, then publish.
+
+    With a Window, only that part of the video is encoded (no audio, no playlists): a chunk of
+    a parallel job, whose segments are stitched by packager.parallel.
+    """
 
     def __init__(self, source: Source, output: Output, ladder: tuple[Rung, ...],
                  segment_seconds: float, preset: str, progressive: bool,
-                 progress: Progress | None, deadline: float | None) -> None:
+                 progress: Progress | None, deadline: float | None,
+                 window: Window | None = None) -> None:
         self.source, self.output, self.ladder = source, output, ladder
-        self.segment_seconds, self.preset, self.progressive = segment_seconds, preset, progressive
+        self.segment_seconds, self.preset = segment_seconds, preset
+        self.progressive = progressive and window is None
         self.progress, self.deadline = progress, deadline
+        self.window = window or Window(0.0, None, 1)
+        self.next_start: int | None = None
         self.lanes: list[VideoLane] = []
-        self.audio = AudioLane(output, segment_seconds, progressive) if source.audio else None
-        self.clock = _Clock(source.start, segment_seconds, source.frame_rate)
+        self.threads: list[LaneThread] = []
+        self.audio = (AudioLane(output, segment_seconds, self.progressive)
+                      if source.audio and window is None else None)
+        self.clock = _Clock(source.start, segment_seconds, source.frame_rate, self.window.start)
         self.upright: Upright | None = None
         self.thumbs: Thumbnails | None = None
         self.total_parts = math.ceil(source.duration / segment_seconds) if source.duration else 0
@@ -320,8 +439,11 @@ class _Job:
         if self.upright.swaps_axes():
             width, height = height, width
         renditions = choose(width, height, self.ladder)
-        self.lanes = [VideoLane(r, self.source.frame_rate, self.preset, self.output, self.progressive)
-                      for r in renditions]
+        self.lanes = [VideoLane(r, self.source.frame_rate, self.preset, self.output, self.progressive,
+                                self.window.first_index) for r in renditions]
+        self.threads = [LaneThread(lane) for lane in self.lanes]
+        for thread in self.threads:
+            thread.start()
         top = renditions[0]
         self.thumbs = Thumbnails(width, height, self.source.duration, (top.width, top.height),
                                  self.output)
@@ -333,14 +455,19 @@ class _Job:
         if placed is None:
             return
         pts, seconds, cut = placed
+        if seconds < self.window.start - 0.001:
+            return  # decoded from the keyframe before the window: not ours to encode
+        if self.window.end is not None and seconds >= self.window.end - 0.001:
+            self.next_start = pts
+            raise _WindowDone
         assert self.upright is not None and self.thumbs is not None
         frame = self.upright(frame)
         if cut and self.clock.frames > 1:
             self.parts += 1
             if self.progress:
                 self.progress(self.parts, max(self.total_parts, self.parts + 1))
-        for lane in self.lanes:
-            lane.encode(frame, pts, cut)
+        for thread in self.threads:
+            thread.submit(frame, pts, cut)
         self.thumbs.offer(frame, seconds)
         self.media_end = max(self.media_end, seconds + 1 / float(self.source.frame_rate))
 
@@ -353,9 +480,44 @@ class _Job:
             self.media_end = max(self.media_end, seconds + frame.samples / frame.sample_rate)
 
     def run(self) -> PackageResult:
-        errors = packets = 0
         try:
-            for packet in self.source.container.demux(*self.source.streams):
+            self._decode()
+            return self._finish()
+        finally:
+            for thread in self.threads:  # on failure too: no encoder thread outlives the job
+                if thread.is_alive():
+                    thread.close_quietly()
+
+    def run_chunk(self) -> ChunkResult:
+        try:
+            self._decode()
+            for thread in self.threads:
+                thread.close(next_start=self.next_start, final=False)
+        finally:
+            for thread in self.threads:
+                if thread.is_alive():
+                    thread.close_quietly()
+        assert self.thumbs is not None
+        return ChunkResult(
+            segments={lane.rendition.name: lane.writer.segments for lane in self.lanes},
+            codecs={lane.rendition.name: lane.writer.track.codecs for lane in self.lanes},
+            sizes={lane.rendition.name: (lane.rendition.width, lane.rendition.height)
+                   for lane in self.lanes},
+            avcc={lane.rendition.name: lane.writer.track.config.avcc_box()  # type: ignore[union-attr]
+                  for lane in self.lanes},
+            media_end=self.media_end, frames=self.clock.frames, poster=self.thumbs.poster,
+            tiles=[(t, f.width, f.height, [bytes(p) for p in f.planes]) for t, f in self.thumbs.tiles],
+        )
+
+    def _decode(self) -> None:
+        errors = packets = 0
+        streams = self.source.streams if self.audio else [s for s in [self.source.video] if s]
+        if self.window.start > 0 and self.source.video is not None:
+            video = self.source.video
+            target = (self.window.start + self.source.start) / video.time_base
+            self.source.container.seek(int(target), stream=video, backward=True)
+        try:
+            for packet in self.source.container.demux(*streams):
                 packets += 1
                 if self.deadline and time.monotonic() > self.deadline:
                     raise PackagingError("timeout", "packaging took longer than allowed")
@@ -369,10 +531,14 @@ class _Job:
                         self._audio(frame)
                     else:
                         self._video(frame)
+        except _WindowDone:
+            pass
         except av.error.FFmpegError as exc:
             raise PackagingError("corrupt_input", f"decoding failed: {exc}") from exc
         if packets and errors > packets / 2:
             raise PackagingError("corrupt_input", f"{errors} of {packets} packets could not be decoded")
+
+    def _finish(self) -> PackageResult:
         if self.source.video is not None and not self.clock.frames:
             raise PackagingError("no_frames", "the video stream holds no decodable picture")
         if self.source.video is not None and self.clock.frames == 1 and self.source.audio is None:
@@ -381,8 +547,8 @@ class _Job:
         if declared and declared > 2 and self.media_end < TRUNCATED_SHARE * declared:
             raise PackagingError("truncated", f"the file declares {declared:.1f} s but holds only "
                                               f"{self.media_end:.1f} s: was the upload cut short?")
-        for lane in self.lanes:
-            lane.finish()
+        for thread in self.threads:
+            thread.close()
         if self.audio is not None:
             self.audio.finish(self.media_end if self.lanes else None)
             if not self.audio.writer.segments:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import av
@@ -35,7 +36,11 @@ def _timestamp(seconds: float) -> str:
 
 
 class Thumbnails:
-    """Takes upright pictures as they pass and writes thumbs/ when the video ends."""
+    """Takes upright pictures as they pass and writes thumbs/ when the video ends.
+
+    Tiles are kept small (TILE_LONG_SIDE) until the end, so a chunk of a parallel job can hand
+    its own to the job that assembles the sheets.
+    """
 
     def __init__(self, width: int, height: int, duration: float | None, poster_size: tuple[int, int],
                  output: Output) -> None:
@@ -45,57 +50,63 @@ class Thumbnails:
         self.poster_at = min(POSTER_AT, (duration or 0) / 3)
         self.poster_size = poster_size
         self.output = output
-        self._poster: av.VideoFrame | None = None
+        self.poster: bytes | None = None
+        self.tiles: list[tuple[float, av.VideoFrame]] = []
         self._last: av.VideoFrame | None = None
         self._next_at = 0.0
-        self._cues: list[tuple[float, int]] = []  # (time, tile number)
-        self._sheets: list[bytes] = []
-        self._graph: av.filter.Graph | None = None
 
     def offer(self, frame: av.VideoFrame, seconds: float) -> None:
         self._last = frame
-        if self._poster is None and seconds >= self.poster_at:
-            self._poster = frame
-        if seconds >= self._next_at:
-            self._next_at = seconds + self.interval
-            self._cues.append((seconds, len(self._cues)))
-            self._push(frame.reformat(width=self.tile[0], height=self.tile[1], format="yuv420p"))
+        if self.poster is None and seconds >= self.poster_at:
+            self.poster = jpeg(frame, *self.poster_size)
+        if seconds >= self._next_at - 0.001:
+            self._next_at = (math.floor(seconds / self.interval + 0.001) + 1) * self.interval
+            tile = frame.reformat(width=self.tile[0], height=self.tile[1], format="yuv420p")
+            self.tiles.append((seconds, tile))
 
-    def _push(self, tile: av.VideoFrame | None) -> None:
-        if self._graph is None:
-            graph = av.filter.Graph()
-            src = graph.add_buffer(width=self.tile[0], height=self.tile[1], format="yuv420p",
-                                   time_base=Fraction(1, 1))
-            grid = graph.add("tile", f"{GRID}x{GRID}")
-            sink = graph.add("buffersink")
-            src.link_to(grid)
-            grid.link_to(sink)
-            graph.configure()
-            self._graph = graph
-        if tile is not None:
-            tile.pts, tile.time_base = len(self._cues), Fraction(1, 1)
-        self._graph.push(tile)
-        while True:
-            try:
-                sheet = self._graph.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return
-            self._sheets.append(jpeg(sheet, sheet.width, sheet.height, quality=6))
+    def take(self, other: Thumbnails) -> None:
+        """Adopt a later chunk's poster (if still missing) and tiles."""
+        self.poster = self.poster or other.poster
+        self.tiles += other.tiles
 
     def finish(self, end: float) -> None:
-        poster = self._poster or self._last
-        if poster is None:
+        if self.poster is None and self._last is not None:
+            self.poster = jpeg(self._last, *self.poster_size)  # a video shorter than POSTER_AT
+        if self.poster is None:
             return
-        self.output.write("thumbs/poster.jpg", jpeg(poster, *self.poster_size))
-        self._push(None)
-        for index, sheet in enumerate(self._sheets, 1):
+        self.output.write("thumbs/poster.jpg", self.poster)
+        sheets = self._sheets()
+        for index, sheet in enumerate(sheets, 1):
             self.output.write(f"thumbs/storyboard_{index:02d}.jpg", sheet)
         width, height = self.tile
         lines = ["WEBVTT", ""]
-        for i, (start, number) in enumerate(self._cues):
-            stop = self._cues[i + 1][0] if i + 1 < len(self._cues) else max(end, start + 0.001)
+        for number, (start, _) in enumerate(self.tiles):
+            stop = self.tiles[number + 1][0] if number + 1 < len(self.tiles) else max(end, start + 0.001)
             sheet, cell = divmod(number, GRID * GRID)
             x, y = cell % GRID * width, cell // GRID * height
             lines += [f"{_timestamp(start)} --> {_timestamp(stop)}",
                       f"storyboard_{sheet + 1:02d}.jpg#xywh={x},{y},{width},{height}", ""]
         self.output.write("thumbs/storyboard.vtt", "\n".join(lines).encode())
+
+    def _sheets(self) -> list[bytes]:
+        """Tiles in a grid (FFmpeg's tile filter), as JPEG sheets."""
+        graph = av.filter.Graph()
+        src = graph.add_buffer(width=self.tile[0], height=self.tile[1], format="yuv420p",
+                               time_base=Fraction(1, 1))
+        grid = graph.add("tile", f"{GRID}x{GRID}")
+        sink = graph.add("buffersink")
+        src.link_to(grid)
+        grid.link_to(sink)
+        graph.configure()
+        sheets = []
+        for number, (_, tile) in enumerate([*self.tiles, (0.0, None)]):
+            if tile is not None:
+                tile.pts, tile.time_base = number, Fraction(1, 1)
+            graph.push(tile)
+            while True:
+                try:
+                    sheet = graph.pull()
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+                sheets.append(jpeg(sheet, sheet.width, sheet.height, quality=6))
+        return sheets

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from origin.store import Store, StoreError
+from origin.store import Store, StoreError, open_store
 from reel.logs import fields
 
 log = logging.getLogger("packager.worker")
@@ -86,29 +86,32 @@ class ControlClient:
 
 
 class JobRunner:
-    """Runs one job: fetch the source, package it in a child process, publish, report."""
+    """Runs one job: fetch the source, package it in a child process that publishes into the
+    store as it goes, report. A failed job's objects are removed: nothing half-made stays."""
 
-    def __init__(self, control: ControlClient, store: Store, job: Job, timeout: float) -> None:
-        self.control, self.store, self.job, self.timeout = control, store, job, timeout
+    def __init__(self, control: ControlClient, store: Store, store_spec: str, job: Job,
+                 timeout: float) -> None:
+        self.control, self.store, self.store_spec = control, store, store_spec
+        self.job, self.timeout = job, timeout
         self.progress: tuple[int, int] | None = None
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeats())
         try:
+            # Leftovers of an earlier, interrupted attempt go first: this run rewrites them all.
+            await self.store.delete_prefix(self.job.output_prefix)
             with tempfile.TemporaryDirectory(prefix="reel-job-") as tmp:
-                work = Path(tmp)
-                await self.store.read_to_file(self.job.source_key, work / "source")
-                result = await self._package(work / "source", work / "out")
-                await self._publish(work / "out")
-        except JobFailed as exc:
-            log.warning("job failed", extra=fields(job=self.job.id, reason=exc.reason,
-                                                    detail=str(exc)))
+                source = Path(tmp) / "source"
+                await self.store.read_to_file(self.job.source_key, source)
+                result = await self._package(source)
+        except (JobFailed, StoreError, FileNotFoundError) as exc:
+            failure = exc if isinstance(exc, JobFailed) else JobFailed("store_error", str(exc), False)
+            log.warning("job failed", extra=fields(job=self.job.id, reason=failure.reason,
+                                                    detail=str(failure)))
             heartbeat.cancel()
-            await self.control.fail(self.job, exc)
-            return
-        except (StoreError, FileNotFoundError) as exc:
-            heartbeat.cancel()
-            await self.control.fail(self.job, JobFailed("store_error", str(exc), False))
+            with contextlib.suppress(StoreError):
+                await self.store.delete_prefix(self.job.output_prefix)
+            await self.control.fail(self.job, failure)
             return
         finally:
             heartbeat.cancel()
@@ -126,9 +129,10 @@ class JobRunner:
             except aiohttp.ClientError as exc:
                 log.warning("heartbeat failed", extra=fields(job=self.job.id, error=str(exc)))
 
-    async def _package(self, source: Path, outdir: Path) -> dict:
+    async def _package(self, source: Path) -> dict:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "packager", str(source), str(outdir),
+            sys.executable, "-m", "packager", str(source), "--store", self.store_spec,
+            "--prefix", self.job.output_prefix, "--max-processing-seconds", str(self.timeout),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         outcome: dict = {}
@@ -146,8 +150,9 @@ class JobRunner:
             return (await proc.stderr.read())[-2000:]  # the tail is what explains a crash
 
         try:
+            # A little past the child's own limit: it should fail first, with its own reason.
             _, stderr = await asyncio.wait_for(
-                asyncio.gather(read_events(), read_stderr()), self.timeout)
+                asyncio.gather(read_events(), read_stderr()), self.timeout + 30)
             await proc.wait()
         except (TimeoutError, asyncio.CancelledError):
             proc.kill()
@@ -161,18 +166,12 @@ class JobRunner:
             raise JobFailed("packager_crashed", f"exit status {proc.returncode}: {tail[0]}", False)
         return outcome["result"]
 
-    async def _publish(self, outdir: Path) -> None:
-        files = await asyncio.to_thread(lambda: sorted(p for p in outdir.rglob("*") if p.is_file()))
-        master = outdir / "master.m3u8"
-        for path in [p for p in files if p != master] + [master]:
-            key = self.job.output_prefix + path.relative_to(outdir).as_posix()
-            await self.store.write_file(key, path)
 
-
-async def run_worker(control_url: str, store: Store, token: str, stop: asyncio.Event, *,
+async def run_worker(control_url: str, store_spec: str, token: str, stop: asyncio.Event, *,
                      job_timeout: float = 3600.0, idle_wait: float = 1.0) -> None:
     """Claim and run jobs one at a time until `stop` is set."""
     name = f"{socket.gethostname()}-{os.getpid()}"
+    store = open_store(store_spec)
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         control = ControlClient(http, control_url, token)
         log.info("worker started", extra=fields(worker=name, control=control_url))
@@ -187,7 +186,7 @@ async def run_worker(control_url: str, store: Store, token: str, stop: asyncio.E
                     await asyncio.wait_for(stop.wait(), idle_wait)
                 continue
             log.info("job claimed", extra=fields(job=job.id, video=job.video_id))
-            runner = asyncio.create_task(JobRunner(control, store, job, job_timeout).run())
+            runner = asyncio.create_task(JobRunner(control, store, store_spec, job, job_timeout).run())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()

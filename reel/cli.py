@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     package.flag("--preset", default="veryfast", help="x264 preset")
     package.flag("--max-seconds", default=4 * 3600.0, type=float, help="longest accepted input")
     package.flag("--max-height", default=2160, type=int, help="tallest accepted input")
+    package.flag("--workers", default=1, type=int,
+                 help="processes: inputs longer than two chunks are encoded in parallel chunks")
+    package.flag("--chunk-seconds", default=60.0, type=float, help="chunk length with --workers")
 
     origin = _Command(sub.add_parser("origin", help="serve a store by the object layout"), "origin")
     origin.flag("--store", required=True, help="directory (or s3://BUCKET/PREFIX)")
@@ -87,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
              help="addresses or networks whose X-Forwarded-For is believed")
 
     control = _Command(sub.add_parser("control", help="creators' and viewers' API"), "control")
-    control.flag("--data", default=None, type=Path, help="data directory (SQLite database)")
+    control.flag("--data", default=None, type=Path,
+                 help="data directory (SQLite database, upload staging)")
     control.flag("--db", default=None, help="database URL (PostgreSQL arrives later)")
     control.flag("--store", required=True, help="object store: directory (or s3://...)")
     control.flag("--host", default="127.0.0.1", help="listen address")
@@ -95,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     control.flag("--geo-url", default="http://127.0.0.1:8000", help="public URL of geo")
     control.flag("--worker-token", required=True, help="shared secret workers present")
     control.flag("--max-upload-mb", default=2048, type=int, help="largest accepted upload")
+    control.flag("--quota-mb", default=50 * 1024, type=int,
+                 help="default per-user storage quota (sources)")
+    control.flag("--admin-email", nargs="*", default=[], help="emails of admin accounts")
+    control.flag("--edge", nargs="*", default=[], help="edge URLs to purge when a video is deleted")
+    control.flag("--purge-token", default="", help="bearer token the edges' POST /purge expects")
 
     worker = _Command(sub.add_parser("worker", help="claim and run packaging jobs"), "worker")
     worker.flag("--control", required=True, help="control URL")
@@ -131,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             result = package(args.input, args.outdir, segment_seconds=args.segment_seconds,
                              preset=args.preset,
-                             limits=Limits(max_seconds=args.max_seconds, max_height=args.max_height))
+                             limits=Limits(max_seconds=args.max_seconds, max_height=args.max_height),
+                             workers=args.workers, chunk_seconds=args.chunk_seconds)
         except PackagingError as exc:
             print(f"reel package: {exc.reason}: {exc}", file=sys.stderr)
             return 2
@@ -169,14 +179,17 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit("reel control: --data DIR is required (PostgreSQL arrives later)")
         serve(control.make_app(args.data, origin.open_store(args.store), geo_url=args.geo_url,
                                worker_token=args.worker_token,
-                               max_upload_bytes=args.max_upload_mb * 1024 * 1024),
+                               max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+                               quota_bytes=args.quota_mb * 1024 * 1024,
+                               admin_emails=args.admin_email, edges=args.edge,
+                               purge_token=args.purge_token),
               args.host, args.port)
     elif args.command == "worker":
         import origin
         from packager.worker import run_worker
 
-        store = origin.open_store(args.store)
-        run_until_signal(lambda stop: run_worker(args.control, store, args.token, stop,
+        origin.open_store(args.store)  # a bad store spec fails here, before any job is claimed
+        run_until_signal(lambda stop: run_worker(args.control, args.store, args.token, stop,
                                                  job_timeout=args.job_timeout))
     return 0
 

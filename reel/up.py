@@ -144,6 +144,25 @@ async def _wait_healthy(stack: Stack) -> None:
                 await asyncio.sleep(0.2)
 
 
+DEMO_PASSWORD = "reel-demo-password"
+
+
+async def _demo_user(http: aiohttp.ClientSession, control: str) -> dict[str, str]:
+    """A demo creator for this run (sign-up, or sign-in if the account exists); its auth header.
+
+    One account per run: the demo clip is the same bytes every time, and a creator uploading the
+    same content again gets their existing video back, while each run shows a fresh upload."""
+    account = {"email": f"demo-{time.time_ns()}@reel.invalid", "password": DEMO_PASSWORD,
+               "name": "reel demo"}
+    async with http.post(f"{control}/api/v1/users", json=account) as resp:
+        if resp.status not in (201, 409):
+            raise RuntimeError(f"demo sign-up refused: {resp.status} {await resp.text()}")
+    async with http.post(f"{control}/api/v1/sessions", json=account) as resp:
+        if resp.status != 201:
+            raise RuntimeError(f"demo sign-in refused: {resp.status} {await resp.text()}")
+        return {"Authorization": f"Bearer {(await resp.json())['token']}"}
+
+
 async def _demo(stack: Stack, seconds: float) -> dict:
     from packager.testclip import make_test_clip
 
@@ -154,12 +173,15 @@ async def _demo(stack: Stack, seconds: float) -> dict:
                                 width=1280, height=720, fps=30)
         clip.with_suffix(".tmp.mp4").rename(clip)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        auth = await _demo_user(http, stack.control)
         with await asyncio.to_thread(open, clip, "rb") as f:
             form = aiohttp.FormData()
             form.add_field("title", "reel demo: test pattern")
             form.add_field("file", f, filename=clip.name, content_type="video/mp4")
-            async with http.post(stack.control + "/api/v1/videos", data=form) as resp:
-                if resp.status != 202:
+            # A second `reel up --demo` on the same data gets the same (deduplicated) video: 200.
+            async with http.post(stack.control + "/api/v1/videos", data=form,
+                                 headers=auth) as resp:
+                if resp.status not in (200, 202):
                     raise RuntimeError(f"upload refused: {resp.status} {await resp.text()}")
                 video = (await resp.json())["video"]
         print(f"uploaded   video {video['id']}; packaging...", flush=True)

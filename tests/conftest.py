@@ -10,9 +10,10 @@ from playwright.sync_api import Browser, Page
 from tests.player import chromium
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium (Debian's), started once."""
+    """Headless Chromium (Debian's), once per module: Playwright's sync API holds an event loop
+    while it runs, which asyncio tests in later modules must not find running."""
     with chromium() as browser:
         yield browser
 

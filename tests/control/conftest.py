@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,15 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from control import make_app
+from control.accounts import PasswordHasher
 from origin.store import DirectoryStore
 
 TOKEN = "test-worker-token"
 GEO = "http://geo.test:8000"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+PASSWORD = "correct horse battery"
+FAST_HASHER = PasswordHasher(n=2**10)  # real scrypt, cheaper: tests sign up many users
 
 MakeClient = Callable[..., Awaitable[TestClient]]
 
@@ -30,6 +35,7 @@ async def make_client(tmp_path: Path, store: DirectoryStore) -> AsyncIterator[Ma
     clients: list[TestClient] = []
 
     async def factory(max_upload_bytes: int = 64 * 1024 * 1024, **tuning: Any) -> TestClient:
+        tuning.setdefault("password_hasher", FAST_HASHER)
         app = make_app(tmp_path / "data", store, GEO, TOKEN, max_upload_bytes, **tuning)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
@@ -46,6 +52,29 @@ async def client(make_client: MakeClient) -> TestClient:
     return await make_client()
 
 
+async def signup(client: TestClient, email: str = "owner@example.com",
+                 name: str | None = None) -> dict[str, str]:
+    """Sign up (or, when the account exists, sign in) and return the Authorization header."""
+    body: dict[str, Any] = {"email": email, "password": PASSWORD}
+    if name:
+        body["name"] = name
+    resp = await client.post("/api/v1/users", json=body)
+    assert resp.status in (201, 409), await resp.text()
+    resp = await client.post("/api/v1/sessions", json={"email": email, "password": PASSWORD})
+    assert resp.status == 201, await resp.text()
+    return {"Authorization": f"Bearer {(await resp.json())['token']}"}
+
+
+@pytest.fixture
+async def alice(client: TestClient) -> dict[str, str]:
+    return await signup(client, "alice@example.com", "Alice")
+
+
+@pytest.fixture
+async def bob(client: TestClient) -> dict[str, str]:
+    return await signup(client, "bob@example.com", "Bob")
+
+
 def form(data: bytes, title: str | None = "A clip", filename: str = "clip.mp4") -> FormData:
     fd = FormData()
     if title is not None:
@@ -54,9 +83,17 @@ def form(data: bytes, title: str | None = "A clip", filename: str = "clip.mp4") 
     return fd
 
 
-async def upload(client: TestClient, data: bytes = b"\x00fake-media" * 100,
-                 title: str | None = "A clip") -> dict[str, Any]:
-    resp = await client.post("/api/v1/videos", data=form(data, title))
+async def upload(client: TestClient, data: bytes | None = None,
+                 title: str | None = "A clip", headers: dict[str, str] | None = None,
+                 **fields: str) -> dict[str, Any]:
+    """Upload through multipart as `headers`' user (default: owner@example.com).
+
+    Without `data`, fresh random bytes: identical content would be deduplicated."""
+    headers = headers or await signup(client)
+    fd = form(os.urandom(1000) if data is None else data, title)
+    for name, value in fields.items():
+        fd.add_field(name, value)
+    resp = await client.post("/api/v1/videos", data=fd, headers=headers)
     assert resp.status == 202, await resp.text()
     return await resp.json()
 

@@ -91,17 +91,17 @@ async def test_openapi_lists_every_route(client: TestClient) -> None:
 async def test_unknown_api_route_and_wrong_method(client: TestClient) -> None:
     await assert_problem(await client.get("/api/v1/nothing-here"), 404)
     await assert_problem(await client.get("/api/v1/jobs/claim"), 405)
-    resp = await client.delete("/api/v1/videos/abcdefgh")
+    resp = await client.put("/api/v1/videos/abcdefgh")
     problem = await assert_problem(resp, 405)
-    assert "GET" in resp.headers["Allow"] and "DELETE" in problem["detail"]
+    assert "GET" in resp.headers["Allow"] and "PUT" in problem["detail"]
 
 
 async def test_unexpected_error_is_500_problem_without_traceback(client: TestClient,
-                                                                  store) -> None:
+                                                                  store, alice: dict[str, str]) -> None:
     import shutil
 
     shutil.rmtree(store.root)  # the store breaks under the app's feet
-    resp = await client.post("/api/v1/videos", data=form(b"some media"))
+    resp = await client.post("/api/v1/videos", headers=alice, data=form(b"some media"))
     problem = await assert_problem(resp, 500)
     assert "Traceback" not in await resp.text()
     assert "unexpected" in problem["detail"]

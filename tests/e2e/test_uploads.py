@@ -14,12 +14,23 @@ from packager.testclip import make_test_clip
 from tests.e2e.conftest import Demo
 
 
+async def _creator(http: aiohttp.ClientSession, control: str) -> dict[str, str]:
+    """A fresh creator account's Authorization header: uploads need a signed-in user."""
+    account = {"email": f"creator-{os.urandom(4).hex()}@example.com", "password": "e2e password"}
+    async with http.post(f"{control}/api/v1/users", json=account) as resp:
+        assert resp.status == 201, await resp.text()
+    async with http.post(f"{control}/api/v1/sessions", json=account) as resp:
+        assert resp.status == 201, await resp.text()
+        return {"Authorization": f"Bearer {(await resp.json())['token']}"}
+
+
 async def _upload(http: aiohttp.ClientSession, control: str, path: Path, title: str) -> dict:
+    auth = await _creator(http, control)
     with open(path, "rb") as f:  # noqa: ASYNC230 - a small test file
         form = aiohttp.FormData()
         form.add_field("title", title)
         form.add_field("file", f, filename=path.name, content_type="application/octet-stream")
-        async with http.post(f"{control}/api/v1/videos", data=form) as resp:
+        async with http.post(f"{control}/api/v1/videos", data=form, headers=auth) as resp:
             assert resp.status == 202, await resp.text()
             body = await resp.json()
     assert body["job"]["id"]

@@ -16,7 +16,9 @@ SEG_BYTES = bytes(range(256)) * 4  # 1024 bytes, every offset recognisable
 OBJECTS = {
     SEG: SEG_BYTES,
     f"vod/{VID}/master.m3u8": b"#EXTM3U\n",
-    f"vod/{VID}/v360/index.m3u8": b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n",
+    f"vod/{VID}/v360/index.m3u8": b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-ENDLIST\n",
+    # Still being packaged: an EVENT playlist without its end yet.
+    f"vod/{VID}/v240/index.m3u8": b"#EXTM3U\n#EXT-X-PLAYLIST-TYPE:EVENT\n",
     f"vod/{VID}/v360/init.mp4": b"init",
     f"vod/{VID}/thumbs/poster.jpg": b"\xff\xd8jpeg",
     f"vod/{VID}/subs/en.vtt": b"WEBVTT\n",
@@ -65,6 +67,7 @@ async def test_segment_200_with_validators_and_immutable(client):
     [
         (f"vod/{VID}/master.m3u8", "application/vnd.apple.mpegurl", "public, max-age=3600"),
         (f"vod/{VID}/v360/index.m3u8", "application/vnd.apple.mpegurl", "public, max-age=3600"),
+        (f"vod/{VID}/v240/index.m3u8", "application/vnd.apple.mpegurl", "public, max-age=1"),
         (f"vod/{VID}/v360/init.mp4", "video/mp4", "public, max-age=31536000, immutable"),
         (f"vod/{VID}/thumbs/poster.jpg", "image/jpeg", "public, max-age=31536000, immutable"),
         (f"vod/{VID}/subs/en.vtt", "text/vtt", "public, max-age=3600"),

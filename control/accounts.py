@@ -1,0 +1,323 @@
+"""Accounts: sign-up with scrypt-hashed passwords, bearer sessions with expiry, profiles.
+
+A bearer token is 256 random bits handed out once; the database keeps only its sha256, so a copy
+of the database signs nobody in. `Accounts.authenticate` is what every handler asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from control.db import Database
+from control.problems import ProblemError
+from control.requests import field, read_json, text_field
+from control.videos import iso8601
+
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+MAX_NAME = 100
+MAX_BIO = 2000
+
+
+@dataclass(frozen=True)
+class PasswordHasher:
+    """scrypt (stdlib, memory-hard). Parameters are stored with each hash so they can grow."""
+
+    n: int = 2**14
+    r: int = 8
+    p: int = 1
+
+    def hash(self, password: str) -> str:
+        salt = secrets.token_bytes(16)
+        digest = self._derive(password, salt, self.n, self.r, self.p)
+        return f"scrypt${self.n}${self.r}${self.p}${_b64(salt)}${_b64(digest)}"
+
+    def verify(self, password: str, encoded: str) -> bool:
+        try:
+            name, n, r, p, salt, digest = encoded.split("$")
+            expected = base64.b64decode(digest)
+            actual = self._derive(password, base64.b64decode(salt), int(n), int(r), int(p))
+        except ValueError:
+            return False
+        return name == "scrypt" and hmac.compare_digest(actual, expected)
+
+    @staticmethod
+    def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+        return hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p,
+                              maxmem=256 * n * r + 1024 * 1024, dklen=32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    name: str
+    bio: str
+    is_admin: bool
+    quota_bytes: int | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> User:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["is_admin"] = bool(values["is_admin"])
+        return cls(**values)
+
+    def public_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "bio": self.bio,
+                "created_at": iso8601(self.created_at)}
+
+    def private_json(self) -> dict[str, Any]:
+        return {**self.public_json(), "email": self.email, "is_admin": self.is_admin}
+
+
+USER_COLUMNS = ", ".join(User.__dataclass_fields__)
+
+
+class EmailTaken(Exception):
+    pass
+
+
+class Accounts:
+    """Users and sessions in `db`."""
+
+    def __init__(self, db: Database, *, session_seconds: float = 7 * 86400,
+                 hasher: PasswordHasher | None = None, admin_emails: Iterable[str] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.session_seconds = session_seconds
+        self.hasher = hasher or PasswordHasher()
+        self.admin_emails = frozenset(e.lower() for e in admin_emails)
+        self.clock = clock
+        # A fixed hash to verify against when the email is unknown, so timing does not tell.
+        self._decoy = self.hasher.hash(secrets.token_urlsafe(12))
+
+    async def promote_admins(self) -> None:
+        for email in self.admin_emails:
+            await self.db.execute("UPDATE users SET is_admin = 1 WHERE email = ?", (email,))
+
+    async def sign_up(self, email: str, password: str, name: str) -> User:
+        encoded = await asyncio.to_thread(self.hasher.hash, password)
+        email = email.lower()
+
+        def insert(conn: sqlite3.Connection) -> User:
+            now = self.clock()
+            try:
+                row = conn.execute(
+                    f"INSERT INTO users (id, email, name, password_hash, is_admin, created_at,"
+                    f" updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}",
+                    (secrets.token_urlsafe(9), email, name, encoded,
+                     int(email in self.admin_emails), now, now),
+                ).fetchone()
+            except sqlite3.IntegrityError:
+                raise EmailTaken(email) from None
+            return User.from_row(row)
+
+        return await self.db.transaction(insert)
+
+    async def check_password(self, email: str, password: str) -> User | None:
+        """The user, when `password` is theirs; None otherwise (in about the same time)."""
+        row = await self.db.fetchone(f"SELECT {USER_COLUMNS}, password_hash FROM users"
+                                     f" WHERE email = ?", (email.lower(),))
+        encoded = row["password_hash"] if row is not None else self._decoy
+        ok = await asyncio.to_thread(self.hasher.verify, password, encoded)
+        return User.from_row(row) if row is not None and ok else None
+
+    async def sign_in(self, email: str, password: str) -> tuple[str, float, User] | None:
+        """(token, expires_at, user), or None when the email or password is wrong."""
+        user = await self.check_password(email, password)
+        if user is None:
+            return None
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        expires = now + self.session_seconds
+        await self.db.execute(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (token_hash(token), user.id, now, expires))
+        return token, expires, user
+
+    async def sign_out(self, token: str) -> None:
+        await self.db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+
+    async def authenticate(self, token: str) -> User | None:
+        row = await self.db.fetchone(
+            f"SELECT {', '.join('u.' + c for c in User.__dataclass_fields__)} FROM sessions s"
+            f" JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
+            (token_hash(token), self.clock()))
+        return None if row is None else User.from_row(row)
+
+    async def get(self, user_id: str) -> User | None:
+        row = await self.db.fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return None if row is None else User.from_row(row)
+
+    async def update(self, user_id: str, *, name: str | None, bio: str | None,
+                     password: str | None, keep_token: str = "") -> User:
+        encoded = None if password is None else await asyncio.to_thread(self.hasher.hash,
+                                                                          password)
+
+        def change(conn: sqlite3.Connection) -> User:
+            row = conn.execute(
+                f"UPDATE users SET name = coalesce(?, name), bio = coalesce(?, bio),"
+                f" password_hash = coalesce(?, password_hash), updated_at = ? WHERE id = ?"
+                f" RETURNING {USER_COLUMNS}", (name, bio, encoded, self.clock(), user_id),
+            ).fetchone()
+            if encoded is not None:  # a new password ends every other session
+                conn.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?",
+                             (user_id, token_hash(keep_token)))
+            return User.from_row(row)
+
+        return await self.db.transaction(change)
+
+    async def expire_sessions(self) -> int:
+        return await self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self.clock(),))
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+USER_KEY = web.RequestKey("reel_user", object)  # User | None, once looked up
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="reel"'})
+
+
+class Auth:
+    """Who is asking: `user(request)` (or None), `require(request)` (or 401)."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    async def user(self, request: web.Request) -> User | None:
+        if USER_KEY in request:
+            return request[USER_KEY]
+        token = bearer(request)
+        user = None
+        if token is not None:
+            user = await self.accounts.authenticate(token)
+            if user is None:  # a bad token is an error even where anonymous is allowed
+                raise _unauthorized("the bearer token is unknown, expired or revoked: sign in again")
+        request[USER_KEY] = user
+        return user
+
+    async def require(self, request: web.Request) -> User:
+        user = await self.user(request)
+        if user is None:
+            raise _unauthorized("sign in first: POST /api/v1/sessions, then send "
+                                "Authorization: Bearer <token>")
+        return user
+
+
+def _password(body: dict[str, Any], name: str = "password") -> str:
+    password = field(body, name, str, "a string")
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise ProblemError(400, f"`{name}` must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProblemError(400, f"`{name}` is not valid Unicode") from None
+    return password
+
+
+class AccountHandlers:
+    """Sign-up, sign-in, sign-out and the profile."""
+
+    def __init__(self, accounts: Accounts, auth: Auth) -> None:
+        self.accounts = accounts
+        self.auth = auth
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/api/v1/users", self.sign_up)
+        router.add_post("/api/v1/sessions", self.sign_in)
+        router.add_delete("/api/v1/sessions/current", self.sign_out)
+        router.add_get("/api/v1/me", self.me)
+        router.add_patch("/api/v1/me", self.edit_me)
+        router.add_get("/api/v1/users/{user_id}", self.profile)
+
+    async def sign_up(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        email = text_field(body, "email", max_chars=254, required=True)
+        if EMAIL.fullmatch(email) is None:
+            raise ProblemError(400, "`email` must be an email address such as ana@example.com")
+        password = _password(body)
+        name = text_field(body, "name", max_chars=MAX_NAME, default=None) or email.split("@")[0]
+        try:
+            user = await self.accounts.sign_up(email, password, name)
+        except EmailTaken:
+            raise ProblemError(409, "an account with this email exists: sign in instead",
+                               title="Email taken") from None
+        return web.json_response({"user": user.private_json()}, status=201,
+                                 headers={hdrs.LOCATION: f"/api/v1/users/{user.id}"})
+
+    async def sign_in(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        email = field(body, "email", str, "a string")
+        password = field(body, "password", str, "a string")
+        try:
+            found = await self.accounts.sign_in(email, password)
+        except UnicodeEncodeError:
+            found = None
+        if found is None:
+            raise _unauthorized("wrong email or password")
+        token, expires, user = found
+        return web.json_response({"token": token, "token_type": "Bearer",
+                                  "expires_at": iso8601(expires), "user": user.private_json()},
+                                 status=201)
+
+    async def sign_out(self, request: web.Request) -> web.Response:
+        await self.auth.require(request)
+        await self.accounts.sign_out(bearer(request) or "")
+        return web.Response(status=204)
+
+    async def me(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        return web.json_response(user.private_json())
+
+    async def edit_me(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        body = await read_json(request)
+        name = text_field(body, "name", max_chars=MAX_NAME, required=True, default=None)
+        bio = text_field(body, "bio", max_chars=MAX_BIO, multiline=True, default=None)
+        password = None
+        if "password" in body:
+            current = field(body, "current_password", str, "your current password")
+            password = _password(body)
+            if await self.accounts.check_password(user.email, current) is None:
+                raise ProblemError(403, "`current_password` is wrong")
+        user = await self.accounts.update(user.id, name=name, bio=bio, password=password,
+                                          keep_token=bearer(request) or "")
+        return web.json_response(user.private_json())
+
+    async def profile(self, request: web.Request) -> web.Response:
+        user = await self.accounts.get(request.match_info["user_id"])
+        if user is None:
+            raise ProblemError(404, "no such user")
+        counts = await self.accounts.db.fetchone(
+            "SELECT (SELECT count(*) FROM follows WHERE followee_id = :id),"
+            " (SELECT count(*) FROM follows WHERE follower_id = :id)", {"id": user.id})
+        return web.json_response({**user.public_json(), "followers": counts[0],
+                                  "following": counts[1]})

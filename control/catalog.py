@@ -1,0 +1,261 @@
+"""Videos as creators see them: ingest (quota, dedupe), metadata, listing, delete with purge.
+
+`Ingest` is where both upload paths (multipart and tus) turn bytes into a video; it is also the
+tus `UploadHooks`. `VideoHandlers` are the /api/v1/videos/{id} and listing endpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from control.accounts import Accounts, Auth, User
+from control.jobs import Job, JobQueue
+from control.problems import ProblemError
+from control.purge import EdgePurger
+from control.requests import clean_text, decode_cursor, page, page_size, read_json
+from control.staging import Staging
+from control.tus import UploadRecord
+from control.videos import PRIVACY, Upload, Video, Videos, new_video_id, output_prefix, source_key
+from origin.layout import is_video_id
+from origin.store import ObjectInfo, Store
+from reel.logs import fields
+
+log = logging.getLogger("reel.control")
+
+MAX_TITLE_CHARS = 200
+MAX_DESCRIPTION_CHARS = 5000
+MAX_TAGS = 20
+MAX_TAG_CHARS = 40
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+CATEGORIES = ("music", "gaming", "education", "sports", "news", "entertainment", "film",
+              "science", "travel", "people", "comedy", "howto", "animals", "other")
+
+
+def _limit_text(limit: int) -> str:
+    mib = 1024 * 1024
+    return f"{limit // mib} MiB" if limit % mib == 0 else f"{limit} bytes"
+
+
+def video_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The editable video fields present in `body`, checked; 400 on anything wrong.
+
+    Values may be JSON-typed (the API) or strings (multipart and tus metadata, where tags are
+    comma-separated).
+    """
+    out: dict[str, Any] = {}
+    for name, limit, multiline in (("title", MAX_TITLE_CHARS, False),
+                                   ("description", MAX_DESCRIPTION_CHARS, True)):
+        if body.get(name) is not None:
+            if not isinstance(body[name], str):
+                raise ProblemError(400, f"`{name}` must be a string")
+            out[name] = clean_text(body[name], name, max_chars=limit, multiline=multiline,
+                                   required=name == "title")
+    if body.get("tags") is not None:
+        tags = body["tags"]
+        if isinstance(tags, str):
+            tags = tags.split(",")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ProblemError(400, "`tags` must be a list of strings")
+        cleaned = [clean_text(t, "tags", max_chars=MAX_TAG_CHARS) for t in tags]
+        cleaned = list(dict.fromkeys(t for t in cleaned if t))
+        if len(cleaned) > MAX_TAGS:
+            raise ProblemError(400, f"at most {MAX_TAGS} `tags`")
+        out["tags"] = cleaned
+    if "language" in body:
+        lang = body["language"]
+        if lang is not None and (not isinstance(lang, str) or len(lang) > 35
+                                 or _LANGUAGE.fullmatch(lang) is None):
+            raise ProblemError(400, "`language` must be a BCP 47 tag such as en or pt-BR")
+        out["language"] = lang
+    if "category" in body:
+        cat = body["category"]
+        if cat is not None and cat not in CATEGORIES:
+            raise ProblemError(400, f"`category` must be one of {', '.join(CATEGORIES)}")
+        out["category"] = cat
+    if body.get("privacy") is not None:
+        if body["privacy"] not in PRIVACY:
+            raise ProblemError(400, f"`privacy` must be one of {', '.join(PRIVACY)}")
+        out["privacy"] = body["privacy"]
+    return out
+
+
+def title_from(filename: str | None) -> str:
+    if not filename:
+        return "Untitled"
+    stem = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
+    return "".join(ch for ch in stem if ch >= " ")[:MAX_TITLE_CHARS] or "Untitled"
+
+
+class Ingest:
+    """Admits uploads against size and quota, and turns stored bytes into videos."""
+
+    def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, max_upload_bytes: int,
+                 quota_bytes: int, on_queued: Callable[[], Awaitable[None]]) -> None:
+        self.store = store
+        self.videos = videos
+        self.queue = queue
+        self.max_upload_bytes = max_upload_bytes
+        self.quota_bytes = quota_bytes
+        self.on_queued = on_queued
+
+    async def room(self, user: User) -> int:
+        """Bytes `user` may still upload in one go."""
+        quota = self.quota_bytes if user.quota_bytes is None else user.quota_bytes
+        return min(self.max_upload_bytes, max(0, quota - await self.videos.bytes_used(user.id)))
+
+    async def over_limit(self, user: User, size: int | None) -> str:
+        """The 413 message for an upload of `size` bytes (None: unknown, it went over as it came)."""
+        if size is not None and size > self.max_upload_bytes:
+            return f"upload exceeds the {_limit_text(self.max_upload_bytes)} limit"
+        quota = self.quota_bytes if user.quota_bytes is None else user.quota_bytes
+        used = await self.videos.bytes_used(user.id)
+        if used + (size or 0) > quota or size is None and quota - used < self.max_upload_bytes:
+            return (f"upload exceeds your storage quota: {used} of {quota} bytes used, "
+                    f"{max(0, quota - used)} left; delete videos to make room")
+        return f"upload exceeds the {_limit_text(self.max_upload_bytes)} limit"
+
+    # -- tus hooks -------------------------------------------------------------------------------
+
+    async def admit(self, user: User, length: int, metadata: Mapping[str, str]) -> None:
+        video_fields(metadata)
+        if length > await self.room(user):
+            raise ProblemError(413, await self.over_limit(user, length))
+
+    async def complete(self, record: UploadRecord, staging: Staging) -> str:
+        digest = hashlib.sha256()
+        async for block in staging.read(record.id):
+            digest.update(block)
+        sha256 = digest.hexdigest()
+        if dup := await self.existing(record.owner_id, sha256):  # skip the copy to the store
+            return dup.id
+        meta = dict(record.metadata)
+        meta.setdefault("title", title_from(meta.get("filename")))
+
+        async def write(key: str) -> tuple[ObjectInfo, str]:
+            return await self.store.write(key, staging.read(record.id)), sha256
+
+        video, _ = await self.publish(record.owner_id, meta, write)
+        return video.id
+
+    # -- both paths ------------------------------------------------------------------------------
+
+    async def existing(self, owner_id: str, sha256: str) -> Video | None:
+        row = await self.videos.db.fetchone("SELECT id FROM videos WHERE owner_id = ? AND"
+                                            " sha256 = ?", (owner_id, sha256))
+        return None if row is None else await self.videos.get(row[0])
+
+    async def publish(self, owner_id: str, metadata: Mapping[str, Any],
+                      write: Callable[[str], Awaitable[tuple[ObjectInfo, str]]],
+                      ) -> tuple[Video, Job | None]:
+        """Store the source with `write(key)` -> (info, sha256) and create the video.
+
+        When the owner already has a video with that content, the new source is dropped and
+        that video comes back with no job.
+        """
+        video_id = new_video_id()
+        info, sha256 = await write(source_key(video_id))
+        try:
+            meta = video_fields(metadata)  # after `write`: a multipart form may end with fields
+            meta.setdefault("title", "Untitled")
+            video, job = await self.videos.create(
+                Upload(video_id, owner_id, info.size, sha256, meta), self.queue)
+        except BaseException:
+            await self.store.delete_prefix(f"sources/{video_id}/")
+            raise
+        if job is None:
+            await self.store.delete_prefix(f"sources/{video_id}/")
+            log.info("duplicate upload", extra=fields(video=video.id, user=owner_id))
+        else:
+            await self.on_queued()
+        return video, job
+
+
+async def hashed(chunks: AsyncIterable[bytes], digest: Any) -> AsyncIterator[bytes]:
+    """`chunks`, feeding `digest` on the way through."""
+    async for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+class VideoHandlers:
+    """GET/PATCH/DELETE /api/v1/videos/{id}, and a creator's list."""
+
+    def __init__(self, *, videos: Videos, accounts: Accounts, auth: Auth, store: Store,
+                 purger: EdgePurger, render: Callable[[web.Request, Video], dict[str, Any]]
+                 ) -> None:
+        self.videos = videos
+        self.accounts = accounts
+        self.auth = auth
+        self.store = store
+        self.purger = purger
+        self.render = render
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/api/v1/videos/{video_id}", self.get)
+        router.add_patch("/api/v1/videos/{video_id}", self.edit)
+        router.add_delete("/api/v1/videos/{video_id}", self.delete)
+        router.add_get("/api/v1/users/{user_id}/videos", self.by_creator)
+
+    async def visible(self, request: web.Request, video_id: str | None = None) -> Video:
+        """The video (default: the one in the path) if the caller may see it; 404 otherwise:
+        a private video is as absent as a missing one."""
+        video_id = video_id or request.match_info["video_id"]
+        video = await self.videos.get(video_id) if is_video_id(video_id) else None
+        if video is not None and video.privacy == "private":
+            user = await self.auth.user(request)
+            if not video.visible_to(user and user.id, bool(user and user.is_admin)):
+                video = None
+        if video is None:
+            raise ProblemError(404, f"no video {video_id!r}")
+        return video
+
+    async def owned(self, request: web.Request) -> tuple[Video, User]:
+        user = await self.auth.require(request)
+        video = await self.visible(request)
+        if video.owner_id != user.id and not user.is_admin:
+            raise ProblemError(403, "only the video's owner (or an admin) may change it")
+        return video, user
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.json_response(self.render(request, await self.visible(request)))
+
+    async def edit(self, request: web.Request) -> web.Response:
+        video, _ = await self.owned(request)
+        changes = video_fields(await read_json(request))
+        if not changes:
+            raise ProblemError(400, "nothing to change: send any of title, description, tags, "
+                                    "language, category, privacy")
+        updated = await self.videos.update(video.id, changes)
+        if updated is None:
+            raise ProblemError(404, f"no video {video.id!r}")
+        return web.json_response(self.render(request, updated))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        video, user = await self.owned(request)
+        await self.videos.delete(video.id)
+        removed = 0
+        for prefix in (f"sources/{video.id}/", output_prefix(video.id)):
+            removed += await self.store.delete_prefix(prefix)
+        edges = await self.purger.purge([f"/{output_prefix(video.id)}"])
+        log.info("video deleted", extra=fields(video=video.id, user=user.id, objects=removed,
+                                               edges_purged=edges))
+        return web.Response(status=204)
+
+    async def by_creator(self, request: web.Request) -> web.Response:
+        owner_id = request.match_info["user_id"]
+        if await self.accounts.get(owner_id) is None:
+            raise ProblemError(404, "no such user")
+        user = await self.auth.user(request)
+        limit = page_size(request)
+        after = decode_cursor(request, (float, str))
+        rows = await self.videos.by_owner(
+            owner_id, include_hidden=bool(user and (user.id == owner_id or user.is_admin)),
+            limit=limit + 1, after=after)  # type: ignore[arg-type]
+        return web.json_response(page(rows, limit, lambda v: (v.created_at, v.id),
+                                      lambda v: self.render(request, v)))

@@ -1,0 +1,307 @@
+"""What viewers do: reviews, like/dislike, threaded comments, follows and a feed, views, trending.
+
+Every list is newest first and cursor-paginated by its (created_at, id) keyset. Like and view
+counts live on the video row, changed in the same transaction as the rows they count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from control.accounts import Accounts, Auth
+from control.catalog import VideoHandlers
+from control.db import Database
+from control.problems import ProblemError
+from control.requests import decode_cursor, field, page, page_size, read_json, text_field
+from control.videos import COLUMNS, Video, iso8601
+
+MAX_REVIEW = 5000
+MAX_COMMENT = 2000
+RATINGS = {"like": 1, "dislike": -1, "none": 0}
+
+
+def _after(sql: str, params: list[Any], after: tuple[Any, ...] | None, ts: str, key: str) -> str:
+    """`sql` narrowed to rows older than the keyset `after` (newest-first order)."""
+    if after is None:
+        return sql
+    params += [after[0], after[0], after[1]]
+    return sql + f" AND ({ts} < ? OR ({ts} = ? AND {key} < ?))"
+
+
+class SocialHandlers:
+    def __init__(self, *, db: Database, accounts: Accounts, auth: Auth, catalog: VideoHandlers,
+                 render: Callable[[web.Request, Video], dict[str, Any]],
+                 view_window_seconds: float, trending_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.accounts = accounts
+        self.auth = auth
+        self.catalog = catalog
+        self.render = render
+        self.view_window = view_window_seconds
+        self.trending_seconds = trending_seconds
+        self.clock = clock
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_put("/api/v1/videos/{video_id}/review", self.put_review)
+        router.add_delete("/api/v1/videos/{video_id}/review", self.delete_review)
+        router.add_get("/api/v1/videos/{video_id}/reviews", self.reviews)
+        router.add_put("/api/v1/videos/{video_id}/rating", self.put_rating)
+        router.add_get("/api/v1/videos/{video_id}/rating", self.rating)
+        router.add_post("/api/v1/videos/{video_id}/comments", self.post_comment)
+        router.add_get("/api/v1/videos/{video_id}/comments", self.comments)
+        router.add_get("/api/v1/comments/{comment_id}/replies", self.replies)
+        router.add_delete("/api/v1/comments/{comment_id}", self.delete_comment)
+        router.add_put("/api/v1/users/{user_id}/follow", self.follow)
+        router.add_delete("/api/v1/users/{user_id}/follow", self.unfollow)
+        router.add_get("/api/v1/me/feed", self.feed)
+        router.add_post("/api/v1/videos/{video_id}/views", self.view)
+        router.add_get("/api/v1/trending", self.trending)
+
+    # -- reviews ---------------------------------------------------------------------------------
+
+    async def put_review(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        video = await self.catalog.visible(request)
+        body = await read_json(request)
+        rating = field(body, "rating", int, "an integer from 1 to 5")
+        if not 1 <= rating <= 5:
+            raise ProblemError(400, "`rating` must be an integer from 1 to 5")
+        text = text_field(body, "text", max_chars=MAX_REVIEW, multiline=True, default="")
+        now = self.clock()
+        await self.db.execute(
+            "INSERT INTO reviews (video_id, user_id, rating, body, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (video_id, user_id) DO UPDATE SET"
+            " rating = excluded.rating, body = excluded.body, updated_at = excluded.updated_at",
+            (video.id, user.id, rating, text, now, now))
+        row = await self.db.fetchone(_REVIEW_SQL + " WHERE r.video_id = ? AND r.user_id = ?",
+                                     (video.id, user.id))
+        return web.json_response(_review_json(row))
+
+    async def delete_review(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        video = await self.catalog.visible(request)
+        if not await self.db.execute("DELETE FROM reviews WHERE video_id = ? AND user_id = ?",
+                                     (video.id, user.id)):
+            raise ProblemError(404, "you have not reviewed this video")
+        return web.Response(status=204)
+
+    async def reviews(self, request: web.Request) -> web.Response:
+        video = await self.catalog.visible(request)
+        limit = page_size(request)
+        params: list[Any] = [video.id]
+        sql = _after(_REVIEW_SQL + " WHERE r.video_id = ?", params,
+                     decode_cursor(request, (float, str)), "r.updated_at", "r.user_id")
+        rows = await self.db.fetchall(sql + " ORDER BY r.updated_at DESC, r.user_id DESC"
+                                      " LIMIT ?", (*params, limit + 1))
+        summary = await self.db.fetchone("SELECT count(*), avg(rating) FROM reviews"
+                                         " WHERE video_id = ?", (video.id,))
+        body = page(rows, limit, lambda r: (r["updated_at"], r["user_id"]), _review_json)
+        body.update(count=summary[0],
+                    average=None if summary[1] is None else round(summary[1], 2))
+        return web.json_response(body)
+
+    # -- like / dislike --------------------------------------------------------------------------
+
+    async def put_rating(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        video = await self.catalog.visible(request)
+        body = await read_json(request)
+        choice = field(body, "rating", str, "like, dislike or none")
+        if choice not in RATINGS:
+            raise ProblemError(400, "`rating` must be like, dislike or none")
+        value = RATINGS[choice]
+
+        def rate(conn: sqlite3.Connection) -> None:
+            old = conn.execute("SELECT value FROM ratings WHERE video_id = ? AND user_id = ?",
+                               (video.id, user.id)).fetchone()
+            old_value = old[0] if old else 0
+            if old_value == value:
+                return
+            if value == 0:
+                conn.execute("DELETE FROM ratings WHERE video_id = ? AND user_id = ?",
+                             (video.id, user.id))
+            else:
+                conn.execute("INSERT INTO ratings (video_id, user_id, value) VALUES (?, ?, ?)"
+                             " ON CONFLICT (video_id, user_id) DO UPDATE SET value = excluded.value",
+                             (video.id, user.id, value))
+            conn.execute("UPDATE videos SET likes = likes + ?, dislikes = dislikes + ? WHERE id = ?",
+                         ((value == 1) - (old_value == 1), (value == -1) - (old_value == -1),
+                          video.id))
+
+        await self.db.transaction(rate)
+        return web.json_response(await self._rating_json(video.id, user.id))
+
+    async def rating(self, request: web.Request) -> web.Response:
+        user = await self.auth.user(request)
+        video = await self.catalog.visible(request)
+        return web.json_response(await self._rating_json(video.id, user.id if user else None))
+
+    async def _rating_json(self, video_id: str, user_id: str | None) -> dict[str, Any]:
+        row = await self.db.fetchone(
+            "SELECT likes, dislikes, (SELECT value FROM ratings WHERE video_id = v.id"
+            " AND user_id = ?) FROM videos v WHERE id = ?", (user_id, video_id))
+        mine = None if user_id is None else {1: "like", -1: "dislike"}.get(row[2], "none")
+        return {"likes": row[0], "dislikes": row[1], "my_rating": mine}
+
+    # -- comments --------------------------------------------------------------------------------
+
+    async def post_comment(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        video = await self.catalog.visible(request)
+        body = await read_json(request)
+        text = text_field(body, "text", max_chars=MAX_COMMENT, multiline=True, required=True)
+        parent_id = field(body, "parent_id", str, "a comment id", default=None)
+        if parent_id is not None:
+            parent = await self.db.fetchone("SELECT video_id, parent_id FROM comments"
+                                            " WHERE id = ?", (parent_id,))
+            if parent is None or parent["video_id"] != video.id:
+                raise ProblemError(400, "`parent_id` is not a comment on this video")
+            if parent["parent_id"] is not None:
+                raise ProblemError(400, "replies are one level deep: reply to the top comment")
+        comment_id = secrets.token_urlsafe(9)
+        await self.db.execute(
+            "INSERT INTO comments (id, video_id, user_id, parent_id, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (comment_id, video.id, user.id, parent_id, text, self.clock()))
+        row = await self.db.fetchone(_COMMENT_SQL + " WHERE c.id = ?", (comment_id,))
+        return web.json_response(_comment_json(row), status=201)
+
+    async def comments(self, request: web.Request) -> web.Response:
+        video = await self.catalog.visible(request)
+        return await self._comment_page(request, "c.video_id = ? AND c.parent_id IS NULL",
+                                        video.id)
+
+    async def replies(self, request: web.Request) -> web.Response:
+        row = await self.db.fetchone("SELECT video_id FROM comments WHERE id = ?",
+                                     (request.match_info["comment_id"],))
+        if row is None:
+            raise ProblemError(404, "no such comment")
+        await self.catalog.visible(request, row[0])  # replies are as visible as their video
+        return await self._comment_page(request, "c.parent_id = ?",
+                                        request.match_info["comment_id"])
+
+    async def _comment_page(self, request: web.Request, where: str, key: str) -> web.Response:
+        limit = page_size(request)
+        params: list[Any] = [key]
+        sql = _after(_COMMENT_SQL + " WHERE " + where, params,
+                     decode_cursor(request, (float, str)), "c.created_at", "c.id")
+        rows = await self.db.fetchall(sql + " ORDER BY c.created_at DESC, c.id DESC LIMIT ?",
+                                      (*params, limit + 1))
+        return web.json_response(page(rows, limit, lambda r: (r["created_at"], r["id"]),
+                                      _comment_json))
+
+    async def delete_comment(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        row = await self.db.fetchone(
+            "SELECT c.user_id, v.owner_id FROM comments c JOIN videos v ON v.id = c.video_id"
+            " WHERE c.id = ?", (request.match_info["comment_id"],))
+        if row is None:
+            raise ProblemError(404, "no such comment")
+        if user.id not in (row["user_id"], row["owner_id"]) and not user.is_admin:
+            raise ProblemError(403, "only the comment's author, the video's owner or an admin "
+                                    "may delete it")
+        await self.db.execute("DELETE FROM comments WHERE id = ?",
+                              (request.match_info["comment_id"],))
+        return web.Response(status=204)
+
+    # -- follows and the feed --------------------------------------------------------------------
+
+    async def follow(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        target = request.match_info["user_id"]
+        if target == user.id:
+            raise ProblemError(400, "you cannot follow yourself")
+        if await self.accounts.get(target) is None:
+            raise ProblemError(404, "no such user")
+        await self.db.execute("INSERT INTO follows (follower_id, followee_id, created_at)"
+                              " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                              (user.id, target, self.clock()))
+        return web.Response(status=204)
+
+    async def unfollow(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        await self.db.execute("DELETE FROM follows WHERE follower_id = ? AND followee_id = ?",
+                              (user.id, request.match_info["user_id"]))
+        return web.Response(status=204)
+
+    async def feed(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        limit = page_size(request)
+        params: list[Any] = [user.id]
+        sql = _after(
+            f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))} FROM follows f"
+            f" JOIN videos v ON v.owner_id = f.followee_id"
+            f" WHERE f.follower_id = ? AND v.state = 'ready' AND v.privacy = 'public'",
+            params, decode_cursor(request, (float, str)), "v.created_at", "v.id")
+        rows = await self.db.fetchall(sql + " ORDER BY v.created_at DESC, v.id DESC LIMIT ?",
+                                      (*params, limit + 1))
+        videos = [Video.from_row(r) for r in rows]
+        return web.json_response(page(videos, limit, lambda v: (v.created_at, v.id),
+                                      lambda v: self.render(request, v)))
+
+    # -- views and trending ----------------------------------------------------------------------
+
+    async def view(self, request: web.Request) -> web.Response:
+        video = await self.catalog.visible(request)
+        user = await self.auth.user(request)
+        # Anonymous viewers count by a hash of their address: one view per window, no raw IPs.
+        viewer = f"u:{user.id}" if user else "a:" + hashlib.sha256(
+            (request.remote or "?").encode()).hexdigest()[:24]
+        now = self.clock()
+
+        def count(conn: sqlite3.Connection) -> tuple[bool, int]:
+            added = conn.execute(
+                "INSERT INTO views (video_id, viewer, bucket, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (video.id, viewer, int(now // self.view_window), now)).rowcount
+            if added:
+                conn.execute("UPDATE videos SET views = views + 1 WHERE id = ?", (video.id,))
+            views = conn.execute("SELECT views FROM videos WHERE id = ?", (video.id,)).fetchone()
+            return bool(added), views[0]
+
+        counted, views = await self.db.transaction(count)
+        return web.json_response({"views": views, "counted": counted})
+
+    async def trending(self, request: web.Request) -> web.Response:
+        """Public ready videos by views in the last `trending_seconds`, most first."""
+        limit = page_size(request)
+        cursor = decode_cursor(request, (int,))
+        offset = cursor[0] if cursor else 0
+        rows = await self.db.fetchall(
+            f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))}, t.recent FROM"
+            f" (SELECT video_id, count(*) AS recent FROM views WHERE created_at >= ?"
+            f"  GROUP BY video_id) t JOIN videos v ON v.id = t.video_id"
+            f" WHERE v.state = 'ready' AND v.privacy = 'public'"
+            f" ORDER BY t.recent DESC, v.id LIMIT ? OFFSET ?",
+            (self.clock() - self.trending_seconds, limit + 1, offset))
+        items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
+                 for r in rows]
+        body = page(items, limit, lambda _: (offset + limit,), lambda i: i)
+        return web.json_response(body)
+
+
+_REVIEW_SQL = ("SELECT r.user_id, u.name, r.rating, r.body, r.created_at, r.updated_at"
+               " FROM reviews r JOIN users u ON u.id = r.user_id")
+_COMMENT_SQL = ("SELECT c.id, c.video_id, c.user_id, u.name, c.parent_id, c.body, c.created_at,"
+                " (SELECT count(*) FROM comments r WHERE r.parent_id = c.id) AS replies"
+                " FROM comments c JOIN users u ON u.id = c.user_id")
+
+
+def _review_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"user": {"id": row["user_id"], "name": row["name"]}, "rating": row["rating"],
+            "text": row["body"], "created_at": iso8601(row["created_at"]),
+            "updated_at": iso8601(row["updated_at"])}
+
+
+def _comment_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "video_id": row["video_id"], "parent_id": row["parent_id"],
+            "user": {"id": row["user_id"], "name": row["name"]}, "text": row["body"],
+            "created_at": iso8601(row["created_at"]), "reply_count": row["replies"]}

@@ -1,0 +1,180 @@
+"""A long video cut into chunks on segment boundaries, encoded by parallel processes, stitched.
+
+Each chunk process seeks to the keyframe before its window, decodes from there, and encodes only
+the pictures inside the window, its first picture an IDR; it writes its segments (numbered where
+the whole video's numbering puts them) straight to the output, and closes its last segment
+exactly where the next chunk's first picture starts, so the stitched timeline has no gap. This
+process meanwhile encodes the audio, then writes the playlists as chunks complete in order (EVENT
+while running), the storyboard from the chunks' tiles, and `master.m3u8` last.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import av
+
+from packager import hls
+from packager.errors import PackagingError
+from packager.ladder import AUDIO_NAME, Rung
+from packager.output import Output
+from packager.pipeline import (
+    AudioLane,
+    ChunkResult,
+    PackageResult,
+    Progress,
+    Window,
+    _Job,
+)
+from packager.source import Limits, Source
+from packager.thumbs import Thumbnails
+
+OutputFactory = Callable[[], Output]
+
+
+def windows(duration: float, segment_seconds: float, chunk_seconds: float) -> list[Window]:
+    """Chunks of whole segments covering `duration`."""
+    per_chunk = max(1, round(chunk_seconds / segment_seconds))
+    span = per_chunk * segment_seconds
+    count = max(1, math.ceil(duration / span - 1e-9))
+    return [Window(i * span, (i + 1) * span if i + 1 < count else None, i * per_chunk + 1)
+            for i in range(count)]
+
+
+def _encode_chunk(input_path: Path, make_output: OutputFactory, ladder: tuple[Rung, ...],
+                  segment_seconds: float, preset: str, limits: Limits, window: Window) -> ChunkResult:
+    source = Source(input_path, limits)
+    try:
+        job = _Job(source, make_output(), ladder, segment_seconds, preset, False, None, None, window)
+        return job.run_chunk()
+    finally:
+        source.close()
+
+
+def _tile(width: int, height: int, planes: list[bytes]) -> av.VideoFrame:
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, data in zip(frame.planes, planes, strict=True):
+        plane.update(data)
+    return frame
+
+
+class Stitcher:
+    """Joins chunk results in timeline order, publishing EVENT playlists as the prefix grows."""
+
+    def __init__(self, output: Output, count: int) -> None:
+        self.output = output
+        self.results: dict[int, ChunkResult] = {}
+        self.joined = 0
+        self.count = count
+        self.segments: dict[str, list[hls.SegmentInfo]] = {}
+
+    def add(self, index: int, result: ChunkResult) -> None:
+        self.results[index] = result
+        while self.joined in self.results:
+            chunk = self.results[self.joined]
+            first = self.results[0]
+            if chunk.avcc != first.avcc:  # every chunk's encoder must agree with init.mp4
+                raise PackagingError("internal", "chunks disagree on the H.264 parameter sets")
+            for name, segs in chunk.segments.items():
+                self.segments.setdefault(name, []).extend(segs)
+            self.joined += 1
+            for name, segs in self.segments.items():
+                self.output.write(f"{name}/index.m3u8", hls.media_playlist(
+                    segs, playlist_type="EVENT", ended=False).encode())
+
+    def ordered(self) -> list[ChunkResult]:
+        return [self.results[i] for i in range(self.count)]
+
+
+def package_parallel(
+    input_path: Path | str,
+    make_output: OutputFactory,
+    *,
+    workers: int,
+    chunk_seconds: float = 60.0,
+    ladder: tuple[Rung, ...],
+    segment_seconds: float = 6.0,
+    preset: str = "veryfast",
+    limits: Limits | None = None,
+    progress: Progress | None = None,
+) -> PackageResult:
+    """Package with `workers` processes. `make_output` must be picklable (each process opens
+    its own Output): e.g. functools.partial(DirectoryOutput, path)."""
+    limits = limits or Limits()
+    input_path = Path(input_path)
+    output = make_output()
+    source = Source(input_path, limits)
+    try:
+        if source.video is None or not source.duration:
+            raise PackagingError("internal", "parallel packaging needs a video of known duration")
+        plan = windows(source.duration, segment_seconds, chunk_seconds)
+        stitcher = Stitcher(output, len(plan))
+        context = multiprocessing.get_context("spawn")  # no threads or codecs copied by fork
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            pending: dict[Future, int] = {
+                pool.submit(_encode_chunk, input_path, make_output, ladder, segment_seconds,
+                            preset, limits, window): index for index, window in enumerate(plan)}
+            audio = _encode_audio(source, output, segment_seconds)
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    stitcher.add(pending.pop(future), future.result())
+                    if progress:
+                        progress(stitcher.joined, len(plan))
+        return _publish(output, source, stitcher, audio, segment_seconds)
+    finally:
+        source.close()
+
+
+def _encode_audio(source: Source, output: Output, segment_seconds: float) -> AudioLane | None:
+    if source.audio is None:
+        return None
+    lane = AudioLane(output, segment_seconds, progressive=False)
+    for packet in source.container.demux(source.audio):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue
+        for frame in frames:
+            if frame.time is not None:
+                lane.encode(frame, frame.time - source.start)
+    return lane
+
+
+def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLane | None,
+             segment_seconds: float) -> PackageResult:
+    chunks = stitcher.ordered()
+    media_end = max(c.media_end for c in chunks)
+    first = chunks[0]
+    videos = []
+    for name, segs in stitcher.segments.items():
+        output.write(f"{name}/index.m3u8", hls.media_playlist(segs).encode())
+        output.write(f"{name}/iframes.m3u8", hls.iframe_playlist(segs).encode())
+        width, height = first.sizes[name]
+        videos.append(hls.VideoVariant(f"{name}/index.m3u8", f"{name}/iframes.m3u8", width, height,
+                                       float(source.frame_rate), first.codecs[name], segs))
+    top = videos[0]
+    thumbs = Thumbnails(top.width, top.height, source.duration, (top.width, top.height), output)
+    thumbs.poster = next((c.poster for c in chunks if c.poster), None)
+    thumbs.tiles = [(t, _tile(w, h, planes)) for c in chunks for t, w, h, planes in c.tiles]
+    if thumbs.tiles:
+        thumbs.tile = (thumbs.tiles[0][1].width, thumbs.tiles[0][1].height)  # as the chunks cut them
+    thumbs.finish(media_end)
+    audio_variant = None
+    if audio is not None:
+        audio.finish(media_end)
+        if audio.writer.segments:
+            audio_variant = hls.AudioVariant(f"{AUDIO_NAME}/index.m3u8", audio.writer.track.codecs, 2,
+                                             audio.writer.segments)
+    output.write("master.m3u8", hls.master_playlist(videos, audio_variant).encode())
+    lowest = next(iter(stitcher.segments.values()))
+    return PackageResult(
+        master=getattr(output, "root", Path(".")) / "master.m3u8",
+        duration=sum(s.duration for s in lowest),
+        renditions=[*stitcher.segments, *([AUDIO_NAME] if audio_variant else [])],
+        segments=len(lowest),
+    )
