@@ -2,8 +2,9 @@
 
 The worker runs each job through this entry point in a child process, so a job can be bounded in
 time and memory and killed without taking the worker down. With --store the renditions are
-published into the store as they are written. Lines on stdout: {"progress": [done, total]},
-then {"result": {...}} or {"error": {"reason": ..., "message": ...}}.
+published into the store as they are written. Lines on stdout: {"progress": [done, total]};
+{"preview": "v144/index.m3u8"} once that rendition can be played; then {"result": {...}} or
+{"error": {"reason": ..., "message": ...}}.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import functools
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,10 +24,13 @@ from packager.pipeline import package
 from packager.publish import StoreOutput
 from packager.source import Limits
 
+_EMIT = threading.Lock()  # lanes report from their own threads
+
 
 def _emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    with _EMIT:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +61,8 @@ def main(argv: list[str]) -> int:
         try:
             result = package(args.input, output=output, output_factory=factory, limits=limits,
                              workers=args.workers,
-                             progress=lambda done, total: _emit({"progress": [done, total]}))
+                             progress=lambda done, total: _emit({"progress": [done, total]}),
+                             on_playable=lambda name: _emit({"preview": name}))
         except PackagingError as exc:
             _emit({"error": {"reason": exc.reason, "message": str(exc)}})
             return 2

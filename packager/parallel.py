@@ -65,8 +65,10 @@ def _tile(width: int, height: int, planes: list[bytes]) -> av.VideoFrame:
 class Stitcher:
     """Joins chunk results in timeline order, publishing EVENT playlists as the prefix grows."""
 
-    def __init__(self, output: Output, count: int) -> None:
+    def __init__(self, output: Output, count: int,
+                 on_playable: Callable[[str], None] | None = None) -> None:
         self.output = output
+        self.on_playable = on_playable
         self.results: dict[int, ChunkResult] = {}
         self.joined = 0
         self.count = count
@@ -85,6 +87,8 @@ class Stitcher:
             for name, segs in self.segments.items():
                 self.output.write(f"{name}/index.m3u8", hls.media_playlist(
                     segs, playlist_type="EVENT", ended=False).encode())
+            if self.joined == 1 and self.on_playable is not None:
+                self.on_playable(f"{list(self.segments)[-1]}/index.m3u8")
 
     def ordered(self) -> list[ChunkResult]:
         return [self.results[i] for i in range(self.count)]
@@ -101,6 +105,7 @@ def package_parallel(
     preset: str = "veryfast",
     limits: Limits | None = None,
     progress: Progress | None = None,
+    on_playable: Callable[[str], None] | None = None,
 ) -> PackageResult:
     """Package with `workers` processes. `make_output` must be picklable (each process opens
     its own Output): e.g. functools.partial(DirectoryOutput, path)."""
@@ -112,7 +117,7 @@ def package_parallel(
         if source.video is None or not source.duration:
             raise PackagingError("internal", "parallel packaging needs a video of known duration")
         plan = windows(source.duration, segment_seconds, chunk_seconds)
-        stitcher = Stitcher(output, len(plan))
+        stitcher = Stitcher(output, len(plan), on_playable)
         context = multiprocessing.get_context("spawn")  # no threads or codecs copied by fork
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             pending: dict[Future, int] = {

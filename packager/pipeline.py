@@ -70,6 +70,7 @@ class TrackWriter:
     progressive: bool = True
     first_index: int = 1  # a chunk of a parallel job starts further on
     segments: list[hls.SegmentInfo] = field(default_factory=list)
+    on_playable: Callable[[str], None] | None = None  # called once, with the playlist's name
     _pending: list[_Pending] = field(default_factory=list)
     _shift: int | None = None
 
@@ -122,6 +123,8 @@ class TrackWriter:
             self.output.write(f"{self.name}/index.m3u8",
                               hls.media_playlist(self.segments, playlist_type="EVENT",
                                                  ended=False).encode())
+            if self.on_playable is not None and len(self.segments) == 1:
+                self.on_playable(f"{self.name}/index.m3u8")
 
     def finish(self, iframes: bool) -> None:
         """The final VOD playlists."""
@@ -340,6 +343,7 @@ def package(
     limits: Limits | None = None,
     progressive: bool = True,
     progress: Progress | None = None,
+    on_playable: Callable[[str], None] | None = None,
     workers: int = 1,
     chunk_seconds: float = 60.0,
     output_factory: Callable[[], Output] | None = None,
@@ -348,7 +352,8 @@ def package(
 
     Give `outdir` (a directory), `output` (any Output) or `output_factory` (a picklable callable
     making one: needed for `workers` > 1, where inputs longer than two chunks are encoded in
-    parallel processes, `chunk_seconds` each). Raises PackagingError.
+    parallel processes, `chunk_seconds` each). `on_playable(name)` is called once the lowest
+    rendition's EVENT playlist `name` ("v144/index.m3u8") can be played. Raises PackagingError.
     """
     if output_factory is None and outdir is not None:
         output_factory = functools.partial(DirectoryOutput, outdir)
@@ -366,13 +371,14 @@ def package(
             return package_parallel(input_path, output_factory, workers=workers,
                                     chunk_seconds=chunk_seconds, ladder=ladder,
                                     segment_seconds=segment_seconds, preset=preset, limits=limits,
-                                    progress=progress)
+                                    progress=progress, on_playable=on_playable)
     deadline = (time.monotonic() + limits.max_processing_seconds
                 if limits.max_processing_seconds else None)
     source = Source(Path(input_path), limits)
     try:
-        return _Job(source, output, ladder, segment_seconds, preset, progressive, progress,
-                    deadline).run()
+        job = _Job(source, output, ladder, segment_seconds, preset, progressive, progress, deadline)
+        job.on_playable = on_playable
+        return job.run()
     finally:
         source.close()
 
@@ -422,6 +428,7 @@ class _Job:
         self.progress, self.deadline = progress, deadline
         self.window = window or Window(0.0, None, 1)
         self.next_start: int | None = None
+        self.on_playable: Callable[[str], None] | None = None
         self.lanes: list[VideoLane] = []
         self.threads: list[LaneThread] = []
         self.audio = (AudioLane(output, segment_seconds, self.progressive)
@@ -441,6 +448,7 @@ class _Job:
         renditions = choose(width, height, self.ladder)
         self.lanes = [VideoLane(r, self.source.frame_rate, self.preset, self.output, self.progressive,
                                 self.window.first_index) for r in renditions]
+        self.lanes[-1].writer.on_playable = self.on_playable  # the lowest rung starts fastest
         self.threads = [LaneThread(lane) for lane in self.lanes]
         for thread in self.threads:
             thread.start()
@@ -480,6 +488,8 @@ class _Job:
             self.media_end = max(self.media_end, seconds + frame.samples / frame.sample_rate)
 
     def run(self) -> PackageResult:
+        if self.source.video is None and self.audio is not None:
+            self.audio.writer.on_playable = self.on_playable
         try:
             self._decode()
             return self._finish()

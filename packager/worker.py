@@ -72,8 +72,11 @@ class ControlClient:
                 raise LeaseLost(job.id)
             resp.raise_for_status()
 
-    async def heartbeat(self, job: Job, progress: tuple[int, int] | None) -> None:
-        body = {"progress": {"done": progress[0], "total": progress[1]}} if progress else {}
+    async def heartbeat(self, job: Job, progress: tuple[int, int] | None,
+                        preview: str | None = None) -> None:
+        body: dict = {"progress": {"done": progress[0], "total": progress[1]}} if progress else {}
+        if preview:
+            body["preview"] = preview
         await self._post(job, "heartbeat", body)
 
     async def complete(self, job: Job, result: dict) -> None:
@@ -94,6 +97,8 @@ class JobRunner:
         self.control, self.store, self.store_spec = control, store, store_spec
         self.job, self.timeout = job, timeout
         self.progress: tuple[int, int] | None = None
+        self.preview: str | None = None  # the rendition playlist playable before the end
+        self._news = asyncio.Event()  # something to tell control before the next heartbeat
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeats())
@@ -123,9 +128,12 @@ class JobRunner:
     async def _heartbeats(self) -> None:
         interval = max(1.0, self.job.lease_seconds / 3)
         while True:
-            await asyncio.sleep(interval)
+            # A preview becoming playable is told at once; otherwise every `interval`.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), interval)
+            self._news.clear()
             try:
-                await self.control.heartbeat(self.job, self.progress)
+                await self.control.heartbeat(self.job, self.progress, self.preview)
             except aiohttp.ClientError as exc:
                 log.warning("heartbeat failed", extra=fields(job=self.job.id, error=str(exc)))
 
@@ -143,6 +151,9 @@ class JobRunner:
                 event = json.loads(line)
                 if "progress" in event:
                     self.progress = tuple(event["progress"])
+                if "preview" in event:
+                    self.preview = event["preview"]
+                    self._news.set()
                 outcome.update(event)
 
         async def read_stderr() -> bytes:
