@@ -93,9 +93,9 @@ class JobRunner:
     store as it goes, report. A failed job's objects are removed: nothing half-made stays."""
 
     def __init__(self, control: ControlClient, store: Store, store_spec: str, job: Job,
-                 timeout: float) -> None:
+                 timeout: float, processes: int = 1) -> None:
         self.control, self.store, self.store_spec = control, store, store_spec
-        self.job, self.timeout = job, timeout
+        self.job, self.timeout, self.processes = job, timeout, processes
         self.progress: tuple[int, int] | None = None
         self.preview: str | None = None  # the rendition playlist playable before the end
         self._news = asyncio.Event()  # something to tell control before the next heartbeat
@@ -141,6 +141,7 @@ class JobRunner:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "packager", str(source), "--store", self.store_spec,
             "--prefix", self.job.output_prefix, "--max-processing-seconds", str(self.timeout),
+            "--workers", str(self.processes),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         outcome: dict = {}
@@ -179,7 +180,7 @@ class JobRunner:
 
 
 async def run_worker(control_url: str, store_spec: str, token: str, stop: asyncio.Event, *,
-                     job_timeout: float = 3600.0, idle_wait: float = 1.0) -> None:
+                     job_timeout: float = 3600.0, idle_wait: float = 1.0, processes: int = 1) -> None:
     """Claim and run jobs one at a time until `stop` is set."""
     name = f"{socket.gethostname()}-{os.getpid()}"
     store = open_store(store_spec)
@@ -197,7 +198,8 @@ async def run_worker(control_url: str, store_spec: str, token: str, stop: asynci
                     await asyncio.wait_for(stop.wait(), idle_wait)
                 continue
             log.info("job claimed", extra=fields(job=job.id, video=job.video_id))
-            runner = asyncio.create_task(JobRunner(control, store, store_spec, job, job_timeout).run())
+            runner = asyncio.create_task(
+                JobRunner(control, store, store_spec, job, job_timeout, processes).run())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
