@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from control.db import Database
+from control.db import Database, IntegrityError, Row, Tx
 from control.problems import ProblemError
 from control.requests import field, read_json, text_field
 from control.videos import iso8601
@@ -79,7 +78,7 @@ class User:
     created_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> User:
+    def from_row(cls, row: Row) -> User:
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["is_admin"] = bool(values["is_admin"])
         return cls(**values)
@@ -121,16 +120,16 @@ class Accounts:
         encoded = await asyncio.to_thread(self.hasher.hash, password)
         email = email.lower()
 
-        def insert(conn: sqlite3.Connection) -> User:
+        async def insert(tx: Tx) -> User:
             now = self.clock()
             try:
-                row = conn.execute(
+                row = await tx.fetchone(
                     f"INSERT INTO users (id, email, name, password_hash, is_admin, created_at,"
                     f" updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}",
                     (secrets.token_urlsafe(9), email, name, encoded,
                      int(email in self.admin_emails), now, now),
-                ).fetchone()
-            except sqlite3.IntegrityError:
+                )
+            except IntegrityError:
                 raise EmailTaken(email) from None
             return User.from_row(row)
 
@@ -176,14 +175,14 @@ class Accounts:
         encoded = None if password is None else await asyncio.to_thread(self.hasher.hash,
                                                                           password)
 
-        def change(conn: sqlite3.Connection) -> User:
-            row = conn.execute(
+        async def change(tx: Tx) -> User:
+            row = await tx.fetchone(
                 f"UPDATE users SET name = coalesce(?, name), bio = coalesce(?, bio),"
                 f" password_hash = coalesce(?, password_hash), updated_at = ? WHERE id = ?"
                 f" RETURNING {USER_COLUMNS}", (name, bio, encoded, self.clock(), user_id),
-            ).fetchone()
+            )
             if encoded is not None:  # a new password ends every other session
-                conn.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?",
+                await tx.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?",
                              (user_id, token_hash(keep_token)))
             return User.from_row(row)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import string
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -29,11 +30,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from control import openapi
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
 from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
-from control.db import Database
+from control.db import Database, open_database
 from control.jobs import STATES as JOB_STATES
 from control.jobs import Job, JobQueue, LeaseLost, UnknownJob
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
+from control.ratelimit import RateLimiter, RateLimits
 from control.requests import field, read_json
 from control.search import SearchHandlers
 from control.social import SocialHandlers
@@ -55,6 +57,8 @@ FORM_OVERHEAD = 64 * 1024  # multipart headers, boundaries and small fields arou
 FORM_FIELDS = ("title", "description", "tags", "language", "category", "privacy")
 
 DB_KEY = web.AppKey("control_db", Database)
+STAGING_KEY = web.AppKey("control_staging", Path)  # where unfinished tus uploads grow
+PREVIEW = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}/index\.m3u8")
 
 
 class ControlMetrics:
@@ -309,8 +313,13 @@ class Control:
             if done < 0 or total < 0:
                 raise ProblemError(400, "`progress` counts must not be negative")
             progress = (done, total)
+        preview = field(body, "preview", str, "a playlist path such as v144/index.m3u8",
+                        default=None)
+        if preview is not None and PREVIEW.fullmatch(preview) is None:
+            raise ProblemError(400, "`preview` must be <rendition>/index.m3u8, such as "
+                                    "v144/index.m3u8")
         with _job_errors(request.match_info["job_id"]):
-            await self.queue.heartbeat(request.match_info["job_id"], progress)
+            await self.queue.heartbeat(request.match_info["job_id"], progress, preview)
         self.metrics.job_events.labels("heartbeat").inc()
         return web.json_response({"lease_seconds": self.queue.lease_seconds})
 
@@ -480,13 +489,16 @@ def make_app(
     purge_timeout: float = 3.0,
     view_window_seconds: float = 3600,
     trending_seconds: float = 86400,
+    database: str | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> web.Application:
-    """The control application; its SQLite database and upload staging live in `data_dir`."""
+    """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
+    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname)."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
         raise ValueError("max_upload_bytes must be positive")
-    db = Database(Path(data_dir) / "control.sqlite3")
+    db = open_database(database or Path(data_dir) / "control.sqlite3")
     queue = JobQueue(db, VideoJobHooks(), lease_seconds=lease_seconds, max_attempts=max_attempts,
                      retry_backoff_seconds=retry_backoff_seconds)
     app = web.Application()
@@ -510,20 +522,23 @@ def make_app(
         watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
         hlsjs=_hlsjs_path(hlsjs_path),
     )
-    tus = TusHandlers(db, LocalStaging(Path(data_dir) / "uploads"), auth, ingest,
+    staging = Path(data_dir) / "uploads"
+    tus = TusHandlers(db, LocalStaging(staging), auth, ingest,
                       max_size=max_upload_bytes, expiry_seconds=upload_expiry_seconds)
     video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
                                    purger=purger, render=handlers.video_json)
     app[DB_KEY] = db
+    app[STAGING_KEY] = staging
+    limiter = RateLimiter(rate_limits or RateLimits(), auth)
     app.middlewares.extend([cors_middleware, _metrics_middleware(control_metrics),
-                            problem_middleware])
+                            problem_middleware, limiter.middleware])
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await db.open()
         await accounts.promote_admins()
         await handlers.refresh_job_gauge()
         await purger.start()
-        log.info("database open", extra=fields(path=str(db.path)))
+        log.info("database open", extra=fields(database=repr(db)))
         sweeper = asyncio.create_task(_sweep(tus, accounts, sweep_seconds))
         yield
         sweeper.cancel()

@@ -1,42 +1,97 @@
-"""SQLite for control: one connection, owned by one dedicated thread, and ordered migrations.
+"""The database for control: one small interface, SQLite by default, PostgreSQL at scale.
 
-Every statement runs on that thread, so the event loop never blocks on SQLite and a function given
-to `Database.transaction` runs alone: nothing interleaves with it. The schema grows by appending a
-`Migration` to `MIGRATIONS`; `schema_version` records which ones a database has had.
+Handlers and models speak only to `Database`: `fetchone`, `fetchall` and `execute` run one
+statement on their own (autocommit); `transaction(fn)` runs `await fn(tx)` in one transaction, with
+`tx` (a `Tx`) offering the same three calls. SQL is written once, with `?` or `:name` parameters;
+each backend adapts what little differs (see `control.pg`). A function given to `transaction` runs
+as if alone: SQLite serialises writers, PostgreSQL runs it SERIALIZABLE and retries it on conflict,
+so it must touch nothing but the database.
+
+`SQLiteDatabase`: one writer connection owned by one thread (nothing interleaves with a
+transaction), and a few read-only connections on their own threads, so reads (search above all)
+do not queue behind writes; WAL lets them read while the writer writes.
+
+The schema grows by appending a `Migration` to each dialect's list (`MIGRATIONS` here, and
+`control.pg.MIGRATIONS`), with the same version numbers for the same step; `schema_version`
+records which ones a database has had.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from reel.logs import fields
 
 log = logging.getLogger("reel.control.db")
 
 T = TypeVar("T")
-Params = Sequence[Any] | dict[str, Any]
+Params = Sequence[Any] | Mapping[str, Any]
+Row = Any  # sqlite3.Row or asyncpg.Record: both index by position and by column name
+INT64 = 2**63
 
 
 class SchemaError(Exception):
     """The database's schema cannot be brought to what this code expects."""
 
 
+class IntegrityError(Exception):
+    """A constraint refused the statement (unique key, foreign key, check)."""
+
+
+class UnstorableValue(ValueError):
+    """A parameter no database column can hold: NUL or lone surrogates in text, a huge integer.
+
+    Clients hear 400 (see `control.problems`): such values are never stored, so they match nothing.
+    """
+
+
+def check_params(params: Params) -> None:
+    for value in params.values() if isinstance(params, Mapping) else params:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise UnstorableValue("text must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UnstorableValue("text is not valid Unicode") from None
+        elif isinstance(value, int) and not -INT64 <= value < INT64:
+            raise UnstorableValue("a number is out of range")
+
+
+class Tx(abc.ABC):
+    """Statements inside one transaction (see `Database.transaction`)."""
+
+    @abc.abstractmethod
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def script(self, sql: str) -> None:
+        """Run several statements without parameters (migrations)."""
+
+
 @dataclass(frozen=True)
 class Migration:
-    """One step of the schema: SQL statements, or a function for data migrations."""
+    """One step of the schema: SQL statements, or an async function for data migrations."""
 
     version: int
     name: str
-    apply: str | Callable[[sqlite3.Connection], None]
+    apply: str | Callable[[Tx], Awaitable[None]]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -208,7 +263,91 @@ MIGRATIONS: tuple[Migration, ...] = (
         END;
         """,
     ),
+    Migration(
+        5,
+        "preview playlist while processing",
+        "ALTER TABLE videos ADD COLUMN preview TEXT;",
+    ),
 )
+
+
+
+class Database(abc.ABC):
+    """Where control keeps everything; `open()` connects and migrates, `close()` lets go."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, migrations: Sequence[Migration]) -> None:
+        self.migrations = tuple(migrations)
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """`await fn(tx)` in one transaction: committed when it returns, rolled back if it raises."""
+
+    async def lock_schema(self, tx: Tx) -> None:
+        """Inside a migration's transaction: keep other processes from migrating at once."""
+        return None  # SQLite: BEGIN IMMEDIATE already keeps every other writer out
+
+    async def migrate(self) -> int:
+        """Apply the migrations the database has not had, each in its own transaction."""
+        migrations = self.migrations
+        versions = [m.version for m in migrations]
+        if versions != list(range(1, len(versions) + 1)):
+            raise SchemaError(f"migrations must be numbered 1, 2, 3, ... in order; got {versions}")
+
+        async def step(tx: Tx) -> Migration | None:
+            await self.lock_schema(tx)
+            await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                             " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+            row = await tx.fetchone("SELECT coalesce(max(version), 0) FROM schema_version")
+            current = int(row[0])
+            if current > len(migrations):
+                raise SchemaError(f"the database is at schema version {current}, newer than this "
+                                  f"code ({len(migrations)}): upgrade reel")
+            if current == len(migrations):
+                return None
+            migration = migrations[current]
+            if isinstance(migration.apply, str):
+                await tx.script(migration.apply)
+            else:
+                await migration.apply(tx)
+            await tx.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                             (migration.version, migration.name, time.time()))
+            return migration
+
+        while (done := await self._migration_transaction(step)) is not None:
+            log.info("migrated", extra=fields(dialect=self.dialect, version=done.version,
+                                              name=done.name))
+        return len(migrations)
+
+    async def _migration_transaction(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        return await self.transaction(fn)
+
+
+def open_database(where: str | Path) -> Database:
+    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path."""
+    text = str(where)
+    if text.startswith(("postgresql://", "postgres://")):
+        from control.pg import PostgresDatabase
+
+        return PostgresDatabase(text)
+    return SQLiteDatabase(Path(where))
 
 
 def split_statements(script: str) -> Iterator[str]:
@@ -224,79 +363,86 @@ def split_statements(script: str) -> Iterator[str]:
         raise SchemaError(f"incomplete SQL statement: {buf.strip()[:80]!r}")
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0])
+def _integrity(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityError(str(exc)) from None
+    except OverflowError:
+        raise UnstorableValue("a number is out of range") from None
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
-    """Apply the migrations `conn` has not had, each in its own transaction; returns the version.
+class _SQLiteTx(Tx):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
 
-    `conn` must be in autocommit mode (isolation_level=None).
-    """
-    versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):
-        raise SchemaError(f"migrations must be numbered 1, 2, 3, ... in order; got {versions}")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    current = schema_version(conn)
-    if current > len(migrations):
-        raise SchemaError(
-            f"the database is at schema version {current}, newer than this code "
-            f"({len(migrations)}): upgrade reel"
-        )
-    for migration in migrations[current:]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if isinstance(migration.apply, str):
-                for statement in split_statements(migration.apply):
-                    conn.execute(statement)
-            else:
-                migration.apply(conn)
-            conn.execute(
-                "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, time.time()),
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        log.info("migrated", extra=fields(version=migration.version, name=migration.name))
-    return schema_version(conn)
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        check_params(params)
+        return await self._db._write(lambda c: c.execute(sql, params).fetchone())
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        check_params(params)
+        return await self._db._write(lambda c: c.execute(sql, params).fetchall())
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        check_params(params)
+        return await self._db._write(lambda c: c.execute(sql, params).rowcount)
+
+    async def script(self, sql: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for statement in split_statements(sql):
+                conn.execute(statement)
+
+        await self._db._write(run)
 
 
-class Database:
-    """One SQLite connection in WAL mode, used only from its own worker thread.
+class SQLiteDatabase(Database):
+    """A file in WAL mode: one writer connection on its own thread, `readers` read connections.
 
-    `open()` connects and migrates, `close()` closes; in between, `run(fn)` calls `fn(conn)` on the
-    database thread and `transaction(fn)` does the same inside BEGIN IMMEDIATE ... COMMIT.
+    Writes (autocommit statements and transactions) take turns on the writer; `fetchone` and
+    `fetchall` outside a transaction go to a reader, so they never wait for a write.
     """
 
-    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS, *,
+                 readers: int = 4) -> None:
+        super().__init__(migrations)
         self.path = Path(path)
-        self._migrations = tuple(migrations)
-        self._executor: ThreadPoolExecutor | None = None
+        self.readers = max(1, readers)
+        self._writer: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._reading: ThreadPoolExecutor | None = None
+        self._idle: asyncio.Queue[sqlite3.Connection] | None = None
+        self._reader_conns: list[sqlite3.Connection] = []
 
     def __repr__(self) -> str:
-        return f"Database({str(self.path)!r})"
+        return f"SQLiteDatabase({str(self.path)!r})"
 
     async def open(self) -> None:
-        if self._executor is not None:
+        if self._writer is not None:
             raise RuntimeError("database already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reel-sqlite")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reel-sqlite")
         try:
-            self._conn = await self._submit(self._connect)
+            self._conn = await self._on_writer(self._connect_writer)
+            await self.migrate()
+            self._reading = ThreadPoolExecutor(max_workers=self.readers,
+                                               thread_name_prefix="reel-sqlite-read")
+            loop = asyncio.get_running_loop()
+            self._idle = asyncio.Queue()
+            for _ in range(self.readers):
+                conn = await loop.run_in_executor(self._reading, self._connect_reader)
+                self._reader_conns.append(conn)
+                self._idle.put_nowait(conn)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await self.close()
             raise
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect_writer(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0,
+                               check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -305,61 +451,88 @@ class Database:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 5000")
-            migrate(conn, self._migrations)
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of pages per reader
+        conn.execute("PRAGMA mmap_size = 1073741824")
+        return conn
+
     async def close(self) -> None:
-        executor, conn = self._executor, self._conn
-        if executor is None:
-            return
-        self._executor = self._conn = None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        executor.shutdown(wait=False)
+        writer, conn, reading = self._writer, self._conn, self._reading
+        self._writer = self._conn = self._reading = self._idle = None
+        readers, self._reader_conns = self._reader_conns, []
+        loop = asyncio.get_running_loop()
+        if reading is not None:
+            for reader in readers:
+                await loop.run_in_executor(reading, reader.close)
+            reading.shutdown(wait=False)
+        if writer is not None:
+            if conn is not None:
+                await loop.run_in_executor(writer, conn.close)
+            writer.shutdown(wait=False)
 
-    async def _submit(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
+    async def _on_writer(self, fn: Callable[[], T]) -> T:
+        if self._writer is None:
             raise RuntimeError("database is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, _integrity_of(fn))
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn(conn)` on the database thread (autocommit: each statement is its own transaction)."""
-        return await self._submit(lambda: fn(self._connection()))
-
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn(conn)` on the database thread, in one write transaction; rolled back if it raises."""
-
-        def atomically() -> T:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await self._submit(atomically)
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(conn)` on the writer thread (the caller holds the write turn)."""
+        conn = self._conn
+        if conn is None:
             raise RuntimeError("database is not open")
-        return self._conn
+        return await self._on_writer(lambda: fn(conn))
 
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        return await self.run(lambda conn: conn.execute(sql, params).fetchone())
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._idle is None or self._reading is None:
+            raise RuntimeError("database is not open")
+        idle, reading = self._idle, self._reading
+        conn = await idle.get()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                reading, _integrity_of(lambda: fn(conn)))
+        finally:
+            idle.put_nowait(conn)
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return await self.run(lambda conn: conn.execute(sql, params).fetchall())
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        check_params(params)
+        return await self._read(lambda c: c.execute(sql, params).fetchone())
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        check_params(params)
+        return await self._read(lambda c: c.execute(sql, params).fetchall())
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
-        return await self.run(functools.partial(_rowcount, sql=sql, params=params))
+        check_params(params)
+        async with self._write_lock:
+            return await self._write(lambda c: c.execute(sql, params).rowcount)
+
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        async with self._write_lock:
+            await self._write(lambda c: c.execute("BEGIN IMMEDIATE"))
+            try:
+                result = await fn(_SQLiteTx(self))
+                await asyncio.shield(self._write(lambda c: c.execute("COMMIT")))
+            except BaseException:
+                # Queued on the writer thread before the turn passes on, even when cancelled.
+                await asyncio.shield(self._write(_rollback))
+                raise
+            return result
 
 
-def _rowcount(conn: sqlite3.Connection, sql: str, params: Params) -> int:
-    return conn.execute(sql, params).rowcount
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _integrity_of(fn: Callable[[], T]) -> Callable[[], T]:
+    return lambda: _integrity(fn)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from control.db import Database
+from control.db import Database, Row, Tx
 from reel.logs import fields
 
 log = logging.getLogger("reel.control.jobs")
@@ -61,7 +60,7 @@ class Job:
         return f"{self.id}.{self.attempts}"
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
+    def from_row(cls, row: Row) -> Job:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
@@ -69,17 +68,18 @@ _COLUMNS = ", ".join(Job.__dataclass_fields__)
 
 
 class JobHooks(Protocol):
-    """Told of every transition, on the database thread inside the transaction making it."""
+    """Told of every transition, inside the transaction making it."""
 
-    def claimed(self, conn: sqlite3.Connection, job: Job) -> None: ...
+    async def claimed(self, tx: Tx, job: Job) -> None: ...
 
-    def progressed(self, conn: sqlite3.Connection, job: Job, done: int, total: int) -> None: ...
+    async def progressed(self, tx: Tx, job: Job, progress: tuple[int, int] | None,
+                         preview: str | None) -> None: ...
 
-    def completed(self, conn: sqlite3.Connection, job: Job, result: Mapping[str, Any]) -> None: ...
+    async def completed(self, tx: Tx, job: Job, result: Mapping[str, Any]) -> None: ...
 
-    def retrying(self, conn: sqlite3.Connection, job: Job, reason: str) -> None: ...
+    async def retrying(self, tx: Tx, job: Job, reason: str) -> None: ...
 
-    def failed(self, conn: sqlite3.Connection, job: Job, reason: str) -> None: ...
+    async def failed(self, tx: Tx, job: Job, reason: str) -> None: ...
 
 
 def parse_handle(handle: str) -> tuple[str, int | None]:
@@ -119,85 +119,89 @@ class JobQueue:
 
     # -- enqueue -------------------------------------------------------------------------------
 
-    def enqueue_in(self, conn: sqlite3.Connection, video_id: str, kind: str = "package") -> Job:
+    async def enqueue_in(self, tx: Tx, video_id: str, kind: str = "package") -> Job:
         """Add a job inside the caller's transaction (so it commits with what it is about)."""
         now = self.clock()
         job_id = secrets.token_urlsafe(9)
-        conn.execute(
+        await tx.execute(
             "INSERT INTO jobs (id, video_id, kind, state, max_attempts, not_before,"
             " created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
             (job_id, video_id, kind, self.max_attempts, now, now, now),
         )
-        return self._get(conn, job_id)
+        return await self._get(tx, job_id)
 
     async def enqueue(self, video_id: str, kind: str = "package") -> Job:
-        return await self.db.transaction(lambda conn: self.enqueue_in(conn, video_id, kind))
+        return await self.db.transaction(lambda tx: self.enqueue_in(tx, video_id, kind))
 
     # -- worker side ---------------------------------------------------------------------------
 
     async def claim(self, worker: str) -> Job | None:
         """Claim the oldest claimable job for `worker`, or None. Atomic: one claimant per job."""
-        return await self.db.transaction(lambda conn: self._claim(conn, worker))
+        return await self.db.transaction(lambda tx: self._claim(tx, worker))
 
-    def _claim(self, conn: sqlite3.Connection, worker: str) -> Job | None:
+    async def _claim(self, tx: Tx, worker: str) -> Job | None:
         now = self.clock()
-        self._expire_exhausted(conn, now)
-        row = conn.execute(
+        await self._expire_exhausted(tx, now)
+        # PostgreSQL: concurrent claimants skip the row another one holds instead of waiting.
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        row = await tx.fetchone(
             f"UPDATE jobs SET state = 'claimed', attempts = attempts + 1, worker = :worker,"
             f" lease_expires_at = :lease, updated_at = :now"
             f" WHERE id = (SELECT id FROM jobs"
             f"   WHERE (state = 'queued' AND not_before <= :now)"
             f"      OR (state = 'claimed' AND lease_expires_at < :now)"
-            f"   ORDER BY not_before, created_at LIMIT 1)"
+            f"   ORDER BY not_before, created_at LIMIT 1{skip_locked})"
             f" RETURNING {_COLUMNS}",
             {"worker": worker, "lease": now + self.lease_seconds, "now": now},
-        ).fetchone()
+        )
         if row is None:
             return None
         job = Job.from_row(row)
-        self.hooks.claimed(conn, job)
+        await self.hooks.claimed(tx, job)
         log.info("job claimed", extra=fields(job=job.id, video=job.video_id, worker=worker,
                                              attempt=job.attempts))
         return job
 
-    def _expire_exhausted(self, conn: sqlite3.Connection, now: float) -> None:
+    async def _expire_exhausted(self, tx: Tx, now: float) -> None:
         """Jobs whose last allowed attempt's lease ran out fail instead of being claimed again."""
-        rows = conn.execute(
+        rows = await tx.fetchall(
             f"UPDATE jobs SET state = 'failed', lease_expires_at = NULL, updated_at = :now,"
             f" last_error = 'lease_expired: worker ' || coalesce(worker, '?')"
             f"   || ' stopped reporting during attempt ' || attempts || ' of ' || max_attempts"
             f" WHERE state = 'claimed' AND lease_expires_at < :now AND attempts >= max_attempts"
             f" RETURNING {_COLUMNS}",
             {"now": now},
-        ).fetchall()
+        )
         for row in rows:
             job = Job.from_row(row)
-            self.hooks.failed(conn, job, job.last_error or "lease_expired")
+            await self.hooks.failed(tx, job, job.last_error or "lease_expired")
             log.warning("job failed", extra=fields(job=job.id, video=job.video_id,
                                                    reason=job.last_error))
 
-    async def heartbeat(self, handle: str, progress: tuple[int, int] | None = None) -> Job:
-        """Renew the lease of `handle`; record progress (done, total) when given."""
+    async def heartbeat(self, handle: str, progress: tuple[int, int] | None = None,
+                        preview: str | None = None) -> Job:
+        """Renew the lease of `handle`; record progress (done, total) and the playlist playable
+        so far (`preview`, relative to the video's output prefix) when given."""
 
-        def beat(conn: sqlite3.Connection) -> Job:
-            job = self._held(conn, handle)
+        async def beat(tx: Tx) -> Job:
+            job = await self._held(tx, handle)
             now = self.clock()
-            conn.execute(
+            await tx.execute(
                 "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ?",
                 (now + self.lease_seconds, now, job.id),
             )
-            job = self._get(conn, job.id)
-            if progress is not None:
-                self.hooks.progressed(conn, job, *progress)
+            job = await self._get(tx, job.id)
+            if progress is not None or preview is not None:
+                await self.hooks.progressed(tx, job, progress, preview)
             return job
 
         return await self.db.transaction(beat)
 
     async def complete(self, handle: str, result: Mapping[str, Any]) -> Job:
-        def finish(conn: sqlite3.Connection) -> Job:
-            job = self._held(conn, handle)
-            job = self._set_state(conn, job.id, "done", last_error=None)
-            self.hooks.completed(conn, job, result)
+        async def finish(tx: Tx) -> Job:
+            job = await self._held(tx, handle)
+            job = await self._set_state(tx, job.id, "done", last_error=None)
+            await self.hooks.completed(tx, job, result)
             log.info("job done", extra=fields(job=job.id, video=job.video_id))
             return job
 
@@ -209,18 +213,18 @@ class JobQueue:
         Returns the job as it now is: `state` is "queued" (will be retried) or "failed".
         """
 
-        def give_up_or_retry(conn: sqlite3.Connection) -> Job:
-            job = self._held(conn, handle)
+        async def give_up_or_retry(tx: Tx) -> Job:
+            job = await self._held(tx, handle)
             if permanent or job.attempts >= job.max_attempts:
-                job = self._set_state(conn, job.id, "failed", last_error=reason)
-                self.hooks.failed(conn, job, reason)
+                job = await self._set_state(tx, job.id, "failed", last_error=reason)
+                await self.hooks.failed(tx, job, reason)
                 log.warning("job failed", extra=fields(job=job.id, video=job.video_id,
                                                        reason=reason, permanent=permanent))
             else:
                 delay = self.backoff(job.attempts)
-                job = self._set_state(conn, job.id, "queued", last_error=reason,
-                                      not_before=self.clock() + delay)
-                self.hooks.retrying(conn, job, reason)
+                job = await self._set_state(tx, job.id, "queued", last_error=reason,
+                                            not_before=self.clock() + delay)
+                await self.hooks.retrying(tx, job, reason)
                 log.info("job retrying", extra=fields(job=job.id, video=job.video_id,
                                                       reason=reason, delay=delay))
             return job
@@ -240,18 +244,18 @@ class JobQueue:
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
-    # -- helpers (database thread) -------------------------------------------------------------
+    # -- helpers (inside a transaction) --------------------------------------------------------
 
-    def _get(self, conn: sqlite3.Connection, job_id: str) -> Job:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    async def _get(self, tx: Tx, job_id: str) -> Job:
+        row = await tx.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise UnknownJob(job_id)
         return Job.from_row(row)
 
-    def _held(self, conn: sqlite3.Connection, handle: str) -> Job:
+    async def _held(self, tx: Tx, handle: str) -> Job:
         """The job `handle` still holds, or LeaseLost / UnknownJob."""
         job_id, attempt = parse_handle(handle)
-        job = self._get(conn, job_id)
+        job = await self._get(tx, job_id)
         if job.state != "claimed":
             raise LeaseLost(f"job {job_id} is {job.state}, no longer claimed")
         if attempt is not None and attempt != job.attempts:
@@ -261,13 +265,13 @@ class JobQueue:
             )
         return job
 
-    def _set_state(self, conn: sqlite3.Connection, job_id: str, state: str, *,
-                   last_error: str | None, not_before: float | None = None) -> Job:
+    async def _set_state(self, tx: Tx, job_id: str, state: str, *,
+                         last_error: str | None, not_before: float | None = None) -> Job:
         now = self.clock()
-        row = conn.execute(
+        row = await tx.fetchone(
             f"UPDATE jobs SET state = ?, last_error = ?, lease_expires_at = NULL,"
             f" not_before = coalesce(?, not_before), updated_at = ? WHERE id = ?"
             f" RETURNING {_COLUMNS}",
             (state, last_error, not_before, now, job_id),
-        ).fetchone()
+        )
         return Job.from_row(row)

@@ -6,6 +6,12 @@ import copy
 from typing import Any
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+PREVIEW_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}/index\\.m3u8$"
+_THROTTLED = {
+    "description": "Too many requests (per address, per user; sign-up and sign-in are stricter)",
+    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 _WORKER = [{"workerToken": []}]
 
 
@@ -186,7 +192,9 @@ _MORE_PATHS: dict[str, Any] = {
         "head": _op("tus: the upload's offset", "uploads",
                     {"200": {"description": "Upload-Offset, Upload-Length"},
                      "404": {"description": "No such upload"},
-                     "410": {"description": "Expired"}}, auth="user", params=_UPLOAD + [_TUS]),
+                     "410": {"description": "Expired"},
+                     "412": {"description": "Tus-Resumable missing or not 1.0.0"}},
+                    auth="user", params=_UPLOAD + [_TUS]),
         "get": _op("The upload as JSON, with its video once complete", "uploads",
                    {"200": _json({"type": "object"}, "The upload"), "404": _PROBLEM,
                     "410": _PROBLEM}, auth="user", params=_UPLOAD),
@@ -405,6 +413,10 @@ _DOCUMENT: dict[str, Any] = {
                     "created_at": {"type": "string", "format": "date-time"},
                     "playback_url": {"type": ["string", "null"], "format": "uri",
                                      "description": "{geo}/vod/{id}/master.m3u8 once ready"},
+                    "preview_url": {"type": ["string", "null"], "format": "uri",
+                                    "description": "while processing, when the worker has one: "
+                                                   "{geo}/vod/{id}/{rendition}/index.m3u8, a "
+                                                   "playlist playable before the video is ready"},
                     "watch_url": {"type": "string", "format": "uri"},
                     "poster_url": {"type": ["string", "null"], "format": "uri"},
                     "owner_id": {"type": ["string", "null"]},
@@ -498,10 +510,18 @@ _DOCUMENT: dict[str, Any] = {
             },
             "Heartbeat": {
                 "type": "object",
-                "properties": {"progress": {
-                    "type": "object", "required": ["done", "total"],
-                    "properties": {"done": {"type": "integer", "minimum": 0},
-                                   "total": {"type": "integer", "minimum": 0}}}},
+                "properties": {
+                    "progress": {
+                        "type": "object", "required": ["done", "total"],
+                        "properties": {"done": {"type": "integer", "minimum": 0},
+                                       "total": {"type": "integer", "minimum": 0}}},
+                    "preview": {
+                        "type": "string", "pattern": PREVIEW_PATTERN,
+                        "examples": ["v144/index.m3u8"],
+                        "description": "A rendition playlist already playable (an EVENT playlist "
+                                       "growing while the job runs), relative to the output "
+                                       "prefix: the video's `preview_url` until it is ready"},
+                },
             },
             "Completion": {
                 "type": "object",
@@ -527,6 +547,10 @@ _DOCUMENT: dict[str, Any] = {
 
 
 _DOCUMENT["paths"].update(_MORE_PATHS)
+for _path, _item in _DOCUMENT["paths"].items():
+    if not _path.startswith("/api/v1/jobs/"):  # workers are not throttled
+        for _operation in _item.values():
+            _operation["responses"].setdefault("429", _THROTTLED)
 
 
 def document() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from control.db import UnstorableValue
 from reel.logs import fields
 
 log = logging.getLogger("reel.control")
@@ -104,6 +105,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return _from_http_exception(request, exc)
+    except UnstorableValue as exc:
+        return problem_response(400, f"{exc}: such values are never stored")
     except Exception:
         log.exception("unhandled error", extra=fields(method=request.method, path=request.path))
         return problem_response(500, "the server hit an unexpected error; it has been logged")

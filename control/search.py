@@ -1,6 +1,7 @@
-"""Search over public ready videos: SQLite FTS5, bm25-ranked, accent- and case-insensitive.
+"""Search over public ready videos: ranked, prefix, accent- and case-insensitive.
 
-The query is never handed to FTS5 as syntax: it is cut into words, each quoted, and the last one
+SQLite: FTS5 with bm25; PostgreSQL: tsvector/GIN with ts_rank_cd (see `control.pg`). The query is
+never handed to either as syntax: it is cut into words, each quoted, and the last one
 matches as a prefix (as-you-type). Title counts most, then tags, then the description.
 """
 
@@ -27,14 +28,41 @@ _WORD = re.compile(r"\w+")
 WEIGHTS = "10.0, 2.0, 5.0"  # title, description, tags (videos_fts column order)
 
 
-def match_expression(q: str) -> str | None:
-    """The FTS5 MATCH string for the user's words, or None when there are none."""
-    words = _WORD.findall(q)[:MAX_TERMS]
-    if not words:
-        return None
+def query_words(q: str) -> list[str]:
+    """The user's words (letters, digits): never query syntax."""
+    return _WORD.findall(q)[:MAX_TERMS]
+
+
+def match_expression(words: list[str]) -> str:
+    """The FTS5 MATCH string for `words`: each quoted, the last one a prefix."""
     quoted = [f'"{w}"' for w in words]  # \w+ has no quote: nothing to escape
     quoted[-1] += "*"
     return " ".join(quoted)
+
+
+def _sqlite_sql(columns: str, where: list[str]) -> str:
+    # Ranking every match of a common word costs time in proportion to the catalog; the newest
+    # CANDIDATES matches are ranked instead (FTS5 walks its doclists by rowid, which is upload
+    # order, and stops early). Rarer queries, the usual case, rank exactly.
+    return (f"SELECT {columns} FROM ("
+            f"  SELECT videos_fts.rowid AS doc, bm25(videos_fts, {WEIGHTS}) AS score"
+            f"  FROM videos_fts JOIN videos v ON v.rowid = videos_fts.rowid"
+            f"  WHERE videos_fts MATCH ? {''.join(' AND ' + w for w in where)}"
+            f"  ORDER BY videos_fts.rowid DESC LIMIT ?"
+            f") AS hits JOIN videos v ON v.rowid = hits.doc"
+            f" ORDER BY hits.score, hits.doc DESC LIMIT ? OFFSET ?")
+
+
+def _postgres_sql(columns: str, where: list[str]) -> str:
+    # The same shape on PostgreSQL: the GIN index finds the matches, the newest CANDIDATES are
+    # ranked by cover density (title weighs A, tags B, description C).
+    return (f"WITH q AS (SELECT reel_prefix_query(?::text[]) AS q),"
+            f" hits AS (SELECT v.id, v.search, v.created_at FROM videos v, q"
+            f"  WHERE v.search @@ q.q {''.join(' AND ' + w for w in where)}"
+            f"  ORDER BY v.created_at DESC LIMIT ?)"
+            f" SELECT {columns} FROM hits JOIN videos v ON v.id = hits.id, q"
+            f" ORDER BY ts_rank_cd(hits.search, q.q) DESC, hits.created_at DESC, hits.id DESC"
+            f" LIMIT ? OFFSET ?")
 
 
 def _timestamp(request: web.Request, name: str) -> float | None:
@@ -64,16 +92,17 @@ class SearchHandlers:
         q = request.query.get("q", "")
         if len(q) > MAX_QUERY:
             raise ProblemError(400, f"`q` is limited to {MAX_QUERY} characters")
-        match = match_expression(q)
-        if match is None:
+        words = query_words(q)
+        if not words:
             raise ProblemError(400, "`q` must contain at least one letter or digit")
         limit = page_size(request)
         cursor = decode_cursor(request, (int,))
         offset = cursor[0] if cursor else 0
         if not 0 <= offset <= MAX_OFFSET:
             raise ProblemError(400, "`cursor` is not a cursor this API gave out")
-        where = ["videos_fts MATCH ?"]
-        params: list[Any] = [match]
+        postgres = self.db.dialect == "postgresql"
+        where: list[str] = []
+        params: list[Any] = [words if postgres else match_expression(words)]
         if creator := request.query.get("creator"):
             where.append("v.owner_id = ?")
             params.append(creator)
@@ -86,17 +115,8 @@ class SearchHandlers:
                 where.append(f"v.created_at {op} ?")
                 params.append(ts)
         columns = ", ".join("v." + c for c in COLUMNS.split(", "))
-        # Ranking every match of a common word costs time in proportion to the catalog; the
-        # newest CANDIDATES matches are ranked instead (FTS5 walks its doclists by rowid, which
-        # is upload order, and stops early). Rarer queries, the usual case, rank exactly.
-        rows = await self.db.fetchall(
-            f"SELECT {columns} FROM ("
-            f"  SELECT videos_fts.rowid AS doc, bm25(videos_fts, {WEIGHTS}) AS score"
-            f"  FROM videos_fts JOIN videos v ON v.rowid = videos_fts.rowid"
-            f"  WHERE {' AND '.join(where)} ORDER BY videos_fts.rowid DESC LIMIT ?"
-            f") AS hits JOIN videos v ON v.rowid = hits.doc"
-            f" ORDER BY hits.score, hits.doc DESC LIMIT ? OFFSET ?",
-            (*params, CANDIDATES, limit + 1, offset))
+        sql = (_postgres_sql if postgres else _sqlite_sql)(columns, where)
+        rows = await self.db.fetchall(sql, (*params, CANDIDATES, limit + 1, offset))
         videos = [Video.from_row(r) for r in rows]
         body = page(videos, limit, lambda _: (offset + limit,),
                     lambda v: self.render(request, v))

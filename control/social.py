@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ from aiohttp import web
 
 from control.accounts import Accounts, Auth
 from control.catalog import VideoHandlers
-from control.db import Database
+from control.db import Database, Row, Tx
 from control.problems import ProblemError
 from control.requests import decode_cursor, field, page, page_size, read_json, text_field
 from control.videos import COLUMNS, Video, iso8601
@@ -105,7 +104,7 @@ class SocialHandlers:
                                          " WHERE video_id = ?", (video.id,))
         body = page(rows, limit, lambda r: (r["updated_at"], r["user_id"]), _review_json)
         body.update(count=summary[0],
-                    average=None if summary[1] is None else round(summary[1], 2))
+                    average=None if summary[1] is None else round(float(summary[1]), 2))
         return web.json_response(body)
 
     # -- like / dislike --------------------------------------------------------------------------
@@ -119,22 +118,23 @@ class SocialHandlers:
             raise ProblemError(400, "`rating` must be like, dislike or none")
         value = RATINGS[choice]
 
-        def rate(conn: sqlite3.Connection) -> None:
-            old = conn.execute("SELECT value FROM ratings WHERE video_id = ? AND user_id = ?",
-                               (video.id, user.id)).fetchone()
+        async def rate(tx: Tx) -> None:
+            old = await tx.fetchone("SELECT value FROM ratings WHERE video_id = ? AND user_id = ?",
+                                    (video.id, user.id))
             old_value = old[0] if old else 0
             if old_value == value:
                 return
             if value == 0:
-                conn.execute("DELETE FROM ratings WHERE video_id = ? AND user_id = ?",
-                             (video.id, user.id))
+                await tx.execute("DELETE FROM ratings WHERE video_id = ? AND user_id = ?",
+                                 (video.id, user.id))
             else:
-                conn.execute("INSERT INTO ratings (video_id, user_id, value) VALUES (?, ?, ?)"
-                             " ON CONFLICT (video_id, user_id) DO UPDATE SET value = excluded.value",
-                             (video.id, user.id, value))
-            conn.execute("UPDATE videos SET likes = likes + ?, dislikes = dislikes + ? WHERE id = ?",
-                         ((value == 1) - (old_value == 1), (value == -1) - (old_value == -1),
-                          video.id))
+                await tx.execute(
+                    "INSERT INTO ratings (video_id, user_id, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (video_id, user_id) DO UPDATE SET value = excluded.value",
+                    (video.id, user.id, value))
+            await tx.execute(
+                "UPDATE videos SET likes = likes + ?, dislikes = dislikes + ? WHERE id = ?",
+                ((value == 1) - (old_value == 1), (value == -1) - (old_value == -1), video.id))
 
         await self.db.transaction(rate)
         return web.json_response(await self._rating_json(video.id, user.id))
@@ -257,14 +257,14 @@ class SocialHandlers:
             (request.remote or "?").encode()).hexdigest()[:24]
         now = self.clock()
 
-        def count(conn: sqlite3.Connection) -> tuple[bool, int]:
-            added = conn.execute(
+        async def count(tx: Tx) -> tuple[bool, int]:
+            added = await tx.execute(
                 "INSERT INTO views (video_id, viewer, bucket, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
-                (video.id, viewer, int(now // self.view_window), now)).rowcount
+                (video.id, viewer, int(now // self.view_window), now))
             if added:
-                conn.execute("UPDATE videos SET views = views + 1 WHERE id = ?", (video.id,))
-            views = conn.execute("SELECT views FROM videos WHERE id = ?", (video.id,)).fetchone()
+                await tx.execute("UPDATE videos SET views = views + 1 WHERE id = ?", (video.id,))
+            views = await tx.fetchone("SELECT views FROM videos WHERE id = ?", (video.id,))
             return bool(added), views[0]
 
         counted, views = await self.db.transaction(count)
@@ -295,13 +295,13 @@ _COMMENT_SQL = ("SELECT c.id, c.video_id, c.user_id, u.name, c.parent_id, c.body
                 " FROM comments c JOIN users u ON u.id = c.user_id")
 
 
-def _review_json(row: sqlite3.Row) -> dict[str, Any]:
+def _review_json(row: Row) -> dict[str, Any]:
     return {"user": {"id": row["user_id"], "name": row["name"]}, "rating": row["rating"],
             "text": row["body"], "created_at": iso8601(row["created_at"]),
             "updated_at": iso8601(row["updated_at"])}
 
 
-def _comment_json(row: sqlite3.Row) -> dict[str, Any]:
+def _comment_json(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "video_id": row["video_id"], "parent_id": row["parent_id"],
             "user": {"id": row["user_id"], "name": row["name"]}, "text": row["body"],
             "created_at": iso8601(row["created_at"]), "reply_count": row["replies"]}

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from control.db import Database
+from control.db import Database, Row, Tx
 from control.jobs import Job, JobQueue
 
 STATES = ("queued", "processing", "ready", "failed")
@@ -66,9 +65,10 @@ class Video:
     views: int
     likes: int
     dislikes: int
+    preview: str | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Video:
+    def from_row(cls, row: Row) -> Video:
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["renditions"] = tuple(json.loads(row["renditions"] or "[]"))
         values["tags"] = tuple(json.loads(row["tags"] or "[]"))
@@ -94,6 +94,8 @@ class Video:
             "duration": self.duration,
             "created_at": iso8601(self.created_at),
             "playback_url": f"{geo_url}/vod/{self.id}/master.m3u8" if ready else None,
+            "preview_url": (f"{geo_url}/vod/{self.id}/{self.preview}"
+                            if self.state == "processing" and self.preview else None),
             "watch_url": f"{control_url}/watch/{self.id}",
             "poster_url": f"{geo_url}/vod/{self.id}/thumbs/poster.jpg" if ready else None,
             "owner_id": self.owner_id,
@@ -139,15 +141,15 @@ class Videos:
         """A queued video and its packaging job, committed together; or, when the same owner
         already has a video of the same content, that video and no job."""
 
-        def insert(conn: sqlite3.Connection) -> tuple[Video, Job | None]:
-            row = conn.execute(
+        async def insert(tx: Tx) -> tuple[Video, Job | None]:
+            row = await tx.fetchone(
                 f"SELECT {_COLUMNS} FROM videos WHERE owner_id = ? AND sha256 = ?"
-                f" ORDER BY created_at LIMIT 1", (upload.owner_id, upload.sha256)).fetchone()
+                f" ORDER BY created_at LIMIT 1", (upload.owner_id, upload.sha256))
             if row is not None:
                 return Video.from_row(row), None
             now = self.clock()
             meta = upload.metadata
-            conn.execute(
+            await tx.execute(
                 "INSERT INTO videos (id, title, state, source_bytes, created_at, updated_at,"
                 " owner_id, sha256, description, tags, language, category, privacy)"
                 " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -156,9 +158,10 @@ class Videos:
                  json.dumps(list(meta.get("tags", ()))), meta.get("language"),
                  meta.get("category"), meta.get("privacy", "public")),
             )
-            job = queue.enqueue_in(conn, upload.video_id, "package")
-            row = conn.execute(f"SELECT {_COLUMNS} FROM videos WHERE id = ?", (upload.video_id,))
-            return Video.from_row(row.fetchone()), job
+            job = await queue.enqueue_in(tx, upload.video_id, "package")
+            row = await tx.fetchone(f"SELECT {_COLUMNS} FROM videos WHERE id = ?",
+                                    (upload.video_id,))
+            return Video.from_row(row), job
 
         return await self.db.transaction(insert)
 
@@ -167,9 +170,9 @@ class Videos:
                   if k in EDITABLE}
         values["updated_at"] = self.clock()
         assignments = ", ".join(f"{name} = :{name}" for name in values)
-        row = await self.db.run(lambda conn: conn.execute(
+        row = await self.db.transaction(lambda tx: tx.fetchone(
             f"UPDATE videos SET {assignments} WHERE id = :id RETURNING {_COLUMNS}",
-            {**values, "id": video_id}).fetchone())
+            {**values, "id": video_id}))
         return None if row is None else Video.from_row(row)
 
     async def delete(self, video_id: str) -> bool:
@@ -204,26 +207,33 @@ class VideoJobHooks:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
 
-    def _update(self, conn: sqlite3.Connection, video_id: str, **values: Any) -> None:
+    async def _update(self, tx: Tx, video_id: str, **values: Any) -> None:
         values["updated_at"] = self.clock()
         assignments = ", ".join(f"{name} = :{name}" for name in values)
-        conn.execute(f"UPDATE videos SET {assignments} WHERE id = :id", {**values, "id": video_id})
+        await tx.execute(f"UPDATE videos SET {assignments} WHERE id = :id",
+                         {**values, "id": video_id})
 
-    def claimed(self, conn: sqlite3.Connection, job: Job) -> None:
-        self._update(conn, job.video_id, state="processing", reason=None,
-                     progress_done=None, progress_total=None)
+    async def claimed(self, tx: Tx, job: Job) -> None:
+        await self._update(tx, job.video_id, state="processing", reason=None,
+                           progress_done=None, progress_total=None, preview=None)
 
-    def progressed(self, conn: sqlite3.Connection, job: Job, done: int, total: int) -> None:
-        self._update(conn, job.video_id, progress_done=done, progress_total=total)
+    async def progressed(self, tx: Tx, job: Job, progress: tuple[int, int] | None,
+                         preview: str | None) -> None:
+        values: dict[str, Any] = {}
+        if progress is not None:
+            values.update(progress_done=progress[0], progress_total=progress[1])
+        if preview is not None:
+            values["preview"] = preview
+        await self._update(tx, job.video_id, **values)
 
-    def completed(self, conn: sqlite3.Connection, job: Job, result: Mapping[str, Any]) -> None:
-        self._update(conn, job.video_id, state="ready", reason=None,
-                     duration=result.get("duration"),
-                     renditions=json.dumps(list(result.get("renditions", ()))))
+    async def completed(self, tx: Tx, job: Job, result: Mapping[str, Any]) -> None:
+        await self._update(tx, job.video_id, state="ready", reason=None, preview=None,
+                           duration=result.get("duration"),
+                           renditions=json.dumps(list(result.get("renditions", ()))))
 
-    def retrying(self, conn: sqlite3.Connection, job: Job, reason: str) -> None:
-        self._update(conn, job.video_id, state="queued", reason=None,
-                     progress_done=None, progress_total=None)
+    async def retrying(self, tx: Tx, job: Job, reason: str) -> None:
+        await self._update(tx, job.video_id, state="queued", reason=None,
+                           progress_done=None, progress_total=None, preview=None)
 
-    def failed(self, conn: sqlite3.Connection, job: Job, reason: str) -> None:
-        self._update(conn, job.video_id, state="failed", reason=reason)
+    async def failed(self, tx: Tx, job: Job, reason: str) -> None:
+        await self._update(tx, job.video_id, state="failed", reason=reason, preview=None)

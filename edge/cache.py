@@ -1,13 +1,15 @@
-"""The edge's object cache: a byte-bounded LRU of whole responses, with HTTP freshness."""
+"""The edge's object cache: a byte-bounded LRU of whole responses with TinyLFU admission, and
+HTTP freshness."""
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cachetools import LRUCache
+import cachetools
+
+from reel.http import parse_http_date
 
 # Response headers worth keeping; the rest (Date, Server, Connection, CORS) the edge makes itself.
 STORED_HEADERS = (
@@ -22,6 +24,8 @@ STORED_HEADERS = (
 # What an entry costs beyond its body and headers: the object, the key, the LRU bookkeeping.
 ENTRY_OVERHEAD = 512
 SLICE = 256 * 1024
+# RFC 8246 immutable with no explicit lifetime: as long as the origin's own immutable objects.
+IMMUTABLE_TTL = 365 * 86400.0
 
 
 def select_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -37,51 +41,93 @@ def _directives(cache_control: str) -> dict[str, str]:
     return out
 
 
-def freshness(headers: Mapping[str, str], now: float | None = None) -> float:
-    """Seconds a shared cache may serve this response without asking again; 0 means do not store.
-
-    s-maxage wins over max-age, which wins over Expires; no-store, private and no-cache (until
-    revalidation exists) forbid storing. Without explicit freshness we do not guess.
-    """
-    cc = _directives(headers.get("Cache-Control", ""))
-    if {"no-store", "private", "no-cache"} & cc.keys():
-        return 0.0
-    for name in ("s-maxage", "max-age"):
-        if name in cc:
-            try:
-                return max(0.0, float(int(cc[name])))
-            except ValueError:
-                return 0.0  # an invalid max-age means stale (RFC 9111 §4.2.1)
-    expires = headers.get("Expires")
-    if expires:
-        try:
-            at = email.utils.parsedate_to_datetime(expires).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return 0.0
-        date = headers.get("Date")
-        try:
-            base = email.utils.parsedate_to_datetime(date).timestamp() if date else None
-        except (TypeError, ValueError, IndexError, OverflowError):
-            base = None
-        return max(0.0, at - (base if base is not None else (now or time.time())))
-    return 0.0
+def _seconds(value: str) -> float | None:
+    """A delta-seconds directive value; None when invalid (RFC 9111 §1.2.2: digits only)."""
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        return None
+    return float(int(value))
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """What a shared cache may do with a response: keep it, for how long, and how stale."""
+
+    store: bool
+    ttl: float = 0.0  # freshness lifetime
+    swr: float = 0.0  # stale-while-revalidate: serve stale this long past ttl, refreshing behind
+    sie: float = 0.0  # stale-if-error: serve stale this long past ttl when the upstream fails
+
+
+NO_STORE = Policy(False)
+
+
+def policy(
+    headers: Mapping[str, str], swr: float = 0.0, sie: float = 0.0, now: float | None = None
+) -> Policy:
+    """The shared-cache policy of a 200 response. `swr` and `sie` apply when it names neither.
+
+    s-maxage wins over max-age, which wins over Expires - Date; immutable with none of them means
+    a year. no-store, private, Set-Cookie and Vary: * forbid storing. no-cache and
+    must-revalidate forbid stale serving; no-cache also means revalidate on every use. Without
+    explicit freshness we do not guess.
+    """
+    cc = _directives(headers.get("Cache-Control", ""))
+    if {"no-store", "private"} & cc.keys() or "Set-Cookie" in headers or headers.get("Vary") == "*":
+        return NO_STORE
+    if "stale-while-revalidate" in cc:
+        swr = _seconds(cc["stale-while-revalidate"]) or 0.0
+    if "stale-if-error" in cc:
+        sie = _seconds(cc["stale-if-error"]) or 0.0
+    if {"no-cache", "must-revalidate", "proxy-revalidate"} & cc.keys():
+        swr = sie = 0.0
+    if "no-cache" in cc:
+        return Policy(True, 0.0, 0.0, 0.0)
+    for name in ("s-maxage", "max-age"):
+        if name in cc:
+            ttl = _seconds(cc[name])
+            # An invalid max-age means stale (RFC 9111 §4.2.1): nothing to keep.
+            return Policy(True, ttl, swr, sie) if ttl else NO_STORE
+    expires = headers.get("Expires")
+    if expires is not None:
+        at = parse_http_date(expires)
+        base = parse_http_date(headers.get("Date"))
+        ttl = (at or 0) - (base if base is not None else (now or time.time()))
+        return Policy(True, ttl, swr, sie) if at is not None and ttl > 0 else NO_STORE
+    if "immutable" in cc:
+        return Policy(True, IMMUTABLE_TTL, swr, sie)
+    return NO_STORE
+
+
 class Entry:
-    """One stored response. Times are time.monotonic() seconds."""
+    """One stored response. Times are time.monotonic() seconds.
 
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    stored_at: float
-    ttl: float  # freshness lifetime
-    initial_age: float = 0.0  # the upstream's Age when we stored it (a shield's copy ages too)
-    size: int = field(init=False)
+    `wire` and `memo` are for the front and the prefetcher to keep what they derive from the
+    entry (serialized headers, a playlist's segment list), so they do it once per entry.
+    """
 
-    def __post_init__(self) -> None:
-        overhead = sum(len(k) + len(v) + 4 for k, v in self.headers) + ENTRY_OVERHEAD
-        object.__setattr__(self, "size", len(self.body) + overhead)
+    __slots__ = (
+        "status", "headers", "body", "stored_at", "policy", "initial_age", "size",
+        "etag", "modified", "prefetched", "wire", "memo", "next_prefetch",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | bytearray,
+        stored_at: float,
+        policy: Policy,
+        initial_age: float = 0.0,  # the upstream's Age when we stored it (a shield's copy ages too)
+    ) -> None:
+        self.status, self.headers, self.body = status, headers, body
+        self.stored_at, self.policy, self.initial_age = stored_at, policy, initial_age
+        self.size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers) + ENTRY_OVERHEAD
+        self.etag = self.header("ETag")
+        self.modified = parse_http_date(self.header("Last-Modified"))
+        self.prefetched = False  # brought in by a prefetch and not yet asked for
+        self.wire: bytes | None = None
+        self.memo: object = None
+        self.next_prefetch = 0.0
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -93,7 +139,33 @@ class Entry:
         return self.initial_age + max(0.0, now - self.stored_at)
 
     def fresh(self, now: float) -> bool:
-        return self.age(now) < self.ttl
+        return self.age(now) < self.policy.ttl
+
+    def stale_while_revalidate(self, now: float) -> bool:
+        return self.age(now) < self.policy.ttl + self.policy.swr
+
+    def stale_if_error(self, now: float) -> bool:
+        return self.age(now) < self.policy.ttl + self.policy.sie
+
+    @property
+    def validators(self) -> dict[str, str]:
+        """Conditional request headers that revalidate this entry upstream."""
+        out = {}
+        if self.etag:
+            out["If-None-Match"] = self.etag
+        if self.header("Last-Modified"):
+            out["If-Modified-Since"] = self.header("Last-Modified") or ""
+        return out
+
+    def revalidated(self, headers: Mapping[str, str], swr: float, sie: float, now: float) -> Entry:
+        """This body again, fresh from a 304 whose headers update ours (RFC 9111 §4.3.4)."""
+        merged = dict(self.headers)
+        merged.update(select_headers(headers))
+        entry = Entry(
+            self.status, tuple(merged.items()), self.body, now, policy(merged, swr, sie), _age(headers)
+        )
+        entry.memo = self.memo  # same body, same derived facts
+        return entry
 
     def chunks(self, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
         """The body [start, end) in slices, without copying."""
@@ -102,20 +174,72 @@ class Entry:
             yield view[offset : offset + SLICE]
 
 
-class _LRU(LRUCache):
-    def __init__(self, maxsize: int, on_evict: Callable[[str, Entry], None]) -> None:
-        super().__init__(maxsize, getsizeof=lambda entry: entry.size)
+def _age(headers: Mapping[str, str]) -> int:
+    value = headers.get("Age")
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 12 else 0
+
+
+class Frequency:
+    """How often keys were asked for lately: a count-min sketch (TinyLFU's) of fixed size.
+
+    Four 4-bit-ish counters per key (saturating at 15) in one bytearray; every `10 * width`
+    additions all counters are halved, so popularity fades and a once-hot key can leave.
+    """
+
+    _HALF = bytes(value >> 1 for value in range(256))
+
+    def __init__(self, width: int) -> None:
+        self._width = 1 << max(10, (width - 1).bit_length())
+        self._counts = bytearray(self._width)
+        self._added = 0
+        self._period = 10 * self._width
+
+    def _slots(self, key: str) -> tuple[int, int, int, int]:
+        digest = hash(key) & 0xFFFFFFFFFFFFFFFF
+        low, high, mask = digest & 0xFFFFFFFF, (digest >> 32) | 1, self._width - 1
+        return low & mask, (low + high) & mask, (low + 2 * high) & mask, (low + 3 * high) & mask
+
+    def add(self, key: str) -> None:
+        counts = self._counts
+        for slot in self._slots(key):
+            if counts[slot] < 15:
+                counts[slot] += 1
+        self._added += 1
+        if self._added >= self._period:
+            self._counts = bytearray(counts.translate(self._HALF))
+            self._added = 0
+
+    def estimate(self, key: str) -> int:
+        counts = self._counts
+        return min(counts[slot] for slot in self._slots(key))
+
+
+class _ByteLRU(cachetools.LRUCache):
+    """cachetools' LRU sized in bytes (each entry weighs its `size`), reporting evictions."""
+
+    def __init__(self, max_bytes: int, on_evict: Callable[[str, Entry], None] | None) -> None:
+        super().__init__(maxsize=max_bytes, getsizeof=lambda entry: entry.size)
         self._on_evict = on_evict
 
     def popitem(self) -> tuple[str, Entry]:
-        # cachetools evicts only through popitem, so this sees every eviction.
         key, entry = super().popitem()
-        self._on_evict(key, entry)
+        if self._on_evict is not None:
+            self._on_evict(key, entry)
         return key, entry
 
 
 class Cache:
-    """Whole responses by key, least recently used first out, never over `max_bytes` in total."""
+    """Whole responses by key, never over `max_bytes` in total: cachetools' LRU, sized in bytes,
+    behind a TinyLFU-style admission filter.
+
+    Every request is counted (`seen`). While there is room anything is kept; once the cache is
+    full, a new object gets in (pushing out the least recently used) only if it has been asked
+    for before, lately. Under a skewed (Zipf) demand a plain LRU keeps evicting popular objects
+    for ones asked for once; the filter keeps one-hit wonders out, for a higher byte hit ratio at
+    the same size.
+    """
+
+    ADMIT_AFTER = 2  # requests seen lately before an object may displace others
 
     def __init__(
         self,
@@ -125,26 +249,40 @@ class Cache:
     ) -> None:
         self.max_bytes = max_bytes
         self.max_object_bytes = max_object_bytes if max_object_bytes is not None else max_bytes
-        self._on_evict = on_evict
-        self._lru = _LRU(max_bytes, self._evicted)
+        self._lru = _ByteLRU(max_bytes, on_evict)
+        self._frequency = Frequency(max_bytes // (16 * 1024))
 
-    def _evicted(self, key: str, entry: Entry) -> None:
-        if self._on_evict is not None:
-            self._on_evict(key, entry)
+    def seen(self, key: str) -> None:
+        """Count a request for `key`, whether the cache has it or not."""
+        self._frequency.add(key)
 
     def get(self, key: str) -> Entry | None:
         """The entry for `key`, fresh or not (the caller decides); marks it recently used."""
         return self._lru.get(key)
 
-    def put(self, key: str, entry: Entry) -> bool:
-        """Store `entry`; False when it is too big to keep."""
+    def put(self, key: str, entry: Entry, admit: bool = False) -> bool:
+        """Store `entry` if it fits and wins admission (`admit`: no contest, e.g. a prefetch the
+        viewer will ask for next). False when it is not kept; an older copy goes either way."""
+        self.pop(key)
         if len(entry.body) > self.max_object_bytes or entry.size > self.max_bytes:
             return False
-        self._lru[key] = entry
+        full = self._lru.currsize + entry.size > self.max_bytes
+        if full and not admit and self._frequency.estimate(key) < self.ADMIT_AFTER:
+            return False
+        self._lru[key] = entry  # cachetools evicts from the least recently used end
         return True
 
     def pop(self, key: str) -> Entry | None:
         return self._lru.pop(key, None)
+
+    def purge(self, keys: set[str], prefixes: tuple[str, ...]) -> set[str]:
+        """Drop `keys` and every key starting with one of `prefixes`; the keys dropped."""
+        gone = {key for key in keys if key in self._lru}
+        if prefixes:
+            gone.update(key for key in list(self._lru) if key.startswith(prefixes))
+        for key in gone:
+            self.pop(key)
+        return gone
 
     def __contains__(self, key: str) -> bool:
         return key in self._lru

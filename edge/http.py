@@ -1,28 +1,162 @@
-"""Which object key an edge request names: the one check the edge makes before its cache.
+"""What an edge request asks and how the edge answers it, whichever front received it.
 
 Ranges, conditionals, CORS and problem answers are shared with the origin and live in reel/http.py
-(the edge may not import origin, DESIGN.md). Only this loose path check is the edge's own: the edge
-has no layout to parse, so it keeps to the layout's alphabet and lets the origin 404 the rest.
+(the edge may not import origin, DESIGN.md). The edge's own parts: the loose path check (the edge
+has no layout to parse, so it keeps to the layout's alphabet and lets the origin 404 the rest),
+the request view `Ask`, and `shape`, the one place that turns a stored or in-flight response into
+the status, headers and byte span a request gets.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote, urljoin
 
-from aiohttp import web
-
-from reel.http import raw_path_safe
+from reel.http import (
+    CORS,
+    Unsatisfiable,
+    if_range_applies,
+    not_modified_by,
+    parse_range,
+    problem_body,
+    raw_target_safe,
+)
 
 MAX_PATH = 512
 # The layout's alphabet; the origin does the exact check and 404s the rest.
 _PATH = re.compile(r"/(?:vod|live)/[A-Za-z0-9_.-][A-Za-z0-9_./-]*")
+NOT_MODIFIED_HEADERS = ("ETag", "Last-Modified", "Cache-Control", "Expires")
+_CORS = tuple(CORS.items())
+_PROBLEM = (("Content-Type", "application/problem+json"), ("Cache-Control", "no-store"))
+
+Headers = list[tuple[str, str]]
 
 
-def key_of(request: web.BaseRequest) -> str | None:
-    """The object key ("vod/…") a request names, or None when it cannot be one."""
-    if not raw_path_safe(request, MAX_PATH):
+def key_of_target(target: str) -> str | None:
+    """The object key ("vod/…") a raw request target names, or None when it cannot be one."""
+    if not raw_target_safe(target, MAX_PATH):
         return None
-    path = request.path
+    path = target.partition("?")[0]
+    if "%" in path:  # the dangerous escapes are refused above; the rest must decode to the alphabet
+        path = unquote(path, errors="replace") if path.isascii() else ""
     if not _PATH.fullmatch(path) or ".." in path or "//" in path:
         return None
     return path[1:]
+
+
+def relative_key(key: str, reference: str) -> str | None:
+    """The key `reference` (a playlist URI, a CMCD nor) names, relative to `key`'s object."""
+    reference = reference.partition("?")[0].partition("#")[0]
+    if not reference or not reference.isascii():
+        return None
+    return key_of_target(urljoin("/" + key, reference))
+
+
+def cmcd_nor(cmcd: str | None) -> str | None:
+    """The `nor` (next object request) of CMCD data ("k=v,k2,nor=\\"seg_2.m4s\\"")."""
+    if not cmcd or "nor=" not in cmcd:
+        return None
+    for item in cmcd.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "nor":
+            return value.strip('"')  # a relative reference, used as it is (the edge checks it)
+    return None
+
+
+class Ask:
+    """The parts of a GET or HEAD for an object that decide the answer."""
+
+    __slots__ = ("method", "key", "range", "if_range", "if_none_match", "if_modified_since", "cmcd")
+
+    def __init__(
+        self,
+        method: str,
+        key: str,
+        range: str | None = None,
+        if_range: str | None = None,
+        if_none_match: str | None = None,
+        if_modified_since: str | None = None,
+        cmcd: str | None = None,
+    ) -> None:
+        self.method, self.key = method, key
+        self.range, self.if_range = range, if_range
+        self.if_none_match, self.if_modified_since = if_none_match, if_modified_since
+        self.cmcd = cmcd
+
+    @property
+    def plain(self) -> bool:
+        """No Range and no conditional: every such request for a source gets the same head."""
+        return self.range is None and self.if_none_match is None and self.if_modified_since is None
+
+
+class Shape:
+    """A response to send: status, headers, and the body as a span of the source or as bytes.
+
+    `span` is (start, end) with end None for "to whatever end the source has"; `length` is the
+    Content-Length (None: unknown, so chunked or close-delimited).
+    """
+
+    __slots__ = ("status", "headers", "span", "body", "length")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        span: tuple[int, int | None] | None = None,
+        body: bytes | None = None,
+        length: int | None = None,
+    ) -> None:
+        self.status, self.headers, self.span, self.body = status, headers, span, body
+        self.length = len(body) if body is not None else length
+
+
+def local(
+    status: int, title: str, *, head: bool = False, x_cache: str = "MISS", age: int = 0,
+    extra: Headers | None = None,
+) -> Shape:
+    """A problem+json answer the edge makes itself (never cached), with the edge's headers."""
+    body = problem_body(status, title)
+    headers = [*_PROBLEM, *_CORS, ("X-Cache", x_cache), ("Age", str(age)), *(extra or ())]
+    shape = Shape(status, headers, body=b"" if head else body)
+    shape.length = len(body)
+    return shape
+
+
+def shape(
+    ask: Ask,
+    status: int,
+    stored: tuple[tuple[str, str], ...],
+    length: int | None,
+    etag: str | None,
+    modified: int | None,
+    x_cache: str,
+    age: int,
+) -> Shape:
+    """How to answer `ask` from a response (status, stored headers, body length, validators):
+    304, 206 or 416 when the request asks for it, else the response as it is."""
+    tail = [*_CORS, ("X-Cache", x_cache), ("Age", str(age))]
+    body_span: tuple[int, int | None] | None = (0, None)
+    if status == 200:
+        if not_modified_by(ask.if_none_match, ask.if_modified_since, etag, modified):
+            kept = [(k, v) for k, v in stored if k in NOT_MODIFIED_HEADERS]
+            return Shape(304, kept + tail, length=None)
+        tail.append(("Accept-Ranges", "bytes"))
+        # A range needs the size; an upstream that did not say it gets the whole object.
+        if (
+            ask.range is not None
+            and ask.method == "GET"
+            and length is not None
+            and if_range_applies(ask.if_range, etag, modified)
+        ):
+            try:
+                span = parse_range(ask.range, length)
+            except Unsatisfiable:
+                return local(416, "Range Not Satisfiable", x_cache=x_cache, age=age,
+                             extra=[("Content-Range", f"bytes */{length}")])
+            if span is not None:
+                tail.append(("Content-Range", f"bytes {span[0]}-{span[1] - 1}/{length}"))
+                return Shape(206, [*stored, *tail], span if ask.method == "GET" else None,
+                             length=span[1] - span[0])
+    if ask.method == "HEAD":
+        body_span = None
+    return Shape(status, [*stored, *tail], body_span, length=length)

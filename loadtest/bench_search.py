@@ -55,7 +55,8 @@ def free_port() -> int:
 def start_control(data: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "reel", "control", "--data", str(data), "--store",
-         str(data / "objects"), "--port", str(port), "--worker-token", "bench"],
+         str(data / "objects"), "--port", str(port), "--worker-token", "bench",
+         "--rate-ip", "0", "--rate-user", "0"],  # the clients all come from 127.0.0.1
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

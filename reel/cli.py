@@ -75,11 +75,22 @@ def _parser() -> argparse.ArgumentParser:
 
     edge = _Command(sub.add_parser("edge", help="caching edge for one region"), "edge")
     edge.flag("--region", required=True, help="region this edge serves")
-    edge.flag("--origin", required=True, nargs="+", help="origin URLs, nearest first")
+    edge.flag("--origin", default=[], nargs="+", help="origin URLs, nearest first")
+    edge.flag("--regions", default=None, type=Path,
+              help="regions file: take the origins from it, nearest to --region first")
     edge.flag("--host", default="127.0.0.1", help="listen address")
     edge.flag("--port", default=8200, type=int, help="listen port")
-    edge.flag("--cache-mb", default=256, type=int, help="cache size in MiB")
-    edge.flag("--shield", default=None, help="regional shield edge URL")
+    edge.flag("--cache-mb", default=256, type=int, help="cache size in MiB (per worker)")
+    edge.flag("--shield", default=None, help="regional shield edge URL (the origins stay as fallback)")
+    edge.flag("--purge-token", default=None, help="bearer token POST /purge requires (none: purge is off)")
+    edge.flag("--workers", default=1, type=int,
+              help="processes sharing the port (SO_REUSEPORT), each with its own cache; 0: one per CPU")
+    edge.flag("--prefetch", default=3, type=int, help="media segments fetched ahead of a viewer (0: off)")
+    edge.flag("--stale-while-revalidate", default=2.0, type=float,
+              help="seconds an expired object is served while it is refreshed, when the origin says nothing")
+    edge.flag("--stale-if-error", default=86400.0, type=float,
+              help="seconds an expired object stands in for a failing origin, when the origin says nothing")
+    edge.flag("--access-log", action="store_true", help="log one JSON line per request")
 
     geo = _Command(sub.add_parser("geo", help="send players to their nearest healthy edge"), "geo")
     geo.flag("--regions", required=True, type=Path, help="regions file (TOML)")
@@ -91,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
     control = _Command(sub.add_parser("control", help="creators' and viewers' API"), "control")
     control.flag("--data", default=None, type=Path,
-                 help="data directory (SQLite database, upload staging)")
-    control.flag("--db", default=None, help="database URL (PostgreSQL arrives later)")
+                 help="data directory (SQLite database unless --db, upload staging)")
+    control.flag("--db", default=None,
+                 help="PostgreSQL URL (postgresql://user:password@host:5432/dbname) instead of SQLite")
     control.flag("--store", required=True, help="object store: directory (or s3://...)")
     control.flag("--host", default="127.0.0.1", help="listen address")
     control.flag("--port", default=8300, type=int, help="listen port")
@@ -104,12 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     control.flag("--admin-email", nargs="*", default=[], help="emails of admin accounts")
     control.flag("--edge", nargs="*", default=[], help="edge URLs to purge when a video is deleted")
     control.flag("--purge-token", default="", help="bearer token the edges' POST /purge expects")
+    control.flag("--rate-ip", default="50:400",
+                 help="requests per second:burst per client address (0: no limit)")
+    control.flag("--rate-user", default="20:200",
+                 help="requests per second:burst per signed-in user (0: no limit)")
+    control.flag("--rate-auth", default="0.2:20",
+                 help="sign-ups and sign-ins per second:burst per client address (0: no limit)")
 
     worker = _Command(sub.add_parser("worker", help="claim and run packaging jobs"), "worker")
     worker.flag("--control", required=True, help="control URL")
     worker.flag("--store", required=True, help="object store: directory (or s3://...)")
     worker.flag("--token", required=True, help="worker token control expects")
     worker.flag("--job-timeout", default=3600.0, type=float, help="seconds before a job is killed")
+    worker.flag("--processes", default=1, type=int,
+                help="encoding processes per job: long videos are cut into chunks encoded in parallel")
     return parser
 
 
@@ -157,10 +177,26 @@ def _run(args: argparse.Namespace) -> int:
               args.host, args.port)
     elif args.command == "edge":
         import edge
+        from edge import workers
 
-        serve(edge.make_app(region=args.region, origins=args.origin,
-                            cache_bytes=args.cache_mb * 1024 * 1024, shield=args.shield),
-              args.host, args.port)
+        try:
+            origins = edge.origins_nearest(args.regions, args.region) if args.regions else args.origin
+        except edge.ConfigError as exc:
+            print(f"reel edge: {exc}", file=sys.stderr)
+            return 2
+        if not origins:
+            print("reel edge: give --origin URL... or --regions FILE", file=sys.stderr)
+            return 2
+
+        def build(**cluster: object):
+            return edge.make_app(region=args.region, origins=origins,
+                                 cache_bytes=args.cache_mb * 1024 * 1024, shield=args.shield,
+                                 purge_token=args.purge_token, prefetch_segments=args.prefetch,
+                                 stale_while_revalidate=args.stale_while_revalidate,
+                                 stale_if_error=args.stale_if_error, **cluster)
+
+        return workers.run(build, args.host, args.port, args.workers or workers.cpu_count(),
+                           access_log=args.access_log)
     elif args.command == "geo":
         import geo
 
@@ -174,10 +210,20 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "control":
         import control
         import origin
+        from control.ratelimit import Rate, RateLimits
 
-        if args.data is None:
-            raise SystemExit("reel control: --data DIR is required (PostgreSQL arrives later)")
-        serve(control.make_app(args.data, origin.open_store(args.store), geo_url=args.geo_url,
+        if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
+            raise SystemExit("reel control: --db must be a postgresql:// URL")
+        if args.data is None and args.db is None:
+            raise SystemExit("reel control: give --data DIR (SQLite) or --db postgresql://...")
+        data = args.data if args.data is not None else Path("reel-control-data")  # tus staging
+        try:
+            limits = RateLimits(per_ip=Rate.parse(args.rate_ip), per_user=Rate.parse(args.rate_user),
+                                auth_per_ip=Rate.parse(args.rate_auth))
+        except ValueError as exc:
+            raise SystemExit(f"reel control: {exc}") from None
+        serve(control.make_app(data, origin.open_store(args.store), geo_url=args.geo_url,
+                               database=args.db, rate_limits=limits,
                                worker_token=args.worker_token,
                                max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                                quota_bytes=args.quota_mb * 1024 * 1024,
@@ -190,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
 
         origin.open_store(args.store)  # a bad store spec fails here, before any job is claimed
         run_until_signal(lambda stop: run_worker(args.control, args.store, args.token, stop,
-                                                 job_timeout=args.job_timeout))
+                                                 job_timeout=args.job_timeout, processes=args.processes))
     return 0
 
 

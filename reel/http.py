@@ -28,6 +28,7 @@ PREFLIGHT = {
 # Checked on the raw (still percent-encoded) path: aiohttp decodes %2f and %2e before routing, so
 # an encoded traversal would otherwise reach the key check looking like an ordinary path.
 _FORBIDDEN_RAW = ("%2e", "%2f", "%5c", "%00", "..", "\\", "\x00", "//")
+_FORBIDDEN = re.compile("|".join(re.escape(bad) for bad in _FORBIDDEN_RAW), re.IGNORECASE)
 
 # At most 18 digits: a longer number is malformed (and int() of a huge string is costly).
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d{0,18})\s*-\s*(\d{0,18})\s*", re.IGNORECASE | re.ASCII)
@@ -39,11 +40,15 @@ class Unsatisfiable(Exception):
 
 def raw_path_safe(request: web.BaseRequest, max_length: int | None = None) -> bool:
     """False when the raw path (query aside) is longer than `max_length` or could hide a traversal."""
-    raw = request.raw_path.partition("?")[0]
+    return raw_target_safe(request.raw_path, max_length)
+
+
+def raw_target_safe(target: str, max_length: int | None = None) -> bool:
+    """`raw_path_safe` for a request target as it came off the wire."""
+    raw = target.partition("?")[0]
     if max_length is not None and len(raw) > max_length:
         return False
-    raw = raw.lower()
-    return not any(bad in raw for bad in _FORBIDDEN_RAW)
+    return _FORBIDDEN.search(raw) is None
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -93,6 +98,30 @@ def _opaque(etag: str) -> str:
     return etag.removeprefix("W/").strip('"')
 
 
+# An entity tag in a list: optional W/, then a quoted string (RFC 9110 §8.8.3).
+_ETAG = re.compile(r'\s*(?:W/)?"([^"]*)"\s*(?:,|$)')
+
+
+def etag_matches(if_none_match: str, etag: str | None) -> bool:
+    """Whether an If-None-Match value names `etag` (weak comparison); "*" matches anything."""
+    if if_none_match.strip() == "*":
+        return True
+    if not etag:
+        return False
+    mine = _opaque(etag)
+    return any(match.group(1) == mine for match in _ETAG.finditer(if_none_match))
+
+
+def not_modified_by(
+    if_none_match: str | None, if_modified_since: str | None, etag: str | None, last_modified: float | None
+) -> bool:
+    """`not_modified` from the raw header values, for servers that have no aiohttp request."""
+    if if_none_match is not None:
+        return etag_matches(if_none_match, etag)
+    since = parse_http_date(if_modified_since)
+    return since is not None and last_modified is not None and int(last_modified) <= since
+
+
 def not_modified(request: web.BaseRequest, etag: str | None, last_modified: float | None) -> bool:
     """RFC 9110 §13.2.2 for GET/HEAD: If-None-Match (weak comparison) wins over If-Modified-Since."""
     tags = request.if_none_match
@@ -103,18 +132,30 @@ def not_modified(request: web.BaseRequest, etag: str | None, last_modified: floa
     return since is not None and last_modified is not None and int(last_modified) <= since.timestamp()
 
 
-def if_range_ok(request: web.BaseRequest, etag: str | None, last_modified: float | None) -> bool:
-    """True when the Range applies: no If-Range, or it still names this representation."""
-    value = request.headers.get("If-Range")
-    if value is None:
+def if_range_applies(if_range: str | None, etag: str | None, last_modified: float | None) -> bool:
+    """`if_range_ok` from the raw If-Range value."""
+    if if_range is None:
         return True
-    value = value.strip()
+    value = if_range.strip()
     if value.startswith('"'):
         return etag is not None and value == etag  # strong comparison: a weak tag never matches
     if value.startswith("W/"):
         return False
-    date = request.if_range
-    return date is not None and last_modified is not None and int(date.timestamp()) == int(last_modified)
+    date = parse_http_date(value)
+    return date is not None and last_modified is not None and date == int(last_modified)
+
+
+def if_range_ok(request: web.BaseRequest, etag: str | None, last_modified: float | None) -> bool:
+    """True when the Range applies: no If-Range, or it still names this representation."""
+    return if_range_applies(request.headers.get("If-Range"), etag, last_modified)
+
+
+def problem_body(status: int, title: str, detail: str | None = None) -> bytes:
+    """The RFC 7807 document `problem` sends, for servers that write their own responses."""
+    doc: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
+    if detail is not None:
+        doc["detail"] = detail
+    return json.dumps(doc).encode()
 
 
 def problem(
@@ -126,12 +167,9 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """An RFC 7807 `application/problem+json` answer (no body for HEAD); never cached."""
-    doc: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
-    if detail is not None:
-        doc["detail"] = detail
     return web.Response(
         status=status,
-        body=None if head else json.dumps(doc).encode(),
+        body=None if head else problem_body(status, title, detail),
         content_type="application/problem+json",
         headers={"Cache-Control": "no-store", **(headers or {})},
     )

@@ -36,6 +36,7 @@ class Stack:
     host: str
     port_base: int
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    purge_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def url(self, offset: int) -> str:
@@ -74,7 +75,9 @@ class Stack:
         cmds = {
             "origin": ["origin", "--store", str(self.store), "--port", str(port + 2)],
             "control": ["control", "--data", str(self.data / "control"), "--store", str(self.store),
-                        "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token],
+                        "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token,
+                        "--purge-token", self.purge_token,
+                        "--edge", *(self.edge(i) for i in range(len(REGIONS)))],
             "geo": ["geo", "--regions", str(self.write_regions()), "--port", str(port),
                     "--trusted-proxy", "127.0.0.1", "::1"],
             "worker": ["worker", "--control", self.control, "--store", str(self.store),
@@ -82,7 +85,8 @@ class Stack:
         }
         for index, (region, _, _) in enumerate(REGIONS):
             cmds[f"edge-{region}"] = ["edge", "--region", region, "--origin", self.origin,
-                                      "--port", str(port + 10 + index), "--cache-mb", "256"]
+                                      "--port", str(port + 10 + index), "--cache-mb", "256",
+                                      "--purge-token", self.purge_token]
         for name, args in cmds.items():
             if name != "worker":  # the worker listens on nothing
                 args[1:1] = ["--host", self.host]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from control import make_app
 from control.accounts import PasswordHasher
 from origin.store import DirectoryStore
+from tests.control.pgserver import PostgresServer
 
 TOKEN = "test-worker-token"
 GEO = "http://geo.test:8000"
@@ -30,12 +33,37 @@ def store(tmp_path: Path) -> DirectoryStore:
     return DirectoryStore(tmp_path / "objects")
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session."""
+    server = PostgresServer()
+    try:
+        # Its own thread and loop: it may be first asked for from inside a test's running loop.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, server.start()).result()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """Each app test runs twice: on SQLite (None: the default) and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    yield await server.empty_shared()
+
+
 @pytest.fixture
-async def make_client(tmp_path: Path, store: DirectoryStore) -> AsyncIterator[MakeClient]:
+async def make_client(tmp_path: Path, store: DirectoryStore,
+                      database: str | None) -> AsyncIterator[MakeClient]:
     clients: list[TestClient] = []
 
     async def factory(max_upload_bytes: int = 64 * 1024 * 1024, **tuning: Any) -> TestClient:
         tuning.setdefault("password_hasher", FAST_HASHER)
+        tuning.setdefault("database", database)
         app = make_app(tmp_path / "data", store, GEO, TOKEN, max_upload_bytes, **tuning)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()

@@ -228,3 +228,39 @@ async def test_json_body_in_many_pieces_and_too_large(client: TestClient) -> Non
     assert resp.status == 200, await resp.text()
     resp = await client.post("/api/v1/jobs/claim", json={"worker": "x" * 70_000}, headers=AUTH)
     await assert_problem(resp, 413)
+
+
+async def test_preview_while_processing(client: TestClient) -> None:
+    vid = (await upload(client))["video"]["id"]
+    job = await claim(client)
+    assert (await video(client, vid))["preview_url"] is None  # processing, nothing playable yet
+    beat = f"/api/v1/jobs/{job['id']}/heartbeat"
+    for bad in ("../index.m3u8", "v144/../../x/index.m3u8", "v144/master.m3u8", "/v144/index.m3u8",
+                "v144/index.m3u8?x=1", "_v/index.m3u8", "v" * 33 + "/index.m3u8", 144, ""):
+        await assert_problem(await client.post(beat, json={"preview": bad}, headers=AUTH), 400)
+    assert (await video(client, vid))["preview_url"] is None
+    resp = await client.post(beat, json={"preview": "v144/index.m3u8",
+                                         "progress": {"done": 1, "total": 9}}, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    seen = await video(client, vid)
+    assert seen["preview_url"] == f"{GEO}/vod/{vid}/v144/index.m3u8"
+    assert seen["playback_url"] is None and seen["progress"] == {"done": 1, "total": 9}
+    resp = await client.post(beat, json={"progress": {"done": 2, "total": 9}}, headers=AUTH)
+    assert (await video(client, vid))["preview_url"] == f"{GEO}/vod/{vid}/v144/index.m3u8"
+    await client.post(f"/api/v1/jobs/{job['id']}/complete", json={"duration": 3}, headers=AUTH)
+    ready = await video(client, vid)
+    assert ready["preview_url"] is None  # the real playlist takes over
+    assert ready["playback_url"] == f"{GEO}/vod/{vid}/master.m3u8"
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    assert "preview" in doc["components"]["schemas"]["Heartbeat"]["properties"]
+    assert "preview_url" in doc["components"]["schemas"]["Video"]["properties"]
+
+
+async def test_preview_is_dropped_when_the_job_is_retried(client: TestClient) -> None:
+    vid = (await upload(client))["video"]["id"]
+    job = await claim(client)
+    await client.post(f"/api/v1/jobs/{job['id']}/heartbeat", json={"preview": "v144/index.m3u8"},
+                      headers=AUTH)
+    await client.post(f"/api/v1/jobs/{job['id']}/fail", json={"reason": "oom"}, headers=AUTH)
+    seen = await video(client, vid)
+    assert seen["state"] == "queued" and seen["preview_url"] is None

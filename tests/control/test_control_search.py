@@ -83,7 +83,8 @@ async def test_hostile_queries_are_words_not_syntax(client: TestClient, alice: d
     vid = await _ready(client, alice, "Robert'); DROP TABLE videos; -- tables")
     hostile = ['"', "NEAR(a b)", "title:robert", "robert*", "a OR b", "a AND NOT b", "^robert",
                "robert\" OR \"x", "'; DROP TABLE videos; --", "\x00robert", "ｒｏｂｅｒｔ",
-               "ROBERT", "👍🏽 robert", "r\u0301obert", "(", "*", "-robert", "{title}: x"]
+               "ROBERT", "👍🏽 robert", "r\u0301obert", "(", "*", "-robert", "{title}: x",
+               "dʼart robert", "ŉ", "x\u02bcy", "robert ʹ"]
     for q in hostile:
         resp = await client.get("/api/v1/search?" + urlencode({"q": q}))
         assert resp.status in (200, 400), (q, await resp.text())

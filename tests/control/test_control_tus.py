@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from tusclient.client import TusClient
 from tusclient.uploader import Uploader
 
-from control.app import DB_KEY
+from control.app import DB_KEY, STAGING_KEY
 from origin.store import DirectoryStore
 from tests.control.conftest import MakeClient, assert_problem, signup, stored_files, video
 
@@ -97,7 +97,7 @@ async def test_tuspy_cut_at_random_offsets_resumes_byte_identical(
     v = await video(client, status["video_id"])
     assert v["title"] == "Été à Nice" and v["state"] == "queued"
     assert await _source(store, v["id"]) == data
-    assert not list((client.app[DB_KEY].path.parent / "uploads").iterdir())  # staging emptied
+    assert not list(client.app[STAGING_KEY].iterdir())  # staging emptied
 
 
 @pytest.mark.skipif(shutil.which("node") is None
@@ -212,7 +212,7 @@ async def test_creation_with_upload_and_dedupe(client: TestClient, alice: dict,
 
 async def test_termination(client: TestClient, alice: dict) -> None:
     url = (await _create(client, alice, 100)).headers["Location"]
-    staging = client.app[DB_KEY].path.parent / "uploads"
+    staging = client.app[STAGING_KEY]
     assert len(list(staging.iterdir())) == 1
     r = await client.delete(url, headers={**TUS, **alice})
     assert r.status == 204
@@ -234,7 +234,7 @@ async def test_abandoned_uploads_expire_and_are_cleaned(make_client: MakeClient)
     resp = await _create(client, alice, 100, data=b"x" * 10,
                          headers={"Content-Type": "application/offset+octet-stream"})
     url = resp.headers["Location"]
-    staging = client.app[DB_KEY].path.parent / "uploads"
+    staging = client.app[STAGING_KEY]
     assert len(list(staging.iterdir())) == 1
     await asyncio.sleep(0.8)
     assert (await client.head(url, headers={**TUS, **alice})).status == 404

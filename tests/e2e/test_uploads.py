@@ -24,8 +24,9 @@ async def _creator(http: aiohttp.ClientSession, control: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {(await resp.json())['token']}"}
 
 
-async def _upload(http: aiohttp.ClientSession, control: str, path: Path, title: str) -> dict:
-    auth = await _creator(http, control)
+async def _upload(http: aiohttp.ClientSession, control: str, path: Path, title: str,
+                  auth: dict[str, str] | None = None) -> dict:
+    auth = auth or await _creator(http, control)
     with open(path, "rb") as f:  # noqa: ASYNC230 - a small test file
         form = aiohttp.FormData()
         form.add_field("title", title)
@@ -87,3 +88,50 @@ async def test_unknown_video_is_a_problem_document(demo: Demo) -> None:
         assert resp.status == 404
         assert resp.headers["Content-Type"].startswith("application/problem+json")
         assert (await resp.json())["status"] == 404
+
+
+@pytest.mark.asyncio
+async def test_a_processing_video_is_playable_before_it_is_finished(demo: Demo, tmp_path: Path) -> None:
+    clip = make_test_clip(tmp_path / "longer.mp4", seconds=24, width=854, height=480, fps=30)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        video = await _upload(http, demo.control, clip, "watch me early")
+        deadline = time.monotonic() + 180
+        while video["state"] != "ready" and not video.get("preview_url"):
+            assert time.monotonic() < deadline and video["state"] != "failed", video
+            await asyncio.sleep(0.2)
+            async with http.get(f"{demo.control}/api/v1/videos/{video['id']}") as resp:
+                video = await resp.json()
+        assert video["state"] == "processing", "finished before a preview was seen"
+        assert video["progress"] is None or video["progress"]["done"] < video["progress"]["total"]
+        # Through geo and the edge: a growing EVENT playlist whose segments play.
+        async with http.get(video["preview_url"]) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+            edge_url = str(resp.url)
+        assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text and "#EXT-X-ENDLIST" not in text
+        segment = next(line for line in text.splitlines() if line.endswith(".m4s"))
+        async with http.get(edge_url.rsplit("/", 1)[0] + "/" + segment) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "video/iso.segment"
+        ready = await _until_settled(http, demo.control, video["id"])
+        assert ready["state"] == "ready" and ready["preview_url"] is None
+
+
+@pytest.mark.asyncio
+async def test_deleting_a_video_removes_it_from_origin_and_edges(demo: Demo, tmp_path: Path) -> None:
+    clip = make_test_clip(tmp_path / "gone.mp4", seconds=3, width=426, height=240, fps=24)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        auth = await _creator(http, demo.control)
+        video = await _upload(http, demo.control, clip, "soon gone", auth)
+        assert (await _until_settled(http, demo.control, video["id"]))["state"] == "ready"
+        segment = f"{demo.edges[0]}/vod/{video['id']}/v144/seg_00001.m4s"
+        for _ in range(2):  # now cached at the edge
+            async with http.get(segment) as resp:
+                assert resp.status == 200
+        assert resp.headers["X-Cache"] == "HIT"
+
+        async with http.delete(f"{demo.control}/api/v1/videos/{video['id']}", headers=auth) as resp:
+            assert resp.status in (200, 204), await resp.text()
+        async with http.get(segment) as resp:
+            assert resp.status == 404  # purged from the edge, gone from the origin
+        async with http.get(f"{demo.control}/api/v1/videos/{video['id']}") as resp:
+            assert resp.status == 404

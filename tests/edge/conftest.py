@@ -9,11 +9,14 @@ import json
 import socket
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 import edge
+import edge.server
 import origin
 from origin.store import DirectoryStore
 
@@ -33,7 +36,8 @@ class SteerableUpstream:
     Every body goes out as: first chunk, then a wait on `gate` (open unless a test closes it),
     then the rest. Paths in `break_next` are cut off after the first half, once.
     Paths in `stall_head` wait on the gate before even sending the head; paths in `chunked`
-    go without a Content-Length.
+    go without a Content-Length; paths in `fail` answer that status. A request whose
+    If-None-Match names the object's ETag gets 304 (counted in `revalidations`).
     """
 
     def __init__(self) -> None:
@@ -45,17 +49,26 @@ class SteerableUpstream:
         self.break_next: set[str] = set()
         self.stall_head: set[str] = set()
         self.chunked: set[str] = set()
+        self.healthy = True  # what /healthz says (health probes are not counted in `requests`)
+        self.probes = 0
+        self.fail: dict[str, int] = {}
+        self.held: set[str] = set()  # these wait for `release` before their head
+        self.release = asyncio.Event()
+        self.server: TestServer | None = None  # the upstream fixture's; close it for "origin down"
+        self.revalidations: collections.Counter[str] = collections.Counter()
 
-    def add(self, path: str, body: bytes, cache_control: str = "public, max-age=60") -> str:
-        self.objects[path] = (
-            body,
-            {
-                "Content-Type": "video/iso.segment",
-                "Cache-Control": cache_control,
-                "ETag": f'"{len(body):x}-{hash(path) & 0xFFFF:x}"',
-                "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
-            },
-        )
+    def add(
+        self, path: str, body: bytes, cache_control: str = "public, max-age=60", **extra: str
+    ) -> str:
+        """Serve `body` at `path`; `extra` adds headers (Age="60", Expires=...)."""
+        headers = {
+            "Content-Type": "video/iso.segment",
+            "Cache-Control": cache_control,
+            "ETag": f'"{len(body):x}-{hash(body) & 0xFFFFFF:x}"',
+            "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+        }
+        headers.update(extra)
+        self.objects[path] = (body, {k: v for k, v in headers.items() if v})
         return path
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -70,6 +83,14 @@ class SteerableUpstream:
         body, headers = self.objects[path]
         if path in self.stall_head:
             await self.gate.wait()
+        if path in self.held:
+            await self.release.wait()
+        if path in self.fail:
+            return web.Response(status=self.fail[path], text="upstream trouble")
+        if request.headers.get("If-None-Match") == headers.get("ETag"):
+            self.revalidations[path] += 1
+            kept = {k: v for k, v in headers.items() if k in ("ETag", "Cache-Control", "Last-Modified")}
+            return web.Response(status=304, headers=kept)
         resp = web.StreamResponse(headers=headers)
         if path in self.chunked:
             resp.enable_chunked_encoding()
@@ -88,8 +109,13 @@ class SteerableUpstream:
         self.finished[path] += 1
         return resp
 
+    async def healthz(self, request: web.Request) -> web.Response:
+        self.probes += 1
+        return web.Response(status=200 if self.healthy else 503)
+
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/{path:.*}", self.handle)
         return app
 
@@ -97,12 +123,13 @@ class SteerableUpstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[SteerableUpstream, str]]:
     steer = SteerableUpstream()
-    server = TestServer(steer.app())
+    server = steer.server = TestServer(steer.app())
     await server.start_server()
     try:
         yield steer, str(server.make_url("")).rstrip("/")
     finally:
         steer.gate.set()
+        steer.release.set()
         await server.close()
 
 
@@ -121,15 +148,60 @@ async def origin_url(store) -> AsyncIterator[str]:
         await server.close()
 
 
-@pytest.fixture
-async def make_edge() -> AsyncIterator[Callable[..., asyncio.Future]]:
-    """make_edge(origins=[...], cache_bytes=..., **kw) -> a TestClient on a real edge."""
-    clients: list[TestClient] = []
+class FastClient:
+    """What the tests use of aiohttp's TestClient, against an edge served by edge.server (the
+    front `reel edge` runs) instead of aiohttp's server."""
 
-    async def start(origins: list[str], cache_bytes: int = 16 << 20, **kw) -> TestClient:
+    def __init__(self, app: web.Application) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(1024)
+        self.host, self.port = self._sock.getsockname()
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(
+            edge.server.run(app, None, 0, sockets=(self._sock,), stop=self._stop)
+        )
+        self.session = aiohttp.ClientSession(base_url=f"http://{self.host}:{self.port}")
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://{self.host}:{self.port}").join(URL(path))
+
+    def request(self, method: str, path: str, **kw):
+        return self.session.request(method, path, **kw)
+
+    def get(self, path: str, **kw):
+        return self.session.get(path, **kw)
+
+    def head(self, path: str, **kw):
+        return self.session.head(path, **kw)
+
+    def options(self, path: str, **kw):
+        return self.session.options(path, **kw)
+
+    def post(self, path: str, **kw):
+        return self.session.post(path, **kw)
+
+    async def close(self) -> None:
+        await self.session.close()
+        self._stop.set()
+        await asyncio.wait_for(self._task, 10)
+        self._sock.close()
+
+
+@pytest.fixture(params=["fast", "aiohttp"])
+async def make_edge(request) -> AsyncIterator[Callable[..., asyncio.Future]]:
+    """make_edge(origins=[...], cache_bytes=..., **kw) -> a client of a real edge, served by the
+    edge's own front (as `reel edge` does) or by aiohttp (as make_app's hosts do)."""
+    clients: list[TestClient | FastClient] = []
+
+    async def start(origins: list[str], cache_bytes: int = 16 << 20, **kw) -> TestClient | FastClient:
+        kw.setdefault("health_interval", 0)  # no probes unless a test wants them
         app = edge.make_app(region="eu", origins=origins, cache_bytes=cache_bytes, **kw)
-        client = TestClient(TestServer(app))
-        await client.start_server()
+        if request.param == "fast":
+            client = FastClient(app)
+        else:
+            client = TestClient(TestServer(app))
+            await client.start_server()
         clients.append(client)
         return client
 

@@ -1,0 +1,365 @@
+"""PostgreSQL for control, through asyncpg: the same `Database` interface as SQLite.
+
+What differs from SQLite stays here: `?` and `:name` parameters become `$1, $2, ...`; command tags
+become row counts; constraint violations become `control.db.IntegrityError`; transactions run
+SERIALIZABLE and are retried when PostgreSQL reports a conflict, so a function given to
+`transaction` sees the database as if it ran alone (as it does on SQLite). The schema is the same
+tables as SQLite's, version for version; search uses a trigger-kept `tsvector` column (unaccented,
+weighted title A, tags B, description C) under a GIN index instead of FTS5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from control.db import (
+    Database,
+    IntegrityError,
+    Migration,
+    Params,
+    Row,
+    Tx,
+    UnstorableValue,
+    check_params,
+)
+
+T = TypeVar("T")
+RETRIES = 10
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|\?|(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str) -> tuple[str, tuple[str, ...] | int]:
+    """`sql` with `?` / `:name` parameters as `$n`; the names in order, or how many `?` there were.
+
+    String literals, quoted names and `::` casts are left alone.
+    """
+    names: list[str] = []
+    count = 0
+
+    def sub(match: re.Match[str]) -> str:
+        nonlocal count
+        token = match.group(0)
+        if token == "?":
+            count += 1
+            return f"${count}"
+        if (name := match.group(1)) is not None:
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+        return token
+
+    out = _TOKEN.sub(sub, sql)
+    if names and count:
+        raise ValueError("use either ? or :name parameters in one statement, not both")
+    return out, tuple(names) if names else count
+
+
+def _args(sql: str, params: Params) -> tuple[str, list[Any]]:
+    check_params(params)
+    text, spec = numbered(sql)
+    if isinstance(spec, tuple):
+        if not isinstance(params, Mapping):
+            raise TypeError("named parameters need a mapping")
+        return text, [params[name] for name in spec]
+    if isinstance(params, Mapping) or len(params) != spec:
+        raise TypeError(f"the statement takes {spec} parameters, got {len(params)}")
+    return text, list(params)
+
+
+def _rowcount(status: str) -> int:
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await fn()
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise IntegrityError(str(exc)) from None
+    except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError,
+            asyncpg.NumericValueOutOfRangeError):
+        raise UnstorableValue("a value cannot be stored") from None
+
+
+class _Statements:
+    """fetchone / fetchall / execute over an asyncpg connection or pool."""
+
+    def __init__(self, target: asyncpg.Connection | asyncpg.Pool) -> None:
+        self._target = target
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        text, args = _args(sql, params)
+        return await _call(lambda: self._target.fetchrow(text, *args))
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        text, args = _args(sql, params)
+        return await _call(lambda: self._target.fetch(text, *args))
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        text, args = _args(sql, params)
+        return _rowcount(await _call(lambda: self._target.execute(text, *args)))
+
+
+class _PgTx(_Statements, Tx):
+    async def script(self, sql: str) -> None:
+        await self._target.execute(sql)  # the simple protocol: several statements, no parameters
+
+
+class PostgresDatabase(Database):
+    """A pool of asyncpg connections to `url`."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, migrations: Sequence[Migration] | None = None, *,
+                 min_size: int = 1, max_size: int = 10, command_timeout: float = 30) -> None:
+        super().__init__(MIGRATIONS if migrations is None else migrations)
+        self.url = url
+        self._sizes = (min_size, max_size)
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._statements: _Statements | None = None
+
+    def __repr__(self) -> str:
+        return "PostgresDatabase(...)"  # the URL may hold a password
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            raise RuntimeError("database already open")
+        self._pool = await asyncpg.create_pool(self.url, min_size=self._sizes[0],
+                                               max_size=self._sizes[1],
+                                               command_timeout=self._command_timeout)
+        self._statements = _Statements(self._pool)
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool, self._statements = self._pool, None, None
+        if pool is not None:
+            await pool.close()
+
+    def _direct(self) -> _Statements:
+        if self._statements is None:
+            raise RuntimeError("database is not open")
+        return self._statements
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        return await self._direct().fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return await self._direct().fetchall(sql, params)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return await self._direct().execute(sql, params)
+
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        return await self._transaction(fn, "serializable")
+
+    async def _migration_transaction(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        return await self._transaction(fn, "read_committed")  # DDL under an advisory lock
+
+    async def lock_schema(self, tx: Tx) -> None:
+        await tx.execute("SELECT pg_advisory_xact_lock(72650315)")
+
+    async def _transaction(self, fn: Callable[[Tx], Awaitable[T]], isolation: str) -> T:
+        if self._pool is None:
+            raise RuntimeError("database is not open")
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction(isolation=isolation):
+                    return await fn(_PgTx(conn))
+            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "videos and packaging jobs",
+        """
+        CREATE TABLE videos (
+            id             TEXT PRIMARY KEY,
+            title          TEXT NOT NULL,
+            state          TEXT NOT NULL
+                           CHECK (state IN ('queued', 'processing', 'ready', 'failed')),
+            reason         TEXT,
+            progress_done  BIGINT,
+            progress_total BIGINT,
+            duration       DOUBLE PRECISION,
+            renditions     TEXT,
+            source_bytes   BIGINT NOT NULL,
+            created_at     DOUBLE PRECISION NOT NULL,
+            updated_at     DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE jobs (
+            id               TEXT PRIMARY KEY,
+            video_id         TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            kind             TEXT NOT NULL,
+            state            TEXT NOT NULL
+                             CHECK (state IN ('queued', 'claimed', 'done', 'failed')),
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            max_attempts     INTEGER NOT NULL,
+            not_before       DOUBLE PRECISION NOT NULL,
+            lease_expires_at DOUBLE PRECISION,
+            worker           TEXT,
+            last_error       TEXT,
+            created_at       DOUBLE PRECISION NOT NULL,
+            updated_at       DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX jobs_by_state ON jobs (state, not_before, created_at);
+        CREATE INDEX jobs_by_video ON jobs (video_id);
+        """,
+    ),
+    Migration(
+        2,
+        "accounts, sessions, video metadata and ownership, tus uploads",
+        """
+        CREATE TABLE users (
+            id            TEXT PRIMARY KEY,
+            email         TEXT NOT NULL UNIQUE,
+            name          TEXT NOT NULL,
+            bio           TEXT NOT NULL DEFAULT '',
+            password_hash TEXT NOT NULL,
+            is_admin      INTEGER NOT NULL DEFAULT 0,
+            quota_bytes   BIGINT,
+            created_at    DOUBLE PRECISION NOT NULL,
+            updated_at    DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX sessions_by_user ON sessions (user_id);
+        CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+        ALTER TABLE videos
+            ADD COLUMN owner_id TEXT REFERENCES users (id) ON DELETE CASCADE,
+            ADD COLUMN description TEXT NOT NULL DEFAULT '',
+            ADD COLUMN tags TEXT NOT NULL DEFAULT '[]',
+            ADD COLUMN language TEXT,
+            ADD COLUMN category TEXT,
+            ADD COLUMN privacy TEXT NOT NULL DEFAULT 'public'
+                CHECK (privacy IN ('public', 'unlisted', 'private')),
+            ADD COLUMN sha256 TEXT,
+            ADD COLUMN views BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN likes BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN dislikes BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX videos_by_owner ON videos (owner_id, created_at);
+        CREATE INDEX videos_by_owner_sha256 ON videos (owner_id, sha256);
+        CREATE INDEX videos_by_created ON videos (created_at);
+        CREATE TABLE uploads (
+            id         TEXT PRIMARY KEY,
+            owner_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            length     BIGINT NOT NULL,
+            metadata   TEXT NOT NULL,
+            video_id   TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX uploads_by_owner ON uploads (owner_id);
+        CREATE INDEX uploads_by_expiry ON uploads (expires_at);
+        """,
+    ),
+    Migration(
+        3,
+        "reviews, ratings, comments, follows, views",
+        """
+        CREATE TABLE reviews (
+            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            rating     INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5),
+            body       TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (video_id, user_id)
+        );
+        CREATE INDEX reviews_by_video ON reviews (video_id, updated_at);
+        CREATE TABLE ratings (
+            video_id TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            user_id  TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            value    INTEGER NOT NULL CHECK (value IN (-1, 1)),
+            PRIMARY KEY (video_id, user_id)
+        );
+        CREATE TABLE comments (
+            id         TEXT PRIMARY KEY,
+            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            parent_id  TEXT REFERENCES comments (id) ON DELETE CASCADE,
+            body       TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX comments_by_thread ON comments (video_id, parent_id, created_at);
+        CREATE INDEX comments_by_parent ON comments (parent_id, created_at);
+        CREATE TABLE follows (
+            follower_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            followee_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at  DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (follower_id, followee_id)
+        );
+        CREATE INDEX follows_by_followee ON follows (followee_id);
+        CREATE TABLE views (
+            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
+            viewer     TEXT NOT NULL,
+            bucket     BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (video_id, viewer, bucket)
+        );
+        CREATE INDEX views_by_time ON views (created_at, video_id);
+        CREATE INDEX videos_feed ON videos (owner_id, state, privacy, created_at);
+        """,
+    ),
+    Migration(
+        4,
+        "full-text search over public ready videos",
+        # unaccent() is not IMMUTABLE, so it cannot sit in an index expression: a trigger keeps
+        # `search` instead, NULL unless the video is public and ready (searching then needs no
+        # visibility filter). reel_prefix_query builds 'w1' & 'w2' & 'w3':* from plain words,
+        # unaccented one by one, so nothing a user types is ever tsquery syntax.
+        """
+        CREATE EXTENSION IF NOT EXISTS unaccent;
+        ALTER TABLE videos ADD COLUMN search tsvector;
+        CREATE FUNCTION reel_video_search() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.state = 'ready' AND NEW.privacy = 'public' THEN
+                NEW.search := setweight(to_tsvector('simple', unaccent(NEW.title)), 'A')
+                    || setweight(to_tsvector('simple', unaccent(NEW.tags)), 'B')
+                    || setweight(to_tsvector('simple', unaccent(NEW.description)), 'C');
+            ELSE
+                NEW.search := NULL;
+            END IF;
+            RETURN NEW;
+        END
+        $$;
+        CREATE TRIGGER videos_search
+            BEFORE INSERT OR UPDATE OF title, description, tags, state, privacy ON videos
+            FOR EACH ROW EXECUTE FUNCTION reel_video_search();
+        CREATE INDEX videos_search_gin ON videos USING gin (search);
+        CREATE FUNCTION reel_prefix_query(words text[]) RETURNS tsquery
+        LANGUAGE sql STABLE AS $$
+            SELECT to_tsquery('simple', string_agg(
+                       '''' || replace(unaccent(w), '''', '''''') || '''', ' & ' ORDER BY i)
+                       || ':*')
+            FROM unnest(words) WITH ORDINALITY AS t (w, i)
+        $$;
+        """,
+    ),
+    Migration(
+        5,
+        "preview playlist while processing",
+        "ALTER TABLE videos ADD COLUMN preview TEXT;",
+    ),
+)

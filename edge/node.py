@@ -1,0 +1,403 @@
+"""One edge process: its cache, its fetches in progress, its upstreams, prefetch and purge.
+
+The fronts (app.py on aiohttp, server.py on its own protocol) turn requests into `Ask`s and call
+`Edge.answer`, which says where the answer comes from: a cached entry (HIT, or STALE while a
+refresh runs behind it), or a reader of the one fetch of that key (MISS for the request that
+started it, COALESCED for the rest). The fronts shape and send; everything else is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import posixpath
+import time
+import zlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from edge.cache import NO_STORE, Cache, Entry, policy, select_headers
+from edge.http import Ask, cmcd_nor, relative_key
+from edge.inflight import Abandoned, FetchFailed, Flights, Head, InFlight, Reader
+from edge.stats import Stats, merge
+from edge.upstream import Upstream, UpstreamError
+from reel.http import problem_body
+from reel.logs import fields
+
+log = logging.getLogger("reel.edge")
+
+MEDIA_PLAYLIST = "index.m3u8"  # the layout's name for a rendition's playlist (DESIGN.md)
+RELAY_HEADER = "X-Reel-Relay"  # a request one worker passes to its siblings; not passed again
+MAX_PURGE_BODY = 1 << 20
+MAX_PURGE_ITEMS = 10_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One edge's configuration; make_app's keyword arguments set any of these. Seconds, bytes."""
+
+    region: str
+    upstreams: list[str]  # the shield first if any, then the origins nearest first
+    cache_bytes: int
+    max_object_bytes: int
+    max_waiters: int = 10_000
+    waiter_timeout: float = 30.0
+    connect_timeout: float = 1.0
+    first_byte_timeout: float = 5.0
+    read_timeout: float = 10.0
+    # Unread bytes a streamed-through fetch holds for its readers before cutting the slowest.
+    stream_window: int = 4 << 20
+    # For origins that send neither directive.
+    stale_while_revalidate: float = 2.0
+    stale_if_error: float = 86400.0
+    prefetch_segments: int = 3
+    prefetch_concurrency: int = 8
+    health_interval: float = 2.0
+    # Client connections (edge.server): a request head must arrive within head_timeout, an idle
+    # keep-alive connection is closed after keepalive_timeout, a reader who takes nothing for
+    # send_timeout is dropped.
+    max_head: int = 16 * 1024
+    head_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+    send_timeout: float = 30.0
+    purge_token: str | None = None
+    # The worker processes of this edge (their private URLs, by index) and which one this is.
+    workers: tuple[str, ...] = ()
+    worker: int = 0
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return tuple(url for index, url in enumerate(self.workers) if index != self.worker)
+
+    def owner(self, key: str) -> str | None:
+        """The sibling worker that fetches `key` from upstream for every worker (None: this one).
+        One worker per key keeps a burst at one origin fetch per edge, whatever worker the
+        kernel handed each connection to, and spreads the fan-out to waiters over the cores."""
+        if len(self.workers) < 2:
+            return None
+        index = zlib.crc32(key.encode()) % len(self.workers)
+        return None if index == self.worker else self.workers[index]
+
+
+Source = Entry | Reader
+
+
+class Edge:
+    """One region's edge in one process."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.cache = Cache(settings.cache_bytes, settings.max_object_bytes, self._evicted)
+        self.flights = Flights(settings.max_waiters, settings.stream_window)
+        self.stats = Stats(registry, {
+            "reel_edge_cache_bytes": ("Bytes held by the cache", lambda: self.cache.bytes),
+            "reel_edge_cache_objects": ("Objects in the cache", lambda: len(self.cache)),
+            "reel_edge_inflight_fetches": ("Upstream fetches in progress", lambda: len(self.flights)),
+            "reel_edge_inflight_readers": ("Requests following an upstream fetch",
+                                           lambda: self.flights.readers),
+        })
+        self.upstream = Upstream(
+            settings.upstreams,
+            on_response=self.stats.fetched,
+            on_error=self.stats.upstream_failed,
+            connect_timeout=settings.connect_timeout,
+            first_byte_timeout=settings.first_byte_timeout,
+            read_timeout=settings.read_timeout,
+            health_interval=settings.health_interval,
+        )
+        for url in self.upstream.urls:
+            self.stats.upstream_up[url] = lambda url=url: self.upstream.healthy(url)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._prefetching = 0
+
+    def _evicted(self, key: str, entry: Entry) -> None:
+        self.stats.evictions += 1
+
+    async def start(self) -> None:
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstream.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- answering ------------------------------------------------------------------------------
+
+    def answer(self, ask: Ask, on_change: Callable[[], None] | None = None) -> tuple[str, Source]:
+        """(X-Cache, source) for `ask`. A Reader must be closed by the caller; `on_change` makes
+        it a subscribed one. Raises TooManyReaders when the key's waiting list is full."""
+        key = ask.key
+        self.cache.seen(key)
+        entry = self.cache.get(key)
+        now = time.monotonic()
+        if entry is not None:
+            if entry.fresh(now):
+                if entry.prefetched:
+                    entry.prefetched = False
+                    self.stats.prefetch_hits += 1
+                # A hot segment reads the playlist once a second; CMCD's nor on every request.
+                ahead = now >= entry.next_prefetch
+                if ahead:
+                    entry.next_prefetch = now + 1.0
+                if ahead or ask.cmcd:
+                    self._look_ahead(ask, ahead)
+                return "HIT", entry
+            if entry.stale_while_revalidate(now):
+                if key not in self.flights:
+                    self._lead(key, entry)  # the one background refresh
+                return "STALE", entry
+        flight = self.flights.get(key)
+        if flight is not None:
+            reader = flight.reader(on_change)
+            if flight.prefetch:
+                flight.prefetch = False  # a viewer got here first: count it once
+                self.stats.prefetch_hits += 1
+            return "COALESCED", reader
+        flight = self._lead(key, entry)
+        reader = flight.reader(on_change)
+        self._look_ahead(ask)
+        return "MISS", reader
+
+    def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> InFlight:
+        flight = self.flights.lead(key)
+        flight.prefetch = prefetch
+        self._spawn(self._fetch(flight, stale, prefetch), f"fetch {key}")
+        return flight
+
+    # -- prefetch -------------------------------------------------------------------------------
+
+    def _look_ahead(self, ask: Ask, playlist: bool = True) -> None:
+        """After media segment N: fetch N+1..N+k from the cached media playlist, and CMCD's nor."""
+        key = ask.key
+        if key.endswith(".m3u8"):
+            return
+        targets: list[str] = []
+        nor = cmcd_nor(ask.cmcd)
+        if nor is not None and (target := relative_key(key, nor)) is not None:
+            targets.append(target)
+        k = self.settings.prefetch_segments
+        if k > 0 and playlist:
+            playlist_key = posixpath.join(posixpath.dirname(key), MEDIA_PLAYLIST)
+            entry = self.cache.get(playlist_key)
+            if entry is not None:
+                order, position = _segments(entry, playlist_key)
+                at = position.get(key)
+                if at is not None:
+                    targets += order[at + 1 : at + 1 + k]
+        for target in targets:
+            if target in self.cache or target in self.flights:
+                continue
+            if self._prefetching >= self.settings.prefetch_concurrency:
+                return  # bounded: a prefetch is never queued behind others
+            self._prefetching += 1
+            self.stats.prefetches += 1
+            self._lead(target, None, prefetch=True)
+
+    # -- the one upstream fetch per key -------------------------------------------------------
+
+    async def _fetch(self, flight: InFlight, stale: Entry | None, prefetch: bool = False) -> None:
+        """Fetch `flight.key` upstream, feed its readers, and cache the result if we may.
+
+        With a `stale` entry this is a refresh: conditional, and the stale copy stands in when
+        the upstream fails (stale-if-error)."""
+        settings, key = self.settings, flight.key
+        origin, cached, asked = "-", False, time.perf_counter()
+        try:
+            try:
+                resp, origin = await self.upstream.open(
+                    "/" + key, stale.validators if stale else None, via=settings.owner(key)
+                )
+                self.stats.upstream_head(time.perf_counter() - asked)
+            except UpstreamError as exc:
+                if not self._stand_in(flight, stale):
+                    self._answer_locally(flight, 504 if exc.timed_out else 502, str(exc))
+                return
+            async with resp:
+                now = time.monotonic()
+                if resp.status == 304 and stale is not None:
+                    entry = stale.revalidated(
+                        resp.headers, settings.stale_while_revalidate, settings.stale_if_error, now
+                    )
+                    cached = flight.cacheable and self.cache.put(key, entry)
+                    flight.complete(Head(200, entry.headers, len(entry.body), int(entry.age(now))),
+                                    entry.body)
+                    return
+                if resp.status >= 500 and self._stand_in(flight, stale):
+                    return
+                head = Head(resp.status, select_headers(resp.headers), resp.content_length,
+                            _age(resp.headers.get("Age")))
+                rules = (policy(resp.headers, settings.stale_while_revalidate, settings.stale_if_error)
+                         if resp.status == 200 else NO_STORE)
+                limit = settings.max_object_bytes
+                keep = (
+                    rules.store
+                    and (head.length is None or head.length <= limit)
+                    and (rules.ttl > head.age or bool(head.etag or head.modified))
+                )
+                flight.start(head, keep)
+                while chunk := await self.upstream.read(resp):
+                    await flight.append(chunk)
+                    if flight.retaining and flight.size > limit:
+                        flight.stop_retaining()
+            if head.length is not None and flight.size != head.length:
+                raise aiohttp.ClientPayloadError(f"{flight.size} of {head.length} bytes")
+            flight.finish()
+            # Same tick as finish() and forget(): a new request finds the flight or the entry.
+            if keep and flight.retaining and flight.cacheable:
+                entry = Entry(200, head.headers, flight.body(), time.monotonic(), rules, head.age)
+                entry.prefetched = flight.prefetch
+                # A prefetch is asked for next by the viewer it was made for: no contest for room.
+                cached = self.cache.put(key, entry, admit=prefetch)
+        except Abandoned:
+            flight.fail(FetchFailed("abandoned"))
+        except asyncio.CancelledError:
+            flight.fail(FetchFailed("edge shutting down"))
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, FetchFailed) as exc:
+            self.upstream.failed(origin)
+            log.warning("upstream body failed", extra=fields(key=key, upstream=origin, error=repr(exc)))
+            flight.fail(exc)
+        except Exception as exc:  # never leave readers hanging on a bug
+            log.exception("fetch failed", extra=fields(key=key))
+            flight.fail(exc)
+        finally:
+            self.flights.forget(flight)
+            if prefetch:
+                self._prefetching -= 1
+            if stale is not None and not cached and self.cache.get(key) is stale and flight.done:
+                self.cache.pop(key)  # a newer answer that may not be kept replaces the old one
+
+    def _stand_in(self, flight: InFlight, stale: Entry | None) -> bool:
+        """stale-if-error: answer every reader with the stale copy, if it may still be used."""
+        now = time.monotonic()
+        if stale is None or not stale.stale_if_error(now):
+            return False
+        head = Head(stale.status, stale.headers, len(stale.body), int(stale.age(now)), x_cache="STALE")
+        flight.complete(head, stale.body)
+        log.warning("serving stale", extra=fields(key=flight.key))
+        return True
+
+    @staticmethod
+    def _answer_locally(flight: InFlight, status: int, detail: str) -> None:
+        """Every reader gets the same problem+json when no upstream answered."""
+        body = problem_body(status, "Bad Gateway" if status == 502 else "Gateway Timeout")
+        head = Head(status, (("Content-Type", "application/problem+json"), ("Cache-Control", "no-store")),
+                    len(body))
+        flight.complete(head, body)
+        log.warning("no upstream answered", extra=fields(key=flight.key, detail=detail))
+
+    # -- purge, health, metrics -----------------------------------------------------------------
+
+    def authorize(self, authorization: str | None) -> int | None:
+        """None when the request may purge, else the status to refuse it with (403 or 401)."""
+        token = self.settings.purge_token
+        if not token:
+            return 403
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return 401
+        return None
+
+    async def purge(self, body: bytes, relayed: bool) -> int:
+        """Purge what the JSON `body` names here and (unless `relayed`) in sibling workers.
+        Raises ValueError with a message for the client when the body is not a purge request."""
+        paths, prefixes = parse_purge(body)
+        keys = {path[1:] for path in paths}
+        starts = tuple(prefix[1:] for prefix in prefixes)
+        gone = self.cache.purge(keys, starts) | self.flights.purge(keys, starts)
+        self.stats.purged += len(gone)
+        count = len(gone)
+        if not relayed and self.settings.peers:
+            headers = {"Authorization": f"Bearer {self.settings.purge_token}", RELAY_HEADER: "1"}
+            for answer in await self._relay("POST", "/purge", headers, body):
+                try:
+                    count += int(json.loads(answer)["purged"])
+                except (ValueError, KeyError, TypeError):
+                    pass
+        log.info("purged", extra=fields(paths=len(paths), prefixes=len(prefixes), purged=count))
+        return count
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "ok",
+            "region": self.settings.region,
+            "pid": os.getpid(),
+            "cache": {
+                "bytes": self.cache.bytes, "objects": len(self.cache), "max_bytes": self.cache.max_bytes
+            },
+            "inflight": len(self.flights),
+            "upstreams": {url: self.upstream.healthy(url) for url in self.upstream.urls},
+        }
+
+    async def metrics(self, local: str, relayed: bool) -> str:
+        """This process's metrics text `local`, summed with the sibling workers' unless `relayed`."""
+        if relayed or not self.settings.peers:
+            return local
+        return merge([local, *await self._relay("GET", "/metrics", {RELAY_HEADER: "1"}, None)])
+
+    async def _relay(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> list[str]:
+        """The answers of the sibling workers that answered (each within two seconds)."""
+        async def one(peer: str) -> str | None:
+            try:
+                async with self.upstream.session.request(
+                    method, peer + path, headers=headers, data=body, timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp:
+                    return await resp.text() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                log.warning("sibling worker did not answer", extra=fields(peer=peer, path=path))
+                return None
+
+        answers = await asyncio.gather(*(one(peer) for peer in self.settings.peers))
+        return [answer for answer in answers if answer is not None]
+
+
+def parse_purge(body: bytes) -> tuple[list[str], list[str]]:
+    """(paths, prefixes) of a purge request body; ValueError says what is wrong with it."""
+    if len(body) > MAX_PURGE_BODY:
+        raise ValueError("body too large")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError('expected an object {"paths": [...], "prefixes": [...]}')
+    lists = []
+    for name in ("paths", "prefixes"):
+        items = doc.get(name, [])
+        if not isinstance(items, list) or not all(isinstance(i, str) and i.startswith("/") for i in items):
+            raise ValueError(f"{name} must be a list of paths starting with /")
+        lists.append(items)
+    if len(lists[0]) + len(lists[1]) > MAX_PURGE_ITEMS:
+        raise ValueError(f"at most {MAX_PURGE_ITEMS} paths and prefixes at once")
+    return lists[0], lists[1]
+
+
+def _segments(playlist: Entry, playlist_key: str) -> tuple[list[str], dict[str, int]]:
+    """A media playlist's segment keys in order, and each one's position; parsed once per entry."""
+    if not isinstance(playlist.memo, tuple):
+        position: dict[str, int] = {}
+        for line in bytes(playlist.body).decode("utf-8", "replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                key = relative_key(playlist_key, line)
+                if key is not None and key not in position:  # byte-range segments repeat a URI
+                    position[key] = len(position)
+        playlist.memo = (list(position), position)
+    return playlist.memo
+
+
+def _age(value: str | None) -> int:
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 12 else 0

@@ -1,0 +1,156 @@
+"""The edge's metrics: plain counters on the request path, turned into Prometheus at scrape time.
+
+prometheus_client's Counter and Histogram take a lock and walk their buckets on every call, a few
+microseconds a request; a cache hit costs about as much. So the request path adds to ints and a
+bucket list here, and a collector on the app's own registry reports them when /metrics is read.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
+
+RESULTS = ("HIT", "MISS", "COALESCED", "STALE")
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _Latency:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+
+class Stats:
+    """Counters for one edge process; `gauges` are read when scraped."""
+
+    def __init__(
+        self, registry: CollectorRegistry, gauges: dict[str, tuple[str, Callable[[], float]]]
+    ) -> None:
+        self.requests = dict.fromkeys(RESULTS, 0)
+        self.latency = {result: _Latency() for result in RESULTS}
+        self.upstream_latency = _Latency()  # request sent upstream -> response head back
+        self.bytes_sent = 0
+        self.evictions = 0
+        self.purged = 0
+        self.prefetches = 0
+        self.prefetch_hits = 0
+        self.upstream_fetches: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.upstream_errors: defaultdict[str, int] = defaultdict(int)
+        self.upstream_up: dict[str, Callable[[], bool]] = {}
+        # Client connections the edge gave up on, by what they were doing: sending a request
+        # head (head), nothing (idle), not reading a response (send), waiting on an upstream (wait).
+        self.timeouts = dict.fromkeys(("head", "idle", "send", "wait"), 0)
+        self._gauges = gauges
+        registry.register(self)
+
+    def served(self, result: str, seconds: float, sent: int) -> None:
+        """One object request answered: its X-Cache, time to its last byte, body bytes sent."""
+        self.requests[result] += 1
+        latency = self.latency[result]
+        latency.counts[bisect_left(BUCKETS, seconds)] += 1
+        latency.total += seconds
+        self.bytes_sent += sent
+
+    def fetched(self, origin: str, status: int) -> None:
+        self.upstream_fetches[(origin, str(status))] += 1
+
+    def upstream_head(self, seconds: float) -> None:
+        self.upstream_latency.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.upstream_latency.total += seconds
+
+    def upstream_failed(self, origin: str) -> None:
+        self.upstream_errors[origin] += 1
+
+    def collect(self) -> Iterator[object]:
+        requests = CounterMetricFamily("reel_edge_requests", "Object requests by cache result",
+                                       labels=["cache"])
+        for result, count in self.requests.items():
+            requests.add_metric([result], count)
+        yield requests
+        seconds = HistogramMetricFamily(
+            "reel_edge_request_seconds", "Time from request to last body byte, by cache result",
+            labels=["cache"],
+        )
+        for result, latency in self.latency.items():
+            seconds.add_metric([result], _buckets(latency), latency.total)
+        yield seconds
+        upstream = HistogramMetricFamily(
+            "reel_edge_upstream_seconds", "Time from asking upstream to its response head (misses)"
+        )
+        upstream.add_metric([], _buckets(self.upstream_latency), self.upstream_latency.total)
+        yield upstream
+        fetches = CounterMetricFamily(
+            "reel_edge_upstream_fetches", "Upstream responses by upstream and status",
+            labels=["origin", "status"],
+        )
+        for (origin, status), count in self.upstream_fetches.items():
+            fetches.add_metric([origin, status], count)
+        yield fetches
+        errors = CounterMetricFamily(
+            "reel_edge_upstream_errors", "Upstream connect errors, timeouts, 5xx and broken bodies",
+            labels=["origin"],
+        )
+        for origin, count in self.upstream_errors.items():
+            errors.add_metric([origin], count)
+        yield errors
+        up = GaugeMetricFamily("reel_edge_upstream_up", "1 while an upstream is considered healthy",
+                               labels=["origin"])
+        for origin, healthy in self.upstream_up.items():
+            up.add_metric([origin], 1.0 if healthy() else 0.0)
+        yield up
+        timeouts = CounterMetricFamily("reel_edge_client_timeouts", "Client connections timed out, by phase",
+                                       labels=["phase"])
+        for phase, count in self.timeouts.items():
+            timeouts.add_metric([phase], count)
+        yield timeouts
+        for name, help_text, value in (
+            ("reel_edge_bytes_sent", "Body bytes sent to clients", self.bytes_sent),
+            ("reel_edge_evictions", "Objects evicted to stay under the byte bound", self.evictions),
+            ("reel_edge_purged_objects", "Cached or in-flight objects purged", self.purged),
+            ("reel_edge_prefetches", "Segments fetched ahead of the viewer", self.prefetches),
+            ("reel_edge_prefetch_hits", "Requests answered by a prefetch", self.prefetch_hits),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        for name, (help_text, read) in self._gauges.items():
+            yield GaugeMetricFamily(name, help_text, value=read())
+
+
+def _buckets(latency: _Latency) -> list[tuple[str, int]]:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*BUCKETS, float("inf")), latency.counts, strict=True):
+        cumulative += count
+        buckets.append((_bound(bound), cumulative))
+    return buckets
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
+
+
+def merge(texts: list[str]) -> str:
+    """Several processes' /metrics as one: samples with the same name and labels are added up."""
+    families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = samples.get(key, 0.0) + sample.value
+    lines = []
+    for name, (kind, documentation, samples) in families.items():
+        lines += [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}"]
+        for (sample, labels), value in samples.items():
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{sample}{{{label_text}}} {value!r}" if labels else f"{sample} {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
