@@ -204,7 +204,7 @@ class LaneThread(threading.Thread):
             if self.error is None:
                 try:
                     self.lane.encode(*item)
-                except BaseException as exc:  # reported to the job by submit() and close()
+                except BaseException as exc:  # reported to the job by submit() and wait()
                     self.error = exc
         if self.error is None:
             try:
@@ -222,13 +222,24 @@ class LaneThread(threading.Thread):
         self._queue.put(None)
         self.join()
 
-    def close(self, **finish_args: object) -> None:
-        """Flush the encoder and write the last segment; raises what the lane raised."""
+    def stop(self, **finish_args: object) -> None:
+        """No more pictures: the lane flushes its encoder and writes its last segment."""
         self.finish_args = finish_args
         self._queue.put(None)
+
+    def wait(self) -> None:
+        """Until the lane is done; raises what it raised."""
         self.join()
         if self.error is not None:
             raise self.error
+
+
+def _close_all(threads: list[LaneThread], **finish_args: object) -> None:
+    """Stop every lane first, then wait: the encoders drain their lookahead in parallel."""
+    for thread in threads:
+        thread.stop(**finish_args)
+    for thread in threads:
+        thread.wait()
 
 
 class AudioLane:
@@ -501,8 +512,7 @@ class _Job:
     def run_chunk(self) -> ChunkResult:
         try:
             self._decode()
-            for thread in self.threads:
-                thread.close(next_start=self.next_start, final=False)
+            _close_all(self.threads, next_start=self.next_start, final=False)
         finally:
             for thread in self.threads:
                 if thread.is_alive():
@@ -557,8 +567,7 @@ class _Job:
         if declared and declared > 2 and self.media_end < TRUNCATED_SHARE * declared:
             raise PackagingError("truncated", f"the file declares {declared:.1f} s but holds only "
                                               f"{self.media_end:.1f} s: was the upload cut short?")
-        for thread in self.threads:
-            thread.close()
+        _close_all(self.threads)
         if self.audio is not None:
             self.audio.finish(self.media_end if self.lanes else None)
             if not self.audio.writer.segments:
