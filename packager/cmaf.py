@@ -29,20 +29,23 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
 
 
 def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex B byte stream (start codes 00 00 01 / 00 00 00 01)."""
-    units, i, n = [], 0, len(data)
-    start = -1
-    while i + 2 < n:
-        if data[i] == 0 and data[i + 1] == 0 and data[i + 2] == 1:
-            if start >= 0:
-                units.append(data[start:i].rstrip(b"\x00"))
-            i += 3
-            start = i
-        else:
-            i += 1
-    if start >= 0:
-        units.append(data[start:])
-    return [u for u in units if u]
+    """NAL units of an Annex B byte stream (start codes 00 00 01 / 00 00 00 01).
+
+    Start codes are found with bytes.find (C speed): a byte-by-byte Python loop over every
+    encoded frame of every rendition would cost more CPU than a small encoder.
+    """
+    units = []
+    start = data.find(b"\x00\x00\x01")
+    while start >= 0:
+        start += 3
+        end = data.find(b"\x00\x00\x01", start)
+        unit = data[start:] if end < 0 else data[start:end]
+        # A four-byte start code leaves a zero at the end of the previous unit.
+        unit = unit.rstrip(b"\x00") if end >= 0 else unit
+        if unit:
+            units.append(unit)
+        start = end
+    return units
 
 
 def annexb_to_avcc(data: bytes) -> bytes:
