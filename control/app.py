@@ -81,11 +81,6 @@ class ControlMetrics:
             self.jobs.labels(state).set(count)
 
 
-def _limit_text(limit: int) -> str:
-    mib = 1024 * 1024
-    return f"{limit // mib} MiB" if limit % mib == 0 else f"{limit} bytes"
-
-
 def _hlsjs_path(override: Path | None) -> Path:
     if override is not None:
         return Path(override)
@@ -110,7 +105,7 @@ class Control:
     """The request handlers for uploads, the worker job API and the pages."""
 
     def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, ingest: Ingest,
-                 auth: Auth, geo_url: str, worker_token: str, max_upload_bytes: int,
+                 auth: Auth, geo_url: str, worker_token: str,
                  metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path) -> None:
         self.store = store
         self.videos = videos
@@ -119,7 +114,6 @@ class Control:
         self.auth = auth
         self.geo_url = geo_url.rstrip("/")
         self._token = worker_token.encode()
-        self.max_upload_bytes = max_upload_bytes
         self.metrics = metrics
         self.watch_template = watch_template
         self.hlsjs = hlsjs
@@ -148,7 +142,8 @@ class Control:
         self.metrics.uploads.labels(result).inc()
         return ProblemError(status, detail, headers=headers)
 
-    async def _check_upload_headers(self, request: web.Request) -> User:
+    async def _check_upload_headers(self, request: web.Request) -> tuple[User, int]:
+        """The uploader and the bytes they may still upload, or a problem before the body."""
         try:
             user = await self.auth.require(request)
         except ProblemError:
@@ -159,11 +154,12 @@ class Control:
                 "unsupported_media_type", 415,
                 f"send the upload as multipart/form-data, not {request.content_type}",
                 headers={"Accept-Post": "multipart/form-data"})
+        room = await self.ingest.room(user)
         length = request.content_length
-        if length is not None and length > await self.ingest.room(user) + FORM_OVERHEAD:
+        if length is not None and length > room + FORM_OVERHEAD:
             raise self._reject_upload("too_large", 413,
                                       await self.ingest.over_limit(user, length - FORM_OVERHEAD))
-        return user
+        return user, room
 
     async def expect_upload(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse a doomed upload before the client sends the body."""
@@ -179,8 +175,7 @@ class Control:
         return None
 
     async def create_video(self, request: web.Request) -> web.Response:
-        user = await self._check_upload_headers(request)
-        room = await self.ingest.room(user)
+        user, room = await self._check_upload_headers(request)
         form: dict[str, str] = {}
         sizes: list[int] = []
 
@@ -518,7 +513,7 @@ def make_app(
                     quota_bytes=quota_bytes, on_queued=refresh_job_gauge)
     handlers = Control(
         store=store, videos=videos, queue=queue, ingest=ingest, auth=auth, geo_url=geo_url,
-        worker_token=worker_token, max_upload_bytes=max_upload_bytes, metrics=control_metrics,
+        worker_token=worker_token, metrics=control_metrics,
         watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
         hlsjs=_hlsjs_path(hlsjs_path),
     )

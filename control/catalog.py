@@ -21,7 +21,16 @@ from control.purge import EdgePurger
 from control.requests import clean_text, decode_cursor, page, page_size, read_json
 from control.staging import Staging
 from control.tus import UploadRecord
-from control.videos import PRIVACY, Upload, Video, Videos, new_video_id, output_prefix, source_key
+from control.videos import (
+    PRIVACY,
+    Upload,
+    Video,
+    Videos,
+    new_video_id,
+    output_prefix,
+    source_key,
+    source_prefix,
+)
 from origin.layout import is_video_id
 from origin.store import ObjectInfo, Store
 from reel.logs import fields
@@ -132,7 +141,7 @@ class Ingest:
         async for block in staging.read(record.id):
             digest.update(block)
         sha256 = digest.hexdigest()
-        if dup := await self.existing(record.owner_id, sha256):  # skip the copy to the store
+        if dup := await self.videos.with_content(record.owner_id, sha256):  # skip the copy to the store
             return dup.id
         meta = dict(record.metadata)
         meta.setdefault("title", title_from(meta.get("filename")))
@@ -144,11 +153,6 @@ class Ingest:
         return video.id
 
     # -- both paths ------------------------------------------------------------------------------
-
-    async def existing(self, owner_id: str, sha256: str) -> Video | None:
-        row = await self.videos.db.fetchone("SELECT id FROM videos WHERE owner_id = ? AND"
-                                            " sha256 = ?", (owner_id, sha256))
-        return None if row is None else await self.videos.get(row[0])
 
     async def publish(self, owner_id: str, metadata: Mapping[str, Any],
                       write: Callable[[str], Awaitable[tuple[ObjectInfo, str]]],
@@ -166,10 +170,10 @@ class Ingest:
             video, job = await self.videos.create(
                 Upload(video_id, owner_id, info.size, sha256, meta), self.queue)
         except BaseException:
-            await self.store.delete_prefix(f"sources/{video_id}/")
+            await self.store.delete_prefix(source_prefix(video_id))
             raise
         if job is None:
-            await self.store.delete_prefix(f"sources/{video_id}/")
+            await self.store.delete_prefix(source_prefix(video_id))
             log.info("duplicate upload", extra=fields(video=video.id, user=owner_id))
         else:
             await self.on_queued()
@@ -240,7 +244,7 @@ class VideoHandlers:
         video, user = await self.owned(request)
         await self.videos.delete(video.id)
         removed = 0
-        for prefix in (f"sources/{video.id}/", output_prefix(video.id)):
+        for prefix in (source_prefix(video.id), output_prefix(video.id)):
             removed += await self.store.delete_prefix(prefix)
         edges = await self.purger.purge([f"/{output_prefix(video.id)}"])
         log.info("video deleted", extra=fields(video=video.id, user=user.id, objects=removed,

@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,6 +27,7 @@ from control.accounts import Auth, User
 from control.db import Database
 from control.problems import ProblemError
 from control.staging import OffsetMismatch, Staging
+from reel.http import http_date
 from reel.logs import fields
 
 log = logging.getLogger("reel.control.tus")
@@ -78,10 +78,6 @@ def parse_metadata(header: str) -> dict[str, str]:
     return result
 
 
-def _http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
-
-
 def _tus_headers(**extra: str) -> dict[str, str]:
     return {"Tus-Resumable": TUS_VERSION, "Access-Control-Expose-Headers": EXPOSE, **extra}
 
@@ -95,7 +91,7 @@ class TusProblem(ProblemError):
 
 
 class TusHandlers:
-    """The tus endpoints. `sweep()` deletes expired uploads; `run_sweeper` does so periodically."""
+    """The tus endpoints. `sweep()` deletes expired uploads (the app runs it periodically)."""
 
     def __init__(self, db: Database, staging: Staging, auth: Auth, hooks: UploadHooks, *,
                  max_size: int, expiry_seconds: float = 24 * 3600,
@@ -189,7 +185,7 @@ class TusHandlers:
             (upload_id, user.id, length, json.dumps(metadata), now, record.expires_at))
         log.info("upload created", extra=fields(upload=upload_id, user=user.id, length=length))
         headers = _tus_headers(Location=f"/api/v1/uploads/{upload_id}",
-                               **{"Upload-Expires": _http_date(record.expires_at)})
+                               **{"Upload-Expires": http_date(record.expires_at)})
         if request.body_exists and request.content_type == OFFSET_STREAM:
             lock = self._lock(upload_id)
             await lock.acquire()
@@ -210,7 +206,7 @@ class TusHandlers:
             "Upload-Offset": str(await self._offset(record)),
             "Upload-Length": str(record.length),
             "Cache-Control": "no-store",
-            "Upload-Expires": _http_date(record.expires_at),
+            "Upload-Expires": http_date(record.expires_at),
         })
         if record.metadata:
             headers["Upload-Metadata"] = ",".join(
@@ -226,7 +222,7 @@ class TusHandlers:
         return web.json_response({
             "id": record.id, "offset": await self._offset(record), "length": record.length,
             "metadata": record.metadata, "video_id": record.video_id,
-            "expires_at": _http_date(record.expires_at)}, headers={"Cache-Control": "no-store"})
+            "expires_at": http_date(record.expires_at)}, headers={"Cache-Control": "no-store"})
 
     async def patch(self, request: web.Request) -> web.Response:
         self._check_version(request)
@@ -248,7 +244,7 @@ class TusHandlers:
         finally:
             self._release(record.id, lock)
         headers = _tus_headers(**{"Upload-Offset": str(offset),
-                                  "Upload-Expires": _http_date(self._extended(record))})
+                                  "Upload-Expires": http_date(self._extended(record))})
         if video_id:
             headers["Reel-Video-Id"] = video_id
         return web.Response(status=204, headers=headers)
@@ -348,11 +344,4 @@ class TusHandlers:
             log.info("expired uploads removed", extra=fields(count=len(rows)))
         return len(rows)
 
-    async def run_sweeper(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("upload sweep failed")
 

@@ -26,8 +26,12 @@ def new_video_id() -> str:
     return secrets.token_urlsafe(9)
 
 
+def source_prefix(video_id: str) -> str:
+    return f"sources/{video_id}/"
+
+
 def source_key(video_id: str) -> str:
-    return f"sources/{video_id}/source"
+    return f"{source_prefix(video_id)}source"
 
 
 def output_prefix(video_id: str) -> str:
@@ -111,7 +115,6 @@ class Video:
 
 
 COLUMNS = ", ".join(Video.__dataclass_fields__)
-_COLUMNS = COLUMNS
 EDITABLE = ("title", "description", "tags", "language", "category", "privacy")
 
 
@@ -134,7 +137,7 @@ class Videos:
         self.clock = clock
 
     async def get(self, video_id: str) -> Video | None:
-        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM videos WHERE id = ?", (video_id,))
+        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM videos WHERE id = ?", (video_id,))
         return None if row is None else Video.from_row(row)
 
     async def create(self, upload: Upload, queue: JobQueue) -> tuple[Video, Job | None]:
@@ -142,11 +145,8 @@ class Videos:
         already has a video of the same content, that video and no job."""
 
         async def insert(tx: Tx) -> tuple[Video, Job | None]:
-            row = await tx.fetchone(
-                f"SELECT {_COLUMNS} FROM videos WHERE owner_id = ? AND sha256 = ?"
-                f" ORDER BY created_at LIMIT 1", (upload.owner_id, upload.sha256))
-            if row is not None:
-                return Video.from_row(row), None
+            if (same := await self.with_content(upload.owner_id, upload.sha256, tx)) is not None:
+                return same, None
             now = self.clock()
             meta = upload.metadata
             await tx.execute(
@@ -159,11 +159,19 @@ class Videos:
                  meta.get("category"), meta.get("privacy", "public")),
             )
             job = await queue.enqueue_in(tx, upload.video_id, "package")
-            row = await tx.fetchone(f"SELECT {_COLUMNS} FROM videos WHERE id = ?",
+            row = await tx.fetchone(f"SELECT {COLUMNS} FROM videos WHERE id = ?",
                                     (upload.video_id,))
             return Video.from_row(row), job
 
         return await self.db.transaction(insert)
+
+    async def with_content(self, owner_id: str, sha256: str,
+                           db: Database | Tx | None = None) -> Video | None:
+        """The owner's (oldest) video whose source has this SHA-256, if any."""
+        row = await (db or self.db).fetchone(
+            f"SELECT {COLUMNS} FROM videos WHERE owner_id = ? AND sha256 = ?"
+            f" ORDER BY created_at LIMIT 1", (owner_id, sha256))
+        return None if row is None else Video.from_row(row)
 
     async def update(self, video_id: str, changes: Mapping[str, Any]) -> Video | None:
         values = {k: (json.dumps(list(v)) if k == "tags" else v) for k, v in changes.items()
@@ -171,7 +179,7 @@ class Videos:
         values["updated_at"] = self.clock()
         assignments = ", ".join(f"{name} = :{name}" for name in values)
         row = await self.db.transaction(lambda tx: tx.fetchone(
-            f"UPDATE videos SET {assignments} WHERE id = :id RETURNING {_COLUMNS}",
+            f"UPDATE videos SET {assignments} WHERE id = :id RETURNING {COLUMNS}",
             {**values, "id": video_id}))
         return None if row is None else Video.from_row(row)
 
@@ -189,7 +197,7 @@ class Videos:
     async def by_owner(self, owner_id: str, *, include_hidden: bool, limit: int,
                        after: tuple[float, str] | None) -> list[Video]:
         """The owner's videos, newest first (keyset `after` = (created_at, id) of the last seen)."""
-        sql = f"SELECT {_COLUMNS} FROM videos WHERE owner_id = ?"
+        sql = f"SELECT {COLUMNS} FROM videos WHERE owner_id = ?"
         params: list[Any] = [owner_id]
         if not include_hidden:
             sql += " AND privacy = 'public'"

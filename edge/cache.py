@@ -162,7 +162,8 @@ class Entry:
         merged = dict(self.headers)
         merged.update(select_headers(headers))
         entry = Entry(
-            self.status, tuple(merged.items()), self.body, now, policy(merged, swr, sie), _age(headers)
+            self.status, tuple(merged.items()), self.body, now, policy(merged, swr, sie),
+            header_age(headers.get("Age")),
         )
         entry.memo = self.memo  # same body, same derived facts
         return entry
@@ -174,8 +175,8 @@ class Entry:
             yield view[offset : offset + SLICE]
 
 
-def _age(headers: Mapping[str, str]) -> int:
-    value = headers.get("Age")
+def header_age(value: str | None) -> int:
+    """Seconds of an Age header value; 0 when absent or not delta-seconds."""
     return int(value) if value and value.isascii() and value.isdigit() and len(value) < 12 else 0
 
 

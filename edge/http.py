@@ -27,7 +27,7 @@ MAX_PATH = 512
 _PATH = re.compile(r"/(?:vod|live)/[A-Za-z0-9_.-][A-Za-z0-9_./-]*")
 NOT_MODIFIED_HEADERS = ("ETag", "Last-Modified", "Cache-Control", "Expires")
 _CORS = tuple(CORS.items())
-_PROBLEM = (("Content-Type", "application/problem+json"), ("Cache-Control", "no-store"))
+PROBLEM_HEADERS = (("Content-Type", "application/problem+json"), ("Cache-Control", "no-store"))
 
 Headers = list[tuple[str, str]]
 
@@ -111,12 +111,12 @@ class Shape:
 
 
 def local(
-    status: int, title: str, *, head: bool = False, x_cache: str = "MISS", age: int = 0,
-    extra: Headers | None = None,
+    status: int, title: str, *, detail: str | None = None, head: bool = False, x_cache: str = "MISS",
+    age: int = 0, extra: Headers | None = None,
 ) -> Shape:
     """A problem+json answer the edge makes itself (never cached), with the edge's headers."""
-    body = problem_body(status, title)
-    headers = [*_PROBLEM, *_CORS, ("X-Cache", x_cache), ("Age", str(age)), *(extra or ())]
+    body = problem_body(status, title, detail)
+    headers = [*PROBLEM_HEADERS, *_CORS, ("X-Cache", x_cache), ("Age", str(age)), *(extra or ())]
     shape = Shape(status, headers, body=b"" if head else body)
     shape.length = len(body)
     return shape

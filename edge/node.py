@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from edge.cache import NO_STORE, Cache, Entry, policy, select_headers
-from edge.http import Ask, cmcd_nor, relative_key
+from edge.cache import NO_STORE, Cache, Entry, header_age, policy, select_headers
+from edge.http import PROBLEM_HEADERS, Ask, cmcd_nor, relative_key
 from edge.inflight import Abandoned, FetchFailed, Flights, Head, InFlight, Reader
 from edge.stats import Stats, merge
 from edge.upstream import Upstream, UpstreamError
@@ -238,7 +238,7 @@ class Edge:
                 if resp.status >= 500 and self._stand_in(flight, stale):
                     return
                 head = Head(resp.status, select_headers(resp.headers), resp.content_length,
-                            _age(resp.headers.get("Age")))
+                            header_age(resp.headers.get("Age")))
                 rules = (policy(resp.headers, settings.stale_while_revalidate, settings.stale_if_error)
                          if resp.status == 200 else NO_STORE)
                 limit = settings.max_object_bytes
@@ -294,8 +294,7 @@ class Edge:
     def _answer_locally(flight: InFlight, status: int, detail: str) -> None:
         """Every reader gets the same problem+json when no upstream answered."""
         body = problem_body(status, "Bad Gateway" if status == 502 else "Gateway Timeout")
-        head = Head(status, (("Content-Type", "application/problem+json"), ("Cache-Control", "no-store")),
-                    len(body))
+        head = Head(status, PROBLEM_HEADERS, len(body))
         flight.complete(head, body)
         log.warning("no upstream answered", extra=fields(key=flight.key, detail=detail))
 
@@ -397,7 +396,3 @@ def _segments(playlist: Entry, playlist_key: str) -> tuple[list[str], dict[str, 
                     position[key] = len(position)
         playlist.memo = (list(position), position)
     return playlist.memo
-
-
-def _age(value: str | None) -> int:
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 12 else 0

@@ -42,7 +42,7 @@ from edge.http import Ask, Headers, Shape, key_of_target, local, shape
 from edge.inflight import FetchFailed, Reader, TooManyReaders
 from edge.node import MAX_PURGE_BODY, RELAY_HEADER, Edge
 from reel import metrics
-from reel.http import CORS, PREFLIGHT, problem_body
+from reel.http import CORS, PREFLIGHT
 from reel.logs import fields
 
 log = logging.getLogger("reel.edge")
@@ -577,15 +577,15 @@ class Connection(asyncio.Protocol):
     async def _purge(self, request: Request) -> None:
         refused = self.edge.authorize(request.headers.get(b"authorization"))
         if refused == 403:
-            self._respond(_problem(403, "Purge Disabled", "this edge has no purge token"))
+            self._respond(local(403, "Purge Disabled", detail="this edge has no purge token"))
             return
         if refused == 401:
-            self._respond(_problem(401, "Unauthorized", None, [("WWW-Authenticate", 'Bearer realm="purge"')]))
+            self._respond(local(401, "Unauthorized", extra=[("WWW-Authenticate", 'Bearer realm="purge"')]))
             return
         try:
             purged = await self.edge.purge(bytes(request.body or b""), _RELAY in request.headers)
         except ValueError as exc:
-            self._respond(_problem(400, "Bad Purge Request", str(exc)))
+            self._respond(local(400, "Bad Purge Request", detail=str(exc)))
             return
         self._respond(_json({"purged": purged}))
 
@@ -596,11 +596,6 @@ def _lines(headers: Headers | tuple[tuple[str, str], ...]) -> bytes:
 
 def _json(doc: object) -> Shape:
     return Shape(200, [("Content-Type", "application/json"), *_PLAIN], body=json.dumps(doc).encode())
-
-
-def _problem(status: int, title: str, detail: str | None, extra: Headers | None = None) -> Shape:
-    return Shape(status, [("Content-Type", "application/problem+json"), ("Cache-Control", "no-store"),
-                          *_PLAIN, *(extra or ())], body=problem_body(status, title, detail))
 
 
 def _query_value(target: str, name: str) -> str | None:

@@ -155,14 +155,16 @@ class Upstream:
     def failed(self, url: str) -> None:
         """Passive detection: count a failure of `url` (also for bodies that break mid-way)."""
         self._on_error(url)
-        state = self._state.get(url)
-        if state is None:
-            return
+        if url in self._state:
+            self._count_failure(url)
+
+    def _count_failure(self, url: str, **why: str) -> None:
+        state = self._state[url]
         state.failures += 1
         state.successes = 0
         if state.up and state.failures >= self._fall:
             state.up = False
-            log.warning("upstream down", extra=fields(upstream=url))
+            log.warning("upstream down", extra=fields(upstream=url, **why))
 
     def _succeeded(self, url: str) -> None:
         state = self._state[url]
@@ -188,11 +190,7 @@ class Upstream:
             if not state.up and state.successes >= self._rise:
                 self._succeeded(url)
         else:
-            state.successes = 0
-            state.failures += 1
-            if state.up and state.failures >= self._fall:
-                state.up = False
-                log.warning("upstream down", extra=fields(upstream=url, by="health check"))
+            self._count_failure(url, by="health check")
 
 
 class ConfigError(ValueError):

@@ -95,44 +95,38 @@ class Stitcher:
 
 
 def package_parallel(
-    input_path: Path | str,
+    source: Source,
+    output: Output,
     make_output: OutputFactory,
     *,
     workers: int,
-    chunk_seconds: float = 60.0,
+    chunk_seconds: float,
     ladder: tuple[Rung, ...],
-    segment_seconds: float = 6.0,
-    preset: str = "veryfast",
-    limits: Limits | None = None,
+    segment_seconds: float,
+    preset: str,
+    limits: Limits,
     progress: Progress | None = None,
     on_playable: Callable[[str], None] | None = None,
 ) -> PackageResult:
-    """Package with `workers` processes. `make_output` must be picklable (each process opens
-    its own Output): e.g. functools.partial(DirectoryOutput, path)."""
-    limits = limits or Limits()
-    input_path = Path(input_path)
-    output = make_output()
-    source = Source(input_path, limits)
-    try:
-        if source.video is None or not source.duration:
-            raise PackagingError("internal", "parallel packaging needs a video of known duration")
-        plan = windows(source.duration, segment_seconds, chunk_seconds)
-        stitcher = Stitcher(output, len(plan), on_playable)
-        context = multiprocessing.get_context("spawn")  # no threads or codecs copied by fork
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending: dict[Future, int] = {
-                pool.submit(_encode_chunk, input_path, make_output, ladder, segment_seconds,
-                            preset, limits, window): index for index, window in enumerate(plan)}
-            audio = _encode_audio(source, output, segment_seconds)
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    stitcher.add(pending.pop(future), future.result())
-                    if progress:
-                        progress(stitcher.joined, len(plan))
-        return _publish(output, source, stitcher, audio, segment_seconds)
-    finally:
-        source.close()
+    """Package an opened `source` (a video of known duration) with `workers` processes.
+    `output` is this process's; `make_output` must be picklable, each chunk process opening its
+    own Output with it: e.g. functools.partial(DirectoryOutput, path)."""
+    assert source.video is not None and source.duration
+    plan = windows(source.duration, segment_seconds, chunk_seconds)
+    stitcher = Stitcher(output, len(plan), on_playable)
+    context = multiprocessing.get_context("spawn")  # no threads or codecs copied by fork
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: dict[Future, int] = {
+            pool.submit(_encode_chunk, source.path, make_output, ladder, segment_seconds,
+                        preset, limits, window): index for index, window in enumerate(plan)}
+        audio = _encode_audio(source, output, segment_seconds)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                stitcher.add(pending.pop(future), future.result())
+                if progress:
+                    progress(stitcher.joined, len(plan))
+    return _publish(output, source, stitcher, audio, segment_seconds)
 
 
 def _encode_audio(source: Source, output: Output, segment_seconds: float) -> AudioLane | None:

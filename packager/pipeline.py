@@ -373,20 +373,18 @@ def package(
             raise ValueError("give outdir, output or output_factory")
         output = output_factory()
     limits = limits or Limits()
-    if workers > 1 and output_factory is not None:
-        with Source(Path(input_path), limits) as probe:
-            long_video = probe.video is not None and (probe.duration or 0) > 2 * chunk_seconds
-        if long_video:
-            from packager.parallel import package_parallel
-
-            return package_parallel(input_path, output_factory, workers=workers,
-                                    chunk_seconds=chunk_seconds, ladder=ladder,
-                                    segment_seconds=segment_seconds, preset=preset, limits=limits,
-                                    progress=progress, on_playable=on_playable)
     deadline = (time.monotonic() + limits.max_processing_seconds
                 if limits.max_processing_seconds else None)
     source = Source(Path(input_path), limits)
     try:
+        long_video = source.video is not None and (source.duration or 0) > 2 * chunk_seconds
+        if workers > 1 and output_factory is not None and long_video:
+            from packager.parallel import package_parallel
+
+            return package_parallel(source, output, output_factory, workers=workers,
+                                    chunk_seconds=chunk_seconds, ladder=ladder,
+                                    segment_seconds=segment_seconds, preset=preset, limits=limits,
+                                    progress=progress, on_playable=on_playable)
         job = _Job(source, output, ladder, segment_seconds, preset, progressive, progress, deadline)
         job.on_playable = on_playable
         return job.run()
@@ -413,7 +411,6 @@ class ChunkResult:
     sizes: dict[str, tuple[int, int]]
     avcc: dict[str, bytes]
     media_end: float
-    frames: int
     poster: bytes | None
     tiles: list[tuple[float, int, int, list[bytes]]]
 
@@ -505,18 +502,14 @@ class _Job:
             self._decode()
             return self._finish()
         finally:
-            for thread in self.threads:  # on failure too: no encoder thread outlives the job
-                if thread.is_alive():
-                    thread.close_quietly()
+            self._abandon_threads()
 
     def run_chunk(self) -> ChunkResult:
         try:
             self._decode()
             _close_all(self.threads, next_start=self.next_start, final=False)
         finally:
-            for thread in self.threads:
-                if thread.is_alive():
-                    thread.close_quietly()
+            self._abandon_threads()
         assert self.thumbs is not None
         return ChunkResult(
             segments={lane.rendition.name: lane.writer.segments for lane in self.lanes},
@@ -525,9 +518,15 @@ class _Job:
                    for lane in self.lanes},
             avcc={lane.rendition.name: lane.writer.track.config.avcc_box()  # type: ignore[union-attr]
                   for lane in self.lanes},
-            media_end=self.media_end, frames=self.clock.frames, poster=self.thumbs.poster,
+            media_end=self.media_end, poster=self.thumbs.poster,
             tiles=[(t, f.width, f.height, [bytes(p) for p in f.planes]) for t, f in self.thumbs.tiles],
         )
+
+    def _abandon_threads(self) -> None:
+        """On failure too: no encoder thread outlives the job."""
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.close_quietly()
 
     def _decode(self) -> None:
         errors = packets = 0

@@ -130,9 +130,3 @@ class Source:
 
     def close(self) -> None:
         self.container.close()
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -16,6 +16,22 @@ def ffprobe_json(*args: str) -> dict:
     return json.loads(out)
 
 
+def join_rendition(out: Path, name: str, tmp: Path) -> Path:
+    """One rendition as a single fragmented MP4 (init + every segment of its playlist)."""
+    playlist = m3u8.load(str(out / name / "index.m3u8"))
+    joined = tmp / f"{name}.mp4"
+    joined.write_bytes(b"".join((out / name / n).read_bytes()
+                                for n in ["init.mp4", *(s.uri for s in playlist.segments)]))
+    return joined
+
+
+def count_frames(path: Path) -> int:
+    """Pictures ffprobe decodes from a file."""
+    stream = ffprobe_json("-select_streams", "v", "-count_frames", "-show_entries",
+                          "stream=nb_read_frames", str(path))["streams"][0]
+    return int(stream["nb_read_frames"])
+
+
 def keyframe_flags(init: Path, segment: Path, tmp: Path) -> list[bool]:
     """For each video packet of one segment (decode order), whether it is a keyframe."""
     joined = tmp / f"{segment.parent.name}-{segment.name}.mp4"
@@ -94,9 +110,7 @@ def check_hls(out: Path, tmp: Path, duration: float, frame_rate: float = 30.0) -
         assert first[0] + first[2] == 0, f"{name} does not start at zero"  # together, no hole
         if name.startswith("v"):
             cut_points[name] = [round(sum(durations[:i]), 4) for i in range(len(durations))]
-            joined = tmp / f"{name}.mp4"
-            joined.write_bytes(b"".join((out / name / n).read_bytes()
-                                        for n in ["init.mp4", *(s.uri for s in playlist.segments)]))
+            joined = join_rendition(out, name, tmp)
             packets = ffprobe_json("-select_streams", "v", "-show_entries", "packet=pts_time,flags",
                                    str(joined))["packets"]
             keys = sorted(float(p["pts_time"]) for p in packets if "K" in p["flags"])

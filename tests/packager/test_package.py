@@ -11,7 +11,7 @@ import pytest
 
 from packager import PackagingError, package
 from packager.testclip import make_test_clip
-from tests.media import ffprobe_json, keyframe_flags
+from tests.media import count_frames, ffprobe_json, join_rendition, keyframe_flags
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +96,7 @@ def test_every_segment_starts_with_an_idr_at_the_same_time_everywhere(
 
 def test_whole_rendition_decodes_without_gaps(landscape: tuple[Path, Path], tmp_path: Path) -> None:
     _, out = landscape
-    joined = tmp_path / "v480.mp4"
-    playlist = m3u8.load(str(out / "v480" / "index.m3u8"))
-    joined.write_bytes(b"".join((out / "v480" / n).read_bytes()
-                                for n in ["init.mp4", *(s.uri for s in playlist.segments)]))
-    frames = ffprobe_json("-select_streams", "v", "-count_frames", "-show_entries",
-                          "stream=nb_read_frames", str(joined))["streams"][0]
-    assert int(frames["nb_read_frames"]) == 13 * 30
+    assert count_frames(join_rendition(out, "v480", tmp_path)) == 13 * 30
     result = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out / "master.m3u8"), "-map", "0",
                              "-f", "null", "-"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stderr == ""
