@@ -12,8 +12,9 @@ transaction), and a few read-only connections on their own threads, so reads (se
 do not queue behind writes; WAL lets them read while the writer writes.
 
 The schema grows by appending a `Migration` to each dialect's list (`MIGRATIONS` here, and
-`control.pg.MIGRATIONS`), with the same version numbers for the same step; `schema_version`
-records which ones a database has had.
+`control.pg.MIGRATIONS`), with the same version numbers for the same step; steps whose tables
+are the same in both dialects are written once (`portable_steps`). `schema_version` records which
+ones a database has had.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ class Migration:
     apply: str | Callable[[Tx], Awaitable[None]]
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
+_PORTABLE_STEPS: tuple[tuple[int, str, str], ...] = (
+    (
         1,
         "videos and packaging jobs",
         """
@@ -105,13 +106,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             state          TEXT NOT NULL
                            CHECK (state IN ('queued', 'processing', 'ready', 'failed')),
             reason         TEXT,
-            progress_done  INTEGER,
-            progress_total INTEGER,
-            duration       REAL,
+            progress_done  {bigint},
+            progress_total {bigint},
+            duration       {real},
             renditions     TEXT,  -- JSON array of rendition names, once ready
-            source_bytes   INTEGER NOT NULL,
-            created_at     REAL NOT NULL,
-            updated_at     REAL NOT NULL
+            source_bytes   {bigint} NOT NULL,
+            created_at     {real} NOT NULL,
+            updated_at     {real} NOT NULL
         );
         CREATE TABLE jobs (
             id               TEXT PRIMARY KEY,
@@ -121,18 +122,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                              CHECK (state IN ('queued', 'claimed', 'done', 'failed')),
             attempts         INTEGER NOT NULL DEFAULT 0,
             max_attempts     INTEGER NOT NULL,
-            not_before       REAL NOT NULL,
-            lease_expires_at REAL,
+            not_before       {real} NOT NULL,
+            lease_expires_at {real},
             worker           TEXT,
             last_error       TEXT,
-            created_at       REAL NOT NULL,
-            updated_at       REAL NOT NULL
+            created_at       {real} NOT NULL,
+            updated_at       {real} NOT NULL
         );
         CREATE INDEX jobs_by_state ON jobs (state, not_before, created_at);
         CREATE INDEX jobs_by_video ON jobs (video_id);
         """,
     ),
-    Migration(
+    (
         2,
         "accounts, sessions, video metadata and ownership, tus uploads",
         """
@@ -143,15 +144,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             bio           TEXT NOT NULL DEFAULT '',
             password_hash TEXT NOT NULL,
             is_admin      INTEGER NOT NULL DEFAULT 0,
-            quota_bytes   INTEGER,  -- NULL: the service default
-            created_at    REAL NOT NULL,
-            updated_at    REAL NOT NULL
+            quota_bytes   {bigint},  -- NULL: the service default
+            created_at    {real} NOT NULL,
+            updated_at    {real} NOT NULL
         );
         CREATE TABLE sessions (
             token_hash TEXT PRIMARY KEY,  -- sha256 of the bearer token: a leaked table is no key
             user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL
+            created_at {real} NOT NULL,
+            expires_at {real} NOT NULL
         );
         CREATE INDEX sessions_by_user ON sessions (user_id);
         CREATE INDEX sessions_by_expiry ON sessions (expires_at);
@@ -163,26 +164,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE videos ADD COLUMN privacy TEXT NOT NULL DEFAULT 'public'
             CHECK (privacy IN ('public', 'unlisted', 'private'));
         ALTER TABLE videos ADD COLUMN sha256 TEXT;
-        ALTER TABLE videos ADD COLUMN views INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE videos ADD COLUMN likes INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE videos ADD COLUMN dislikes INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE videos ADD COLUMN views {bigint} NOT NULL DEFAULT 0;
+        ALTER TABLE videos ADD COLUMN likes {bigint} NOT NULL DEFAULT 0;
+        ALTER TABLE videos ADD COLUMN dislikes {bigint} NOT NULL DEFAULT 0;
         CREATE INDEX videos_by_owner ON videos (owner_id, created_at);
         CREATE INDEX videos_by_owner_sha256 ON videos (owner_id, sha256);
         CREATE INDEX videos_by_created ON videos (created_at);
         CREATE TABLE uploads (
             id         TEXT PRIMARY KEY,
             owner_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            length     INTEGER NOT NULL,
+            length     {bigint} NOT NULL,
             metadata   TEXT NOT NULL,  -- JSON object from Upload-Metadata
             video_id   TEXT,           -- set once complete
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL
+            created_at {real} NOT NULL,
+            expires_at {real} NOT NULL
         );
         CREATE INDEX uploads_by_owner ON uploads (owner_id);
         CREATE INDEX uploads_by_expiry ON uploads (expires_at);
         """,
     ),
-    Migration(
+    (
         3,
         "reviews, ratings, comments, follows, views",
         """
@@ -191,8 +192,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
             rating     INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5),
             body       TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
             PRIMARY KEY (video_id, user_id)
         );
         CREATE INDEX reviews_by_video ON reviews (video_id, updated_at);
@@ -208,28 +209,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
             parent_id  TEXT REFERENCES comments (id) ON DELETE CASCADE,
             body       TEXT NOT NULL,
-            created_at REAL NOT NULL
+            created_at {real} NOT NULL
         );
         CREATE INDEX comments_by_thread ON comments (video_id, parent_id, created_at);
         CREATE INDEX comments_by_parent ON comments (parent_id, created_at);
         CREATE TABLE follows (
             follower_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
             followee_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            created_at  REAL NOT NULL,
+            created_at  {real} NOT NULL,
             PRIMARY KEY (follower_id, followee_id)
         );
         CREATE INDEX follows_by_followee ON follows (followee_id);
         CREATE TABLE views (
             video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
             viewer     TEXT NOT NULL,     -- user id, or a hash of the address
-            bucket     INTEGER NOT NULL,  -- which counting window: one view per viewer in each
-            created_at REAL NOT NULL,
+            bucket     {bigint} NOT NULL,  -- which counting window: one view per viewer in each
+            created_at {real} NOT NULL,
             PRIMARY KEY (video_id, viewer, bucket)
         );
         CREATE INDEX views_by_time ON views (created_at, video_id);
         CREATE INDEX videos_feed ON videos (owner_id, state, privacy, created_at);
         """,
     ),
+)
+
+
+def portable_steps(real: str, bigint: str) -> tuple[Migration, ...]:
+    """Steps 1-3, the same tables in both dialects: only the float and 64-bit integer
+    type names differ (SQLite's INTEGER is already 64-bit)."""
+    return tuple(Migration(version, name, sql.format(real=real, bigint=bigint))
+                 for version, name, sql in _PORTABLE_STEPS)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    *portable_steps(real="REAL", bigint="INTEGER"),
     Migration(
         4,
         "full-text search over public ready videos",

@@ -28,6 +28,7 @@ from control.db import (
     Tx,
     UnstorableValue,
     check_params,
+    portable_steps,
 )
 
 T = TypeVar("T")
@@ -186,142 +187,7 @@ class PostgresDatabase(Database):
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "videos and packaging jobs",
-        """
-        CREATE TABLE videos (
-            id             TEXT PRIMARY KEY,
-            title          TEXT NOT NULL,
-            state          TEXT NOT NULL
-                           CHECK (state IN ('queued', 'processing', 'ready', 'failed')),
-            reason         TEXT,
-            progress_done  BIGINT,
-            progress_total BIGINT,
-            duration       DOUBLE PRECISION,
-            renditions     TEXT,
-            source_bytes   BIGINT NOT NULL,
-            created_at     DOUBLE PRECISION NOT NULL,
-            updated_at     DOUBLE PRECISION NOT NULL
-        );
-        CREATE TABLE jobs (
-            id               TEXT PRIMARY KEY,
-            video_id         TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
-            kind             TEXT NOT NULL,
-            state            TEXT NOT NULL
-                             CHECK (state IN ('queued', 'claimed', 'done', 'failed')),
-            attempts         INTEGER NOT NULL DEFAULT 0,
-            max_attempts     INTEGER NOT NULL,
-            not_before       DOUBLE PRECISION NOT NULL,
-            lease_expires_at DOUBLE PRECISION,
-            worker           TEXT,
-            last_error       TEXT,
-            created_at       DOUBLE PRECISION NOT NULL,
-            updated_at       DOUBLE PRECISION NOT NULL
-        );
-        CREATE INDEX jobs_by_state ON jobs (state, not_before, created_at);
-        CREATE INDEX jobs_by_video ON jobs (video_id);
-        """,
-    ),
-    Migration(
-        2,
-        "accounts, sessions, video metadata and ownership, tus uploads",
-        """
-        CREATE TABLE users (
-            id            TEXT PRIMARY KEY,
-            email         TEXT NOT NULL UNIQUE,
-            name          TEXT NOT NULL,
-            bio           TEXT NOT NULL DEFAULT '',
-            password_hash TEXT NOT NULL,
-            is_admin      INTEGER NOT NULL DEFAULT 0,
-            quota_bytes   BIGINT,
-            created_at    DOUBLE PRECISION NOT NULL,
-            updated_at    DOUBLE PRECISION NOT NULL
-        );
-        CREATE TABLE sessions (
-            token_hash TEXT PRIMARY KEY,
-            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            created_at DOUBLE PRECISION NOT NULL,
-            expires_at DOUBLE PRECISION NOT NULL
-        );
-        CREATE INDEX sessions_by_user ON sessions (user_id);
-        CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-        ALTER TABLE videos
-            ADD COLUMN owner_id TEXT REFERENCES users (id) ON DELETE CASCADE,
-            ADD COLUMN description TEXT NOT NULL DEFAULT '',
-            ADD COLUMN tags TEXT NOT NULL DEFAULT '[]',
-            ADD COLUMN language TEXT,
-            ADD COLUMN category TEXT,
-            ADD COLUMN privacy TEXT NOT NULL DEFAULT 'public'
-                CHECK (privacy IN ('public', 'unlisted', 'private')),
-            ADD COLUMN sha256 TEXT,
-            ADD COLUMN views BIGINT NOT NULL DEFAULT 0,
-            ADD COLUMN likes BIGINT NOT NULL DEFAULT 0,
-            ADD COLUMN dislikes BIGINT NOT NULL DEFAULT 0;
-        CREATE INDEX videos_by_owner ON videos (owner_id, created_at);
-        CREATE INDEX videos_by_owner_sha256 ON videos (owner_id, sha256);
-        CREATE INDEX videos_by_created ON videos (created_at);
-        CREATE TABLE uploads (
-            id         TEXT PRIMARY KEY,
-            owner_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            length     BIGINT NOT NULL,
-            metadata   TEXT NOT NULL,
-            video_id   TEXT,
-            created_at DOUBLE PRECISION NOT NULL,
-            expires_at DOUBLE PRECISION NOT NULL
-        );
-        CREATE INDEX uploads_by_owner ON uploads (owner_id);
-        CREATE INDEX uploads_by_expiry ON uploads (expires_at);
-        """,
-    ),
-    Migration(
-        3,
-        "reviews, ratings, comments, follows, views",
-        """
-        CREATE TABLE reviews (
-            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
-            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            rating     INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5),
-            body       TEXT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            updated_at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (video_id, user_id)
-        );
-        CREATE INDEX reviews_by_video ON reviews (video_id, updated_at);
-        CREATE TABLE ratings (
-            video_id TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
-            user_id  TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            value    INTEGER NOT NULL CHECK (value IN (-1, 1)),
-            PRIMARY KEY (video_id, user_id)
-        );
-        CREATE TABLE comments (
-            id         TEXT PRIMARY KEY,
-            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
-            user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            parent_id  TEXT REFERENCES comments (id) ON DELETE CASCADE,
-            body       TEXT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL
-        );
-        CREATE INDEX comments_by_thread ON comments (video_id, parent_id, created_at);
-        CREATE INDEX comments_by_parent ON comments (parent_id, created_at);
-        CREATE TABLE follows (
-            follower_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            followee_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            created_at  DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (follower_id, followee_id)
-        );
-        CREATE INDEX follows_by_followee ON follows (followee_id);
-        CREATE TABLE views (
-            video_id   TEXT NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
-            viewer     TEXT NOT NULL,
-            bucket     BIGINT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (video_id, viewer, bucket)
-        );
-        CREATE INDEX views_by_time ON views (created_at, video_id);
-        CREATE INDEX videos_feed ON videos (owner_id, state, privacy, created_at);
-        """,
-    ),
+    *portable_steps(real="DOUBLE PRECISION", bigint="BIGINT"),
     Migration(
         4,
         "full-text search over public ready videos",
