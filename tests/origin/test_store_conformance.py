@@ -315,3 +315,19 @@ async def test_s3_store_belongs_to_one_loop(s3_env):
 def test_s3_part_size_has_a_floor():
     with pytest.raises(StoreError):
         S3Store("reel-test", part_size=MIB)
+
+
+@pytest.mark.parametrize("command", [
+    ["origin", "--port", "0"],
+    ["worker", "--control", "http://127.0.0.1:9", "--token", "t"],
+    ["up", "--data", "unused"],
+])
+def test_cli_says_what_is_wrong_with_a_store_spec(command, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "reel", *command, "--store", "s3://bucket/x?bogus=1"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown parameter bogus" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "unused").exists()
