@@ -5,9 +5,10 @@ Without `endpoint` the standard `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` varia
 itself) apply; credentials and region come from the standard AWS environment and config files.
 
 One client per store, opened on first use in the running event loop and released by `close()`.
-Writes go up in `part_size` parts (a multipart upload once an object outgrows one part), so
-memory holds one part at most; a failed or cancelled write aborts its upload, so nothing partial
-is ever visible. Reads are ranged GETs whose body is streamed in chunks.
+Writes go up in `part_size` parts (a multipart upload once an object outgrows one part), so a
+write holds a few parts in memory at most, whatever the object's size; a failed or cancelled
+write aborts its upload, so nothing partial is ever visible. Reads are ranged GETs whose body
+is streamed in chunks.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class S3Store(Store):
         if self._exit is not None:
             exit_stack, self._exit, self._client = self._exit, None, None
             await exit_stack.aclose()
-        self._loop = None
+        self._loop = self._opening = None  # free to open again, in any loop
 
     def _object(self, key: str) -> str:
         check_key(key)
@@ -205,7 +206,8 @@ class S3Store(Store):
                     raise TooLarge(f"{key}: over {max_bytes} bytes")
                 buffer += block
                 while len(buffer) >= self.part_size:
-                    part = bytes(buffer[: self.part_size])
+                    with memoryview(buffer) as view:  # one copy of the part, not two
+                        part = bytes(view[: self.part_size])
                     del buffer[: self.part_size]
                     await upload.part(part)
             if upload.id is None:  # it fitted in one part: one PUT

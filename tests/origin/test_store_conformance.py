@@ -92,6 +92,28 @@ async def test_large_object_streams_through_parts(store):
     assert await read_all(store, SEG, 8 * MIB - 5, 8 * MIB + 5) == data[8 * MIB - 5 : 8 * MIB + 5]
 
 
+async def test_write_memory_is_bounded_by_the_part_size(store):
+    import tracemalloc
+
+    size = 40 * MIB
+
+    async def generated():  # made as it goes: the test itself holds one block at a time
+        for n in range(size // MIB):
+            yield n.to_bytes(4, "big") * (MIB // 4)
+
+    await store.stat(SEG)  # the client and its service model are loaded before measuring
+    tracemalloc.start()
+    try:
+        info = await store.write(SEG, generated())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.size == size
+    # The part being filled, the one going up and the HTTP layer's copy of it: not 40 MiB.
+    assert peak < 4 * 8 * MIB, peak
+    assert await read_all(store, SEG, size - 4) == (size // MIB - 1).to_bytes(4, "big")
+
+
 SIZE = 600_000  # a few read chunks
 
 
