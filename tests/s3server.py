@@ -75,12 +75,12 @@ class S3Server:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
         (self.root / "s3.json").write_text(json.dumps(identities))
         (self.root / "data").mkdir()
-        ports = _free_ports(12)
-        self.port = ports[0]
         names = ["s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
                  "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc"]
+        ports = _free_ports(len(names))
+        self.port = ports[0]
         args = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1", *(f"-{n}={p}" for n, p in zip(names, ports, strict=False)),
+                "-ip.bind=127.0.0.1", *(f"-{n}={p}" for n, p in zip(names, ports, strict=True)),
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
                 "-master.telemetry=false", f"-s3.config={self.root / 's3.json'}",
                 "-s3.domainName=localhost", f"-bucket={BUCKET}"]
