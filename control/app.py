@@ -541,6 +541,7 @@ def make_app(
             await sweeper
         await purger.close()
         await db.close()
+        await store.close()
 
     app.cleanup_ctx.append(database)
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from origin.layout import Key, parse_key
-from origin.store import Store
+from origin.store import Store, StoreError
 from reel import metrics
 from reel.http import (
     CORS,
@@ -98,7 +98,15 @@ class ObjectHandler:
 
     async def _serve(self, request: web.Request, key: Key | None) -> web.StreamResponse:
         head = request.method == "HEAD"
-        info = await self.store.stat(key.path) if key is not None else None
+        try:
+            info = await self.store.stat(key.path) if key is not None else None
+            growing = info is not None and await self._growing(key, info.size)
+        except StoreError as exc:
+            # The store is down or refusing (S3 unreachable, throttling past the retries): edges
+            # fail over to another origin on a 503.
+            log.warning("store failed", extra=fields(key=key.path if key else None, error=str(exc)))
+            self._count(key, 503)
+            return problem(503, "Store Unavailable", head=head, headers={"Retry-After": "1"})
         if key is None or info is None:
             self._count(key, 404)
             return problem(404, "Not Found", head=head)
@@ -107,7 +115,7 @@ class ObjectHandler:
             "Content-Type": key.content_type,
             "ETag": info.etag,
             "Last-Modified": http_date(info.mtime),
-            "Cache-Control": cache_control(key, await self._growing(key, info.size)),
+            "Cache-Control": cache_control(key, growing),
             "Accept-Ranges": "bytes",
         }
         if not_modified(request, info.etag, info.mtime):
@@ -154,6 +162,10 @@ class ObjectHandler:
             except FileNotFoundError:
                 self._count(key, 404)
                 return problem(404, "Not Found", head=not want)
+            except StoreError as exc:
+                log.warning("store read failed", extra=fields(key=key.path, error=str(exc)))
+                self._count(key, 503)
+                return problem(503, "Store Unavailable", head=not want, headers={"Retry-After": "1"})
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = end - start
             self._count(key, status)
@@ -168,7 +180,7 @@ class ObjectHandler:
                         sent += len(block)
             except ConnectionResetError:
                 return resp  # the client went away; nothing to tell it
-            except OSError as exc:
+            except (OSError, StoreError) as exc:
                 log.warning("store read failed", extra=fields(key=key.path, error=str(exc)))
             if sent != want:
                 # Short body (object replaced or store failure): close the connection so the
@@ -207,6 +219,10 @@ def make_app(store: Store, region: str | None = None) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "region": region})
 
+    async def close_store(app: web.Application) -> None:
+        await store.close()
+
+    app.on_cleanup.append(close_store)
     app.router.add_get("/healthz", healthz)
     objects = ObjectHandler(store, stats)
     app.router.add_route("OPTIONS", "/{path:.*}", _preflight)

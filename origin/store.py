@@ -1,4 +1,5 @@
-"""The object store: one small interface, a directory implementation by default.
+"""The object store: one small interface, a directory implementation by default and S3
+(`origin.s3store`) for many machines.
 
 Keys follow `origin.layout`. Writes are atomic (a reader sees the whole object or nothing) and
 streamed (an object is never held whole in memory). Reads are streamed and may be ranged.
@@ -42,7 +43,11 @@ class ObjectInfo:
 
 
 class Store(abc.ABC):
-    """What every object store offers. Implementations: DirectoryStore (S3 comes later)."""
+    """What every object store offers. Implementations: DirectoryStore, S3Store.
+
+    A store may hold connections: `close()` (or `async with store`) releases them; it reopens on
+    next use. Failures of the store itself raise StoreError.
+    """
 
     @abc.abstractmethod
     async def stat(self, key: str) -> ObjectInfo | None:
@@ -61,6 +66,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with `prefix`; returns how many."""
+
+    async def close(self) -> None:
+        """Release what the store holds open (connections); nothing by default."""
+        return None
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
         async def one() -> AsyncIterator[bytes]:
@@ -88,9 +103,16 @@ class Store(abc.ABC):
         return size
 
 
-def _check(key: str) -> None:
+def check_key(key: str) -> None:
+    """Every store's gate: a key outside the object layout never reaches a disk or a bucket."""
     if parse_key(key) is None:
         raise InvalidKey(key)
+
+
+def check_prefix(prefix: str) -> None:
+    """A prefix to delete under: relative, non-empty, no traversal."""
+    if not prefix or ".." in prefix or prefix.startswith("/") or "\\" in prefix or "\0" in prefix:
+        raise InvalidKey(prefix)
 
 
 class DirectoryStore(Store):
@@ -106,7 +128,7 @@ class DirectoryStore(Store):
         return f"DirectoryStore({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
-        _check(key)
+        check_key(key)
         return self.root / key
 
     async def stat(self, key: str) -> ObjectInfo | None:
@@ -179,13 +201,18 @@ class DirectoryStore(Store):
                     count += 1
             return count
 
-        if not prefix or ".." in prefix or prefix.startswith("/") or "\\" in prefix:
-            raise InvalidKey(prefix)
+        check_prefix(prefix)
         return await asyncio.to_thread(remove)
 
 
 def open_store(spec: str) -> Store:
-    """A store from its command-line form: a directory path (S3 URLs arrive with the S3 store)."""
+    """A store from its command-line form: a directory path, or
+    `s3://BUCKET/PREFIX[?endpoint=URL&addressing=path|virtual|auto&region=R]` (see origin.s3store).
+    Nothing is connected yet: the S3 client opens on first use, in the event loop that uses it."""
     if spec.startswith("s3://"):
-        raise StoreError("the S3 store is not available yet; give a directory")
+        from origin.s3store import S3Store
+
+        return S3Store.from_url(spec)
+    if "://" in spec:
+        raise StoreError(f"unknown store {spec!r}: give a directory or s3://BUCKET/PREFIX")
     return DirectoryStore(spec)

@@ -48,11 +48,16 @@ def windows(duration: float, segment_seconds: float, chunk_seconds: float) -> li
 def _encode_chunk(input_path: Path, make_output: OutputFactory, ladder: tuple[Rung, ...],
                   segment_seconds: float, preset: str, limits: Limits, window: Window) -> ChunkResult:
     source = Source(input_path, limits)
+    output = make_output()
     try:
-        job = _Job(source, make_output(), ladder, segment_seconds, preset, False, None, None, window)
+        job = _Job(source, output, ladder, segment_seconds, preset, False, None, None, window)
         return job.run_chunk()
     finally:
         source.close()
+        # A StoreOutput holds a thread and an event loop (and an S3 client): this pool process
+        # may run more chunks, so they go now.
+        if close := getattr(output, "close", None):
+            close()
 
 
 def _tile(width: int, height: int, planes: list[bytes]) -> av.VideoFrame:

@@ -2,7 +2,8 @@
 
 The pipeline is synchronous and multi-threaded (one thread per lane); the store is async. A
 StoreOutput runs one event loop on a thread of its own and hands it each write, waiting for it:
-writes are in order per caller, and a failed write fails the job.
+writes are in order per caller, and a failed write fails the job. The store is used only from
+that loop (an S3 client belongs to the loop it was opened in).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class StoreOutput:
         future.result(WRITE_TIMEOUT)
 
     def close(self) -> None:
+        # The store's connections (an S3 client) live in this loop: released in it, before it stops.
+        asyncio.run_coroutine_threadsafe(self.store.close(), self._loop).result(WRITE_TIMEOUT)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

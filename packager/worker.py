@@ -184,7 +184,7 @@ async def run_worker(control_url: str, store_spec: str, token: str, stop: asynci
     """Claim and run jobs one at a time until `stop` is set."""
     name = f"{socket.gethostname()}-{os.getpid()}"
     store = open_store(store_spec)
-    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+    async with store, aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         control = ControlClient(http, control_url, token)
         log.info("worker started", extra=fields(worker=name, control=control_url))
         while not stop.is_set():

@@ -14,6 +14,11 @@ from pathlib import Path
 
 from reel import logs
 
+STORE_HELP = ("object store: a directory, or s3://BUCKET/PREFIX for S3 or any S3-compatible server "
+              "(?endpoint=URL&addressing=path|virtual|auto&region=R; without endpoint, "
+              "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL; credentials and region from the standard "
+              "AWS variables and config files)")
+
 
 class _Command:
     """Adds flags to one subcommand, wiring each to its REEL_<COMMAND>_<FLAG> variable."""
@@ -50,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = _Command(sub.add_parser("up", help="everything on one machine, embedded defaults"), "up")
     up.flag("--data", default="./reel-data", type=Path, help="data directory (database, objects)")
+    up.flag("--store", default=None, help=STORE_HELP.replace("a directory", "DATA/objects (default)", 1))
     up.flag("--demo", action="store_true", help="make a test clip, upload it and print its URLs")
     up.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
     up.flag("--host", default="127.0.0.1", help="address every service listens on")
@@ -68,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     package.flag("--chunk-seconds", default=60.0, type=float, help="chunk length with --workers")
 
     origin = _Command(sub.add_parser("origin", help="serve a store by the object layout"), "origin")
-    origin.flag("--store", required=True, help="directory (or s3://BUCKET/PREFIX)")
+    origin.flag("--store", required=True, help=STORE_HELP)
     origin.flag("--host", default="127.0.0.1", help="listen address")
     origin.flag("--port", default=8100, type=int, help="listen port")
     origin.flag("--region", default=None, help="region this origin is in")
@@ -105,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="data directory (SQLite database unless --db, upload staging)")
     control.flag("--db", default=None,
                  help="PostgreSQL URL (postgresql://user:password@host:5432/dbname) instead of SQLite")
-    control.flag("--store", required=True, help="object store: directory (or s3://...)")
+    control.flag("--store", required=True, help=STORE_HELP)
     control.flag("--host", default="127.0.0.1", help="listen address")
     control.flag("--port", default=8300, type=int, help="listen port")
     control.flag("--geo-url", default="http://127.0.0.1:8000", help="public URL of geo")
@@ -125,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = _Command(sub.add_parser("worker", help="claim and run packaging jobs"), "worker")
     worker.flag("--control", required=True, help="control URL")
-    worker.flag("--store", required=True, help="object store: directory (or s3://...)")
+    worker.flag("--store", required=True, help=STORE_HELP)
     worker.flag("--token", required=True, help="worker token control expects")
     worker.flag("--job-timeout", default=3600.0, type=float, help="seconds before a job is killed")
     worker.flag("--processes", default=1, type=int,
@@ -152,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         from reel.up import run_up
 
         return run_up(args.data, args.host, args.port_base, demo=args.demo,
-                      demo_seconds=args.demo_seconds)
+                      demo_seconds=args.demo_seconds, store=args.store)
 
     if args.command == "package":
         from packager import Limits, PackagingError, package

@@ -38,6 +38,7 @@ class Stack:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     purge_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    store_spec: str | None = None  # `--store`: s3://... instead of DATA/objects
 
     def url(self, offset: int) -> str:
         return f"http://{self.host}:{self.port_base + offset}"
@@ -58,8 +59,8 @@ class Stack:
         return self.url(10 + index)
 
     @property
-    def store(self) -> Path:
-        return self.data / "objects"
+    def store(self) -> Path | str:
+        return self.store_spec or self.data / "objects"
 
     def write_regions(self) -> Path:
         lines = [f'default = "{REGIONS[0][0]}"', ""]
@@ -215,8 +216,12 @@ def _wait_for_stop(stack: Stack) -> int:
 
 
 def run_up(data: Path, host: str, port_base: int, demo: bool = False,
-           demo_seconds: float = 20.0) -> int:
-    stack = Stack(data.resolve(), host, port_base)
+           demo_seconds: float = 20.0, store: str | None = None) -> int:
+    if store is not None:
+        from origin.store import open_store
+
+        open_store(store)  # a bad spec is a clear error (StoreError) before anything starts
+    stack = Stack(data.resolve(), host, port_base, store_spec=store)
     stack.data.mkdir(parents=True, exist_ok=True)
     if busy := stack.ports_in_use():
         print(f"reel up: port {', '.join(map(str, busy))} already in use (another `reel up`?); "

@@ -1,4 +1,5 @@
-"""The origin app against a real DirectoryStore, over real loopback HTTP."""
+"""The origin app over real loopback HTTP, on a DirectoryStore and on an S3Store (a real S3 API
+server on loopback): validators, conditionals and ranges must behave the same on both."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import origin
-from origin.store import DirectoryStore
+from origin.s3store import S3Store
+from tests.origin.stores import KINDS, make_store
 
 VID = "abcdef123"
 SEG = f"vod/{VID}/v360/seg_00001.m4s"
@@ -27,9 +29,15 @@ OBJECTS = {
 }
 
 
+@pytest.fixture(params=KINDS)
+async def store(request, tmp_path):
+    s3 = request.getfixturevalue("s3_env") if request.param == "s3" else None
+    async with make_store(request.param, tmp_path, s3) as store:
+        yield store
+
+
 @pytest.fixture
-async def client(tmp_path):
-    store = DirectoryStore(tmp_path / "store")
+async def client(store):
     for key, data in OBJECTS.items():
         await store.write_bytes(key, data)
     async with TestClient(TestServer(origin.make_app(store, region="eu"))) as client:
@@ -210,8 +218,7 @@ async def test_metrics_count_responses(client):
     assert "reel_origin_request_seconds_bucket" in text
 
 
-async def test_empty_object(tmp_path):
-    store = DirectoryStore(tmp_path)
+async def test_empty_object(store):
     await store.write_bytes(f"vod/{VID}/v360/seg_00002.m4s", b"")
     async with TestClient(TestServer(origin.make_app(store))) as client:
         resp = await client.get(f"/vod/{VID}/v360/seg_00002.m4s")
@@ -220,8 +227,7 @@ async def test_empty_object(tmp_path):
         assert resp.status == 416
 
 
-async def test_large_object_streams(tmp_path):
-    store = DirectoryStore(tmp_path)
+async def test_large_object_streams(store):
     data = bytes(range(256)) * 8192  # 2 MiB: several store chunks
     await store.write_bytes(SEG, data)
     async with TestClient(TestServer(origin.make_app(store))) as client:
@@ -229,3 +235,21 @@ async def test_large_object_streams(tmp_path):
         assert await resp.read() == data
         resp = await client.get(f"/{SEG}", headers={"Range": "bytes=300000-1000000"})
         assert await resp.read() == data[300000:1000001]
+
+
+async def test_store_failure_is_503_not_500(s3_env):
+    """An origin whose bucket cannot be reached says so; an edge then tries another origin."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the block ends
+    store = S3Store("reel-test", "down", endpoint=f"http://127.0.0.1:{port}", max_attempts=1,
+                    connect_timeout=1)
+    async with TestClient(TestServer(origin.make_app(store))) as client:
+        resp = await client.get(f"/{SEG}")
+        assert resp.status == 503
+        assert resp.headers["Content-Type"] == "application/problem+json"
+        assert resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["status"] == 503
+        assert (await client.head(f"/{SEG}")).status == 503
