@@ -62,6 +62,11 @@ class Store(abc.ABC):
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with `prefix`; returns how many."""
 
+    async def copy_prefix(self, source: str, target: str) -> int:
+        """Copy every object under the `source/` prefix to the same key under `target/`;
+        returns how many. Stores that cannot copy server-side raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot copy objects")
+
     async def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
         async def one() -> AsyncIterator[bytes]:
             yield data
@@ -160,6 +165,40 @@ class DirectoryStore(Store):
         info = await self.stat(key)
         assert info is not None
         return info
+
+    async def copy_prefix(self, source: str, target: str) -> int:
+        # Objects are immutable and replaced atomically, never written in place, so a hard link
+        # is a copy that costs no bytes; another filesystem gets a real copy.
+        for prefix in (source, target):
+            if not prefix.endswith("/") or ".." in prefix or prefix.startswith("/") or "\\" in prefix:
+                raise InvalidKey(prefix)
+
+        def copy() -> int:
+            base = self.root / source
+            if not base.is_dir():
+                return 0
+            files = [p for p in base.rglob("*") if p.is_file()]
+            staging = Path(tempfile.mkdtemp(dir=self._tmp))
+            try:
+                for path in files:
+                    rel = path.relative_to(base).as_posix()
+                    _check(target + rel)
+                    dest = staging / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(path, dest)
+                    except OSError:
+                        shutil.copy2(path, dest)
+                # One rename publishes the whole copy, so no reader sees a partial video.
+                final = self.root / target
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging, final)  # refuses (OSError) when the target exists
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return len(files)
+
+        return await asyncio.to_thread(copy)
 
     async def delete_prefix(self, prefix: str) -> int:
         def remove() -> int:
