@@ -41,6 +41,7 @@ MAX_TITLE_CHARS = 200
 MAX_DESCRIPTION_CHARS = 5000
 MAX_TAGS = 20
 MAX_TAG_CHARS = 40
+MAX_COPIES = 100  # per request
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 CATEGORIES = ("music", "gaming", "education", "sports", "news", "entertainment", "film",
               "science", "travel", "people", "comedy", "howto", "animals", "other")
@@ -205,6 +206,7 @@ class VideoHandlers:
         router.add_patch("/api/v1/videos/{video_id}", self.edit)
         router.add_delete("/api/v1/videos/{video_id}", self.delete)
         router.add_get("/api/v1/users/{user_id}/videos", self.by_creator)
+        router.add_post("/api/v1/videos/{video_id}/copies", self.copy)
 
     async def visible(self, request: web.Request, video_id: str | None = None) -> Video:
         """The video (default: the one in the path) if the caller may see it; 404 otherwise:
@@ -250,6 +252,37 @@ class VideoHandlers:
         log.info("video deleted", extra=fields(video=video.id, user=user.id, objects=removed,
                                                edges_purged=edges))
         return web.Response(status=204)
+
+    async def copy(self, request: web.Request) -> web.Response:
+        """Admins only: new ready videos sharing a ready video's renditions, each with its own
+        metadata. The store copies the objects (server-side; a directory store hard-links them), so a load
+        test's catalog of thousands of videos costs one packaging job."""
+        user = await self.auth.require(request)
+        if not user.is_admin:
+            raise ProblemError(403, "only an admin may copy videos")
+        source = await self.visible(request)
+        body = await read_json(request)
+        copies = body.get("copies")
+        if not isinstance(copies, list) or not 1 <= len(copies) <= MAX_COPIES:
+            raise ProblemError(400, f"`copies` must be a list of 1 to {MAX_COPIES} objects of "
+                                    "video fields (title, description, tags, ...)")
+        if not all(isinstance(c, dict) for c in copies):
+            raise ProblemError(400, "each of `copies` must be an object of video fields")
+        fields_list = [video_fields(c) for c in copies]  # all checked before anything is copied
+        if source.state != "ready":
+            raise ProblemError(409, f"video {source.id!r} is {source.state}: only a ready video "
+                                    "can be copied", title="Not ready")
+        made = []
+        for meta in fields_list:
+            video_id = new_video_id()
+            await self.store.copy_prefix(output_prefix(source.id), output_prefix(video_id))
+            try:
+                made.append(await self.videos.insert_copy(source, video_id, meta))
+            except BaseException:
+                await self.store.delete_prefix(output_prefix(video_id))
+                raise
+        log.info("videos copied", extra=fields(video=source.id, copies=len(made), user=user.id))
+        return web.json_response({"items": [self.render(request, v) for v in made]}, status=201)
 
     async def by_creator(self, request: web.Request) -> web.Response:
         owner_id = request.match_info["user_id"]

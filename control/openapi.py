@@ -116,6 +116,15 @@ _MORE_PATHS: dict[str, Any] = {
                    auth="user", params=_UID),
         "delete": _op("Unfollow", "viewers", {"204": _EMPTY}, auth="user", params=_UID),
     },
+    "/api/v1/videos/{video_id}/copies": {"post": _op(
+        "Admins only: new ready videos sharing a ready video's renditions, each with its own "
+        "metadata (the store copies the objects; how load tests seed large catalogs)", "videos",
+        {"201": _json({"type": "object", "required": ["items"], "properties": {
+            "items": {"type": "array", "items": _ref("Video")}}}, "Copied"),
+         "403": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM},
+        auth="user", params=_VID, body={"type": "object", "required": ["copies"], "properties": {
+            "copies": {"type": "array", "minItems": 1, "maxItems": 100,
+                       "items": _ref("VideoFields")}}})},
     "/api/v1/videos/{video_id}/review": {
         "put": _op("Write or edit your review (one per user)", "viewers",
                    {"200": _json(_ref("Review"), "Saved"), "404": _PROBLEM}, auth="user",

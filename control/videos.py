@@ -165,6 +165,23 @@ class Videos:
 
         return await self.db.transaction(insert)
 
+    async def insert_copy(self, source: Video, video_id: str, meta: Mapping[str, Any]) -> Video:
+        """A ready video sharing `source`'s renditions (their objects already copied to its id).
+
+        It has no source of its own: no bytes against a quota, no sha256 to deduplicate on."""
+        now = self.clock()
+        return Video.from_row(await self.db.transaction(lambda tx: tx.fetchone(
+            "INSERT INTO videos (id, title, state, source_bytes, created_at, updated_at, owner_id,"
+            " duration, renditions, description, tags, language, category, privacy)"
+            " VALUES (?, ?, 'ready', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f" RETURNING {COLUMNS}",
+            (video_id, meta.get("title") or source.title, now, now, source.owner_id,
+             source.duration, json.dumps(list(source.renditions)),
+             meta.get("description", source.description),
+             json.dumps(list(meta.get("tags", source.tags))),
+             meta.get("language", source.language), meta.get("category", source.category),
+             meta.get("privacy", source.privacy)))))
+
     async def with_content(self, owner_id: str, sha256: str,
                            db: Database | Tx | None = None) -> Video | None:
         """The owner's (oldest) video whose source has this SHA-256, if any."""

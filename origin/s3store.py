@@ -25,7 +25,7 @@ import aiobotocore.session
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from origin.store import CHUNK, ObjectInfo, Store, StoreError, TooLarge, check_key, check_prefix
+from origin.store import CHUNK, ObjectInfo, Store, StoreError, TooLarge, check_key, check_prefix, check_tree
 from reel.logs import fields
 
 log = logging.getLogger("reel.origin.s3")
@@ -248,6 +248,30 @@ class S3Store(Store):
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("DELETE", prefix, exc) from exc
         return count
+
+    async def copy_prefix(self, source: str, target: str) -> int:
+        check_tree(source)
+        check_tree(target)
+        s3 = await self._s3()
+        copied: list[str] = []
+        try:
+            names = [item["Key"][len(self.prefix + source):]
+                     async for page in s3.get_paginator("list_objects_v2").paginate(
+                         Bucket=self.bucket, Prefix=self.prefix + source)
+                     for item in page.get("Contents", ())]
+            # Server-side copies; the master last, as a packager writes it.
+            for rel in sorted(names, key=lambda rel: rel == "master.m3u8"):
+                key = self._object(target + rel)
+                await s3.copy_object(Bucket=self.bucket, Key=key,
+                                     CopySource={"Bucket": self.bucket, "Key": self.prefix + source + rel})
+                copied.append(target + rel)
+        except BaseException as exc:
+            if copied:
+                await asyncio.shield(self.delete_prefix(target))
+            if isinstance(exc, ClientError | BotoCoreError):
+                raise self._fail("COPY", source, exc) from exc
+            raise
+        return len(copied)
 
 
 class _Upload:

@@ -77,6 +77,12 @@ class Store(abc.ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @abc.abstractmethod
+    async def copy_prefix(self, source: str, target: str) -> int:
+        """Copy every object under the `source/` prefix to the same key under `target/`, inside
+        the store; returns how many. A video's `master.m3u8` appears last (or all at once), so a
+        reader never sees a master without its renditions; a failed copy leaves nothing."""
+
     async def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
         async def one() -> AsyncIterator[bytes]:
             yield data
@@ -107,6 +113,13 @@ def check_key(key: str) -> None:
     """Every store's gate: a key outside the object layout never reaches a disk or a bucket."""
     if parse_key(key) is None:
         raise InvalidKey(key)
+
+
+def check_tree(prefix: str) -> None:
+    """A whole tree to copy: a prefix ending in a slash."""
+    check_prefix(prefix)
+    if not prefix.endswith("/"):
+        raise InvalidKey(prefix)
 
 
 def check_prefix(prefix: str) -> None:
@@ -182,6 +195,39 @@ class DirectoryStore(Store):
         info = await self.stat(key)
         assert info is not None
         return info
+
+    async def copy_prefix(self, source: str, target: str) -> int:
+        # Objects are immutable and replaced atomically, never written in place, so a hard link
+        # is a copy that costs no bytes; another filesystem gets a real copy.
+        check_tree(source)
+        check_tree(target)
+
+        def copy() -> int:
+            base = self.root / source
+            if not base.is_dir():
+                return 0
+            files = [p for p in base.rglob("*") if p.is_file()]
+            staging = Path(tempfile.mkdtemp(dir=self._tmp))
+            try:
+                for path in files:
+                    rel = path.relative_to(base).as_posix()
+                    check_key(target + rel)
+                    dest = staging / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(path, dest)
+                    except OSError:
+                        shutil.copy2(path, dest)
+                # One rename publishes the whole copy, so no reader sees a partial video.
+                final = self.root / target
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging, final)  # refuses (OSError) when the target exists
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return len(files)
+
+        return await asyncio.to_thread(copy)
 
     async def delete_prefix(self, prefix: str) -> int:
         def remove() -> int:

@@ -136,11 +136,65 @@ def _parser() -> argparse.ArgumentParser:
     worker.flag("--job-timeout", default=3600.0, type=float, help="seconds before a job is killed")
     worker.flag("--processes", default=1, type=int,
                 help="encoding processes per job: long videos are cut into chunks encoded in parallel")
+
+    loadtest = _Command(sub.add_parser(
+        "loadtest", help="Locust suites against a running stack (a thin wrapper over `locust`)",
+        description="Runs `locust -f loadtest/suites/SUITE.py --headless` with these options; any "
+                    "other option goes to locust as it is (see `locust --help`, and the reel group "
+                    "there). `reel loadtest seed --videos N` fills the stack's catalog first."),
+        "loadtest")
+    loadtest.parser.add_argument("suite", choices=(*LOADTEST_SUITES, "seed"),
+                                 help="suite to run, or `seed` to fill the catalog")
+    loadtest.flag("--users", default=10, type=int, help="users (the base population of the shape)")
+    loadtest.flag("--duration", default="60s", help="run time, e.g. 90s, 5m")
+    loadtest.flag("--spawn-rate", default=None, type=float, help="users started per second")
+    loadtest.flag("--port-base", default=8400, type=int,
+                  help="the stack's `reel up --port-base`: geo there, control +1")
+    loadtest.flag("--host", default=None, help="geo URL (default: from --port-base)")
+    loadtest.flag("--control", default=None, help="control URL (default: from --port-base)")
+    loadtest.flag("--data", default="./reel-data", type=Path,
+                  help="`reel up` data directory: admin token and catalog file")
+    loadtest.flag("--out", default="./loadtest-results", type=Path,
+                  help="directory for the CSVs and reports (SUITE_stats.csv, SUITE_report.html, ...)")
+    loadtest.flag("--processes", default=0, type=int,
+                  help="Locust worker processes on this machine (0: one process; -1: one per CPU)")
     return parser
 
 
+LOADTEST_SUITES = ("steady", "celebrity", "step", "waves", "creators", "api")
+
+
+def loadtest_command(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+    """The command `reel loadtest` runs."""
+    root = Path(__file__).resolve().parents[1]
+    geo = args.host or f"http://127.0.0.1:{args.port_base}"
+    control = args.control or f"http://127.0.0.1:{args.port_base + 1}"
+    if args.suite == "seed":
+        return [sys.executable, "-m", "loadtest.seed", "--data", str(args.data), "--control", control,
+                *extra]
+    prefix = args.out / args.suite
+    cmd = [sys.executable, "-m", "locust", "-f", str(root / "loadtest" / "suites" / f"{args.suite}.py"),
+           "--headless", "--users", str(args.users), "--run-time", args.duration, "--host", geo,
+           "--control", control, "--catalog", str(args.data / "loadtest-catalog.json"),
+           "--csv", str(prefix), "--html", f"{prefix}_locust.html"]
+    if args.spawn_rate:
+        cmd += ["--spawn-rate", f"{args.spawn_rate:g}"]
+    if args.processes:
+        cmd += ["--processes", str(args.processes)]
+    return cmd + list(extra)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra and args.command != "loadtest":
+        _parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "loadtest":
+        cmd = loadtest_command(args, extra)
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        print("+", " ".join(cmd), file=sys.stderr, flush=True)
+        os.execve(sys.executable, cmd, env)
     logs.setup(args.command, args.log_level)
     from origin.store import StoreError
 

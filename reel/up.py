@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import signal
 import socket
@@ -77,7 +78,7 @@ class Stack:
             "origin": ["origin", "--store", str(self.store), "--port", str(port + 2)],
             "control": ["control", "--data", str(self.data / "control"), "--store", str(self.store),
                         "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token,
-                        "--purge-token", self.purge_token,
+                        "--purge-token", self.purge_token, "--admin-email", ADMIN_EMAIL,
                         "--edge", *(self.edge(i) for i in range(len(REGIONS)))],
             "geo": ["geo", "--regions", str(self.write_regions()), "--port", str(port),
                     "--trusted-proxy", "127.0.0.1", "::1"],
@@ -150,6 +151,31 @@ async def _wait_healthy(stack: Stack) -> None:
 
 
 DEMO_PASSWORD = "reel-demo-password"
+ADMIN_EMAIL = "admin@reel.invalid"
+
+
+async def _admin_token(stack: Stack) -> Path:
+    """Sign the stack's admin in and write a bearer token to DATA/admin-token (owner-only), for
+    tools such as the load-test seeder. The password is made once and kept in DATA/admin.json."""
+    secret = stack.data / "admin.json"
+    if secret.exists():
+        account = json.loads(secret.read_text())
+    else:
+        account = {"email": ADMIN_EMAIL, "password": secrets.token_urlsafe(24), "name": "reel admin"}
+        secret.touch(mode=0o600)
+        secret.write_text(json.dumps(account))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.post(f"{stack.control}/api/v1/users", json=account) as resp:
+            if resp.status not in (201, 409):
+                raise RuntimeError(f"admin sign-up refused: {resp.status} {await resp.text()}")
+        async with http.post(f"{stack.control}/api/v1/sessions", json=account) as resp:
+            if resp.status != 201:
+                raise RuntimeError(f"admin sign-in refused: {resp.status} (remove {secret}?)")
+            token = (await resp.json())["token"]
+    path = stack.data / "admin-token"
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return path
 
 
 async def _demo_user(http: aiohttp.ClientSession, control: str) -> dict[str, str]:
@@ -236,7 +262,9 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         print(f"  origin     {stack.origin}")
         for index, (region, _, _) in enumerate(REGIONS):
             print(f"  edge       {stack.edge(index)}  ({region})")
-        print(f"  logs       {stack.data / 'logs'}", flush=True)
+        print(f"  logs       {stack.data / 'logs'}")
+        print(f"  admin      {ADMIN_EMAIL}, bearer token in {asyncio.run(_admin_token(stack))}",
+              flush=True)
         if demo:
             video = asyncio.run(_demo(stack, demo_seconds))
             print(f"demo video {video['id']} is ready", flush=True)

@@ -1,27 +1,146 @@
-"""The Locust viewer suite runs headless against a live stack without failures."""
+"""The Locust suites against the live stack (`reel up --demo`): a seeded catalog, every suite run
+headless for a few seconds through `reel loadtest`, and once in distributed mode; each run must end
+without failures and leave CSVs and a report with sane values."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
 
 from tests.e2e.conftest import Demo
 
-LOCUSTFILE = Path(__file__).parents[2] / "loadtest" / "player.py"
+ROOT = Path(__file__).parents[2]
+CATALOG_SIZE = 20
+PLOTS = ("Users", "Requests/s", "Edge hit ratio", "TTFB p99", "Origin fetches/s", "Stalls per minute")
+# Short views of short segments, so a few seconds hold many views; a modest link, so ABR works.
+PLAYER = ["--watch-seconds", "2", "--link-mbps", "3"]
 
 
-def test_player_suite_runs_without_failures(demo: Demo, tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "5",
-         "-r", "5", "-t", "6s", "--host", demo.geo, "--video-id", demo.video_id,
-         "--csv", str(tmp_path / "run"), "--only-summary"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    with open(tmp_path / "run_stats.csv") as f:
-        rows = {row["Name"]: row for row in csv.DictReader(f)}
-    assert int(rows["Aggregated"]["Failure Count"]) == 0
-    assert int(rows["segment"]["Request Count"]) >= 5
-    assert int(rows["master.m3u8"]["Request Count"]) >= 5
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
+    run = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def catalog(demo: Demo) -> list[str]:
+    """The demo video and CATALOG_SIZE - 1 admin copies of it, seeded through `reel loadtest seed`."""
+    run = _run([sys.executable, "-m", "reel", "loadtest", "seed", "--port-base", str(demo.up.port_base),
+                "--data", str(demo.up.data), "--videos", str(CATALOG_SIZE), "--source", demo.video_id])
+    assert f"seeded {CATALOG_SIZE} videos" in run.stdout
+    return json.loads((demo.up.data / "loadtest-catalog.json").read_text())["videos"]
+
+
+def test_seeded_catalog_is_ready_searchable_and_playable(demo: Demo, catalog: list[str]) -> None:
+    assert len(set(catalog)) == CATALOG_SIZE and catalog[0] == demo.video_id
+    copy = requests.get(f"{demo.control}/api/v1/videos/{catalog[-1]}", timeout=10).json()
+    assert copy["state"] == "ready" and copy["title"] != "reel demo: test pattern"
+    word = copy["title"].split()[0]
+    found = requests.get(f"{demo.control}/api/v1/search", params={"q": word, "limit": 100},
+                         timeout=10).json()
+    assert copy["id"] in [v["id"] for v in found["items"]]
+    master = requests.get(copy["playback_url"], timeout=10)  # through geo, to an edge
+    assert master.status_code == 200 and "#EXT-X-STREAM-INF" in master.text
+
+
+def _locust_stats(prefix: Path) -> dict[str, dict[str, str]]:
+    with open(f"{prefix}_stats.csv") as f:
+        return {row["Name"]: row for row in csv.DictReader(f)}
+
+
+def _report(prefix: Path) -> dict[str, Any]:
+    page = Path(f"{prefix}_report.html").read_text()
+    assert page.count("<svg") >= len(PLOTS)
+    for title in PLOTS:
+        assert title in page
+    return json.loads(Path(f"{prefix}_report.json").read_text())
+
+
+def _loadtest(demo: Demo, suite: str, out: Path, *extra: str, users: int = 4,
+              duration: str = "6s") -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    _run([sys.executable, "-m", "reel", "loadtest", suite, "--port-base", str(demo.up.port_base),
+          "--data", str(demo.up.data), "--users", str(users), "--duration", duration,
+          "--out", str(out), "--sample-seconds", "1", *extra])
+    stats = _locust_stats(out / suite)
+    assert int(stats["Aggregated"]["Request Count"]) > 0
+    assert int(stats["Aggregated"]["Failure Count"]) == 0, (out / f"{suite}_failures.csv").read_text()
+    assert Path(f"{out / suite}_locust.html").stat().st_size > 0
+    return stats, _report(out / suite)
+
+
+def _assert_sane_playback(stats: dict[str, dict[str, str]], summary: dict[str, Any]) -> None:
+    for name in ("master (geo)", "master.m3u8", "playlist", "init", "segment"):
+        assert int(stats[name]["Request Count"]) > 0, name
+    assert summary["views"] > 0 and summary["views_failed"] == 0
+    assert 0.0 <= summary["hit_ratio"] <= 1.0
+    assert summary["startup_p50_ms"] > 0 and summary["startup_p99_ms"] >= summary["startup_p50_ms"]
+    assert summary["stalls"] >= 0 and summary["stalls_per_min"] >= 0
+    assert summary["ttfb_p99_ms"]["playlist"] > 0 and summary["ttfb_p99_ms"]["segment"] > 0
+    assert sum(summary["x_cache"].values()) > 0
+    assert summary["origin_fetches_per_edge_request"] is not None
+    assert summary["edges"]  # the edge geo sent the players to, whose /metrics were read
+
+
+@pytest.mark.parametrize("suite", ["steady", "step", "waves"])
+def test_player_suites(demo: Demo, catalog: list[str], tmp_path: Path, suite: str) -> None:
+    stats, report = _loadtest(demo, suite, tmp_path, *PLAYER)
+    _assert_sane_playback(stats, report["summary"])
+    users = [p["users"] for p in report["series"]]
+    assert max(users) > 0
+    if suite == "step":
+        assert max(users) == 4 and min(u for u in users if u) < 4  # it stepped up
+
+
+def test_celebrity_hotspot_is_held_by_the_edge(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    stats, report = _loadtest(demo, "celebrity", tmp_path, *PLAYER, "--spike-at", "1",
+                              "--hot-share", "0.9", "--hot-half-life", "30", "--surge", "3",
+                              duration="8s")
+    summary = report["summary"]
+    _assert_sane_playback(stats, summary)
+    assert summary["catalog"]["hot"] == catalog[-1]
+    # The new video took the audience: most views starting after the spike were of it.
+    assert summary["hot_views"] > 0
+    assert max(p["hot_share"] or 0 for p in report["series"]) > 0.5
+    assert summary["hit_ratio"] > 0.5  # and the edge served it from its cache
+    assert summary["peak_users"] > 4  # the surge came
+
+
+def test_creators_upload_with_interruptions(demo: Demo, tmp_path: Path) -> None:
+    stats, report = _loadtest(demo, "creators", tmp_path, "--interrupt", "1", users=2)
+    summary = report["summary"]
+    assert summary["uploads_completed"] >= 1
+    assert summary["uploads_interrupted"] >= summary["uploads_completed"]
+    for name in ("tus create", "tus head (resume)", "tus patch", "edit video"):
+        assert int(stats[name]["Request Count"]) > 0, name
+
+
+def test_api_viewers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    stats, _ = _loadtest(demo, "api", tmp_path, "--signed-in", "1", users=3)
+    for name in ("sign up", "search", "video", "view"):
+        assert int(stats[name]["Request Count"]) > 0, name
+
+
+def test_distributed_master_and_workers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    """Plain `locust` with --processes 2: the users run in two workers; their tallies reach the
+    master through Locust's worker reports."""
+    _run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "suites" / "steady.py"),
+          "--headless", "-u", "4", "-t", "6s", "--processes", "2", "--host", demo.geo,
+          "--catalog", str(demo.up.data / "loadtest-catalog.json"), "--csv", str(tmp_path / "dist"),
+          "--sample-seconds", "1", *PLAYER])
+    stats = _locust_stats(tmp_path / "dist")
+    assert int(stats["Aggregated"]["Failure Count"]) == 0
+    summary = _report(tmp_path / "dist")["summary"]
+    _assert_sane_playback(stats, summary)

@@ -210,6 +210,31 @@ async def test_delete_prefix_removes_one_video_tree(store, monkeypatch):
     assert await store.delete_prefix("live/nothing-here/") == 0
 
 
+async def test_copy_prefix_copies_one_video_tree(store):
+    copy = "copy123456"
+    tree = [f"vod/{VID}/master.m3u8", f"vod/{VID}/v360/index.m3u8", f"vod/{VID}/v360/seg_00001.m4s",
+            f"vod/{VID}/thumbs/poster.jpg"]
+    for key in tree:
+        await store.write_bytes(key, key.encode())
+    await store.write_bytes(f"sources/{VID}/source", b"not part of the tree")
+    assert await store.copy_prefix(f"vod/{VID}/", f"vod/{copy}/") == len(tree)
+    for key in tree:
+        assert await read_all(store, key.replace(VID, copy)) == key.encode()
+        assert await read_all(store, key) == key.encode()  # the source stays
+    assert await store.stat(f"sources/{copy}/source") is None
+    # A copy is its own: deleting it leaves the source whole.
+    assert await store.delete_prefix(f"vod/{copy}/") == len(tree)
+    assert all([await store.stat(key) for key in tree])
+    assert await store.copy_prefix("vod/nothing1234/", f"vod/{copy}/") == 0
+
+
+@pytest.mark.parametrize("pair", [(f"vod/{VID}", "vod/copy123456/"), (f"vod/{VID}/", "../x/"),
+                                  (f"vod/{VID}/", "")])
+async def test_copy_prefix_refuses_what_is_not_a_tree(store, pair):
+    with pytest.raises(InvalidKey):
+        await store.copy_prefix(*pair)
+
+
 @pytest.mark.parametrize("key", [
     "../etc/passwd", "/vod/abcdef123/master.m3u8", f"vod/{VID}/../{VID}/master.m3u8",
     "vod/abc/master.m3u8", f"vod/{VID}\\v360\\init.mp4", f"vod/{VID}/v360/init.mp4\x00",

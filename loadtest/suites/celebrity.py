@@ -1,0 +1,18 @@
+"""The celebrity hotspot: steady Zipf viewing, then a new video takes --hot-share of all views
+within seconds (and --surge more viewers arrive), then both decay with --hot-half-life.
+
+    locust -f loadtest/suites/celebrity.py --headless -u 50 -t 2m --host http://127.0.0.1:8400 \
+        --catalog reel-data/loadtest-catalog.json --csv results/celebrity
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `loadtest` as a package, run from anywhere
+
+from loadtest import runtime, users  # noqa: E402,F401 - runtime registers options, tallies, report
+from loadtest.shapes import Celebrity  # noqa: E402,F401 - the shape of this suite
+
+
+class Viewer(users.HlsPlayer):
+    host = "http://127.0.0.1:8400"
