@@ -8,6 +8,7 @@ answers) are shared with the edge, which may not import origin, so they live in 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -37,6 +38,8 @@ log = logging.getLogger("reel.origin")
 IMMUTABLE = "public, max-age=31536000, immutable"
 VOD_PLAYLIST = "public, max-age=3600"  # long, but master.m3u8 may be re-published
 LIVE = "public, max-age=1"  # about half a live target duration
+HEALTH_PROBE_KEY = "vod/healthcheck/master.m3u8"  # need not exist: a miss proves the store answers
+HEALTH_PROBE_TIMEOUT = 3.0
 
 STORE_KEY = web.AppKey("origin_store", Store)
 REGION_KEY = web.AppKey("origin_region", str)
@@ -217,6 +220,14 @@ def make_app(store: Store, region: str | None = None) -> web.Application:
     stats = Metrics(metrics.install(app))
 
     async def healthz(request: web.Request) -> web.Response:
+        # An origin that cannot reach its store is not one to send edges to: probe the store
+        # with a metadata lookup (a missing key is an answer; an error is not).
+        try:
+            await asyncio.wait_for(store.stat(HEALTH_PROBE_KEY), HEALTH_PROBE_TIMEOUT)
+        except (StoreError, OSError, TimeoutError) as exc:
+            log.warning("store unreachable", extra=fields(store=repr(store), error=str(exc)))
+            return problem(503, "Store Unavailable", detail="the object store does not answer",
+                           headers={"Retry-After": "1"})
         return web.json_response({"status": "ok", "region": region})
 
     async def close_store(app: web.Application) -> None:

@@ -253,3 +253,5 @@ async def test_store_failure_is_503_not_500(s3_env):
         assert resp.headers["Retry-After"] == "1"
         assert (await resp.json())["status"] == 503
         assert (await client.head(f"/{SEG}")).status == 503
+        # Health says so too, so edges stop choosing this origin before a viewer asks.
+        assert (await client.get("/healthz")).status == 503
