@@ -421,7 +421,9 @@ _DOCUMENT: dict[str, Any] = {
                     "duration": {"type": ["number", "null"]},
                     "created_at": {"type": "string", "format": "date-time"},
                     "playback_url": {"type": ["string", "null"], "format": "uri",
-                                     "description": "{geo}/vod/{id}/master.m3u8 once ready"},
+                                     "description": "{geo}/steer/vod/{id}/master.m3u8 once ready: "
+                                                    "the master steered between edges (HLS "
+                                                    "Content Steering)"},
                     "preview_url": {"type": ["string", "null"], "format": "uri",
                                     "description": "while processing, when the worker has one: "
                                                    "{geo}/vod/{id}/{rendition}/index.m3u8, a "

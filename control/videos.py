@@ -97,7 +97,9 @@ class Video:
             "progress": progress,
             "duration": self.duration,
             "created_at": iso8601(self.created_at),
-            "playback_url": f"{geo_url}/vod/{self.id}/master.m3u8" if ready else None,
+            # The steered master (HLS Content Steering): every HLS player can use it, and those
+            # that steer move between edges mid-play. {geo}/vod/... still answers with a 302.
+            "playback_url": f"{geo_url}/steer/vod/{self.id}/master.m3u8" if ready else None,
             "preview_url": (f"{geo_url}/vod/{self.id}/{self.preview}"
                             if self.state == "processing" and self.preview else None),
             "watch_url": f"{control_url}/watch/{self.id}",

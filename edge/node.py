@@ -329,7 +329,9 @@ class Edge:
         log.info("purged", extra=fields(paths=len(paths), prefixes=len(prefixes), purged=count))
         return count
 
-    def health(self) -> dict[str, object]:
+    def health(self, load: dict[str, int] | None = None) -> dict[str, object]:
+        """/healthz's body; `load` (client connections, from the front that has them) lets geo
+        prefer the least loaded of equally near edges."""
         return {
             "status": "ok",
             "region": self.settings.region,
@@ -339,6 +341,7 @@ class Edge:
             },
             "inflight": len(self.flights),
             "upstreams": {url: self.upstream.healthy(url) for url in self.upstream.urls},
+            **({"load": load} if load is not None else {}),
         }
 
     async def metrics(self, local: str, relayed: bool) -> str:

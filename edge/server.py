@@ -110,6 +110,12 @@ class Server:
     def __call__(self) -> Connection:
         return Connection(self)
 
+    def load(self) -> dict[str, int]:
+        """What geo balances on: client connections open here, and those being answered now
+        (this one, the health probe's, included)."""
+        return {"connections": len(self.connections),
+                "requests": sum(not conn.idle for conn in self.connections)}
+
     def _clock(self) -> None:
         self.date = b"Date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
 
@@ -331,7 +337,7 @@ class Connection(asyncio.Protocol):
         if method in ("GET", "HEAD"):
             path = target.partition("?")[0]
             if path == "/healthz":
-                self._respond(_json(self.edge.health()))
+                self._respond(_json(self.edge.health(self.server.load())))
             elif path == "/metrics":
                 self._spawn(self._metrics(request))
             elif (key := key_of_target(target)) is not None:

@@ -1,4 +1,11 @@
-"""The geo HTTP app: 302 each player to the nearest healthy edge, plus /healthz and /metrics."""
+"""The geo HTTP app: 302 each player to the nearest healthy edge, steered masters and steering
+manifests for HLS players (HLS Content Steering), plus /healthz and /metrics.
+
+URL space:
+  /vod/...  /live/...                        302 to the client's edge (any player, any object)
+  /steer/{vod|live}/{ID}/master.m3u8          the packaged master, one Pathway per region
+  /steer/{vod|live}/{ID}/steering.json?p=...  the steering manifest for this client
+"""
 
 from __future__ import annotations
 
@@ -13,10 +20,13 @@ from urllib.parse import quote
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from geo.distance import Coordinates
 from geo.health import HealthChecker
 from geo.locate import Locator, TrustedProxies, client_address
-from geo.regions import RegionMap, load_regions
+from geo.masters import MasterCache, MasterUnavailable, UnknownVideo
+from geo.regions import ConfigError, RegionMap, load_regions
 from geo.router import NoHealthyEdge, Router
+from geo.steering import PATHWAY_ID, Pathway, pathway_query, render_master, steering_manifest
 from reel import metrics
 from reel.http import problem
 from reel.logs import fields
@@ -32,6 +42,10 @@ _MAX_PATH = 512
 # so the Location header is always valid.
 _QUERY_SAFE = "!$&'()*+,/:;=?@-._~%"
 _EXPOSED = "Location, Retry-After, X-Reel-Region"
+# A steered master or steering manifest: the object layout's IDs (DESIGN.md).
+_STEERED = re.compile(r"/steer/(vod|live)/([A-Za-z0-9_-]{6,64})/(master\.m3u8|steering\.json)")
+_MAX_KNOWN_PATHWAYS = 256
+_MAX_THROUGHPUT_DIGITS = 15
 
 
 class Geo:
@@ -48,12 +62,16 @@ class Geo:
         probe_timeout: float,
         fall: int,
         rise: int,
+        steering_ttl: int,
     ) -> None:
         self.regions = regions
         self.locator = locator
         self.trusted = trusted
         self.router = Router(regions)
         self.region_of = {edge: r.name for r in regions.values() for edge in r.edges}
+        self.pathway_of = pathway_ids(regions)
+        self.steering_ttl = steering_ttl
+        self.masters = MasterCache(timeout=max(probe_timeout, 2.0))
         self.health = HealthChecker(regions.edges, interval=probe_interval,
                                     timeout=probe_timeout, fall=fall, rise=rise,
                                     on_change=self._edge_changed)
@@ -72,6 +90,18 @@ class Geo:
         self.no_healthy_edge = Counter("reel_geo_no_healthy_edge_total",
                                        "Requests answered 503 because no edge was healthy",
                                        registry=registry)
+        self.steered_masters = Counter("reel_geo_steered_masters_total",
+                                       "Steered master playlists served, by the first Pathway",
+                                       ["pathway"], registry=registry)
+        self.steering_requests = Counter("reel_geo_steering_requests_total",
+                                         "Steering manifests served, by the Pathway put first",
+                                         ["pathway"], registry=registry)
+        self.steering_errors = Counter("reel_geo_steering_errors_total",
+                                       "Steered master and manifest requests refused, by status",
+                                       ["status"], registry=registry)
+        for pathway in self.pathway_of.values():
+            self.steered_masters.labels(pathway)
+            self.steering_requests.labels(pathway)
         for name in regions:
             self.redirects.labels(name)  # export zeros, so rates work from the start
         for edge in regions.edges:
@@ -84,7 +114,9 @@ class Geo:
             log.warning("no GeoIP database: every client goes to the default region",
                         extra=fields(default=self.regions.default))
         await self.health.start()
+        await self.masters.start()
         yield
+        await self.masters.close()
         await self.health.stop()
         self.locator.close()
 
@@ -96,32 +128,33 @@ class Geo:
                 extra=fields(edge=edge, region=self.region_of[edge],
                              error=None if healthy else state.last_error))
 
+    def _locate(self, request: web.Request) -> Coordinates | None:
+        address = client_address(request.remote,
+                                 request.headers.getall("X-Forwarded-For", ()), self.trusted)
+        location = self.locator.locate(address)
+        if location is None:
+            self.unknown_clients.inc()
+        return location
+
+    def _no_healthy_edge(self) -> web.Response:
+        self.no_healthy_edge.inc()
+        return problem(503, "No healthy edge",
+                       detail="no edge in any region is passing health checks; retry shortly",
+                       headers={"Retry-After": self.retry_after})
+
     async def steer(self, request: web.Request) -> web.Response:
         url = request.rel_url
         path = url.raw_path
         if len(path) > _MAX_PATH or not _STEERABLE.fullmatch(path):
             return problem(404, "Not Found", detail="not a vod/ or live/ path")
         if request.method == "OPTIONS":
-            return web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-                "Access-Control-Allow-Headers":
-                    request.headers.get("Access-Control-Request-Headers", "Range"),
-                "Access-Control-Max-Age": "86400",
-                "Vary": "Access-Control-Request-Headers",
-            })
-
-        address = client_address(request.remote,
-                                 request.headers.getall("X-Forwarded-For", ()), self.trusted)
-        location = self.locator.locate(address)
-        if location is None:
-            self.unknown_clients.inc()
+            return _preflight(request)
+        location = self._locate(request)
         try:
-            route = self.router.route(location, self.health.is_healthy)
+            route = self.router.route(location, self.health.is_healthy, self.health.load)
         except NoHealthyEdge:
-            self.no_healthy_edge.inc()
-            return problem(503, "No healthy edge",
-                           detail="no edge in any region is passing health checks; retry shortly",
-                           headers={"Retry-After": self.retry_after})
+            return self._no_healthy_edge()
+        self.health.assign(route.edge)
         self.redirects.labels(route.region).inc()
         target = route.edge + path
         if url.raw_query_string:
@@ -131,6 +164,67 @@ class Geo:
             "Cache-Control": "no-store",  # the answer depends on who asks and on edge health
             "X-Reel-Region": route.region,
         })
+
+    async def steered(self, request: web.Request) -> web.Response:
+        """A steered master, or the steering manifest for this client."""
+        match = _STEERED.fullmatch(request.rel_url.raw_path)
+        if match is None:
+            return self._refuse(404, "Not Found",
+                                "not /steer/{vod|live}/{ID}/master.m3u8 or steering.json")
+        if request.method == "OPTIONS":
+            return _preflight(request)
+        kind, video, name = match.groups()
+        known: list[str] = []
+        if name == "steering.json":
+            try:
+                known = _steering_query(request.rel_url.query)
+            except ValueError as exc:
+                return self._refuse(400, "Bad steering request", str(exc))
+        location = self._locate(request)
+        order = self.router.order(location, self.health.is_healthy, self.health.load)
+        if not order:
+            self.steering_errors.labels("503").inc()
+            return self._no_healthy_edge()
+        try:
+            master = await self.masters.get(f"/{kind}/{video}/master.m3u8", order)
+        except UnknownVideo:
+            return self._refuse(404, "Unknown video", f"no complete {kind}/{video}")
+        except MasterUnavailable:
+            return self._refuse(502, "Master playlist unavailable",
+                                "no edge served this video's master playlist; retry shortly",
+                                headers={"Retry-After": self.retry_after})
+        directory = f"/{kind}/{video}/"
+        if name == "steering.json":
+            priority = [Pathway(self.pathway_of[edge], edge + directory) for edge in order]
+            everyone = {self.pathway_of[edge]: Pathway(self.pathway_of[edge], edge + directory)
+                        for edge in self.regions.edges}
+            self.steering_requests.labels(priority[0].id).inc()
+            return web.json_response(
+                steering_manifest(master, priority, known, everyone, ttl=self.steering_ttl,
+                                  reload="steering.json"),
+                headers={"Cache-Control": "no-store", "X-Reel-Region": self.region_of[order[0]]})
+
+        # One Pathway per region: its best healthy edge, regions nearest first; regions with no
+        # healthy edge last (with their first edge), so steering can bring them back later.
+        best: dict[str, str] = {}
+        for edge in order:
+            best.setdefault(self.region_of[edge], edge)
+        edges = [*best.values(), *(region.edges[0] for region in self.router.candidates(location)
+                                   if region.name not in best)]
+        pathways = [Pathway(self.pathway_of[edge], edge + directory) for edge in edges]
+        self.health.assign(order[0])
+        self.steered_masters.labels(pathways[0].id).inc()
+        body = render_master(master, pathways,
+                             "steering.json?" + pathway_query(p.id for p in pathways))
+        return web.Response(text=body, content_type="application/vnd.apple.mpegurl", headers={
+            "Cache-Control": "no-store",  # made for this client, from edge health right now
+            "X-Reel-Region": self.region_of[order[0]],
+        })
+
+    def _refuse(self, status: int, title: str, detail: str,
+                headers: dict[str, str] | None = None) -> web.Response:
+        self.steering_errors.labels(str(status)).inc()
+        return problem(status, title, detail=detail, headers=headers)
 
     async def healthz(self, request: web.Request) -> web.Response:
         regions = {
@@ -150,6 +244,57 @@ class Geo:
 
 
 GEO_KEY = web.AppKey("geo", Geo)
+
+
+def pathway_ids(regions: RegionMap) -> dict[str, str]:
+    """Each edge's Pathway ID: its region's name for the region's first edge, NAME.2, NAME.3...
+    for the others. Raises ConfigError if two edges would share one."""
+    ids: dict[str, str] = {}
+    for region in regions.values():
+        for index, edge in enumerate(region.edges):
+            ids[edge] = region.name if index == 0 else f"{region.name}.{index + 1}"
+    if len(set(ids.values())) < len(ids):
+        raise ConfigError("regions: region names clash with the Pathway IDs of other regions' "
+                          "extra edges (NAME.2, NAME.3...); rename the region")
+    return ids
+
+
+def _steering_query(query: object) -> list[str]:
+    """The Pathways the client's master defined (`p`), after checking what players add
+    (`_HLS_pathway`, `_HLS_throughput`). Raises ValueError with what is wrong."""
+    def one(name: str) -> str | None:
+        values = query.getall(name, [])  # type: ignore[attr-defined]
+        if len(values) > 1:
+            raise ValueError(f"{name} given {len(values)} times")
+        return values[0] if values else None
+
+    known = one("p")
+    if not known:
+        raise ValueError("p (the Pathways of the steered master) is missing")
+    ids = known.split(",")
+    if len(ids) > _MAX_KNOWN_PATHWAYS:
+        raise ValueError(f"p names more than {_MAX_KNOWN_PATHWAYS} Pathways")
+    for pathway in ids:
+        if not PATHWAY_ID.fullmatch(pathway):
+            raise ValueError(f"p: {pathway[:70]!r} is not a Pathway ID")
+    current = one("_HLS_pathway")
+    if current is not None and not PATHWAY_ID.fullmatch(current):
+        raise ValueError(f"_HLS_pathway: {current[:70]!r} is not a Pathway ID")
+    throughput = one("_HLS_throughput")
+    if throughput is not None and not (throughput.isascii() and throughput.isdigit()
+                                       and len(throughput) <= _MAX_THROUGHPUT_DIGITS):
+        raise ValueError("_HLS_throughput must be a whole number of bits per second")
+    return list(dict.fromkeys(ids))
+
+
+def _preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+        "Access-Control-Allow-Headers":
+            request.headers.get("Access-Control-Request-Headers", "Range"),
+        "Access-Control-Max-Age": "86400",
+        "Vary": "Access-Control-Request-Headers",
+    })
 
 
 @web.middleware
@@ -184,13 +329,17 @@ def make_app(
     probe_timeout: float = 1.0,
     fall: int = 2,
     rise: int = 2,
+    steering_ttl: int = 10,
 ) -> web.Application:
     """Build the geo app. Raises ConfigError (RegionsError for the regions file) before serving.
 
     `regions_file` may also be an already-loaded RegionMap. Edges are probed every
     `probe_interval` s (each probe limited to `probe_timeout` s); an edge goes down after `fall`
-    consecutive failures and comes back after `rise` consecutive successes.
+    consecutive failures and comes back after `rise` consecutive successes. Steering manifests
+    tell players to come back after `steering_ttl` s.
     """
+    if steering_ttl < 1:
+        raise ConfigError(f"steering TTL must be at least 1 s, not {steering_ttl}")
     regions = regions_file if isinstance(regions_file, RegionMap) else load_regions(regions_file)
     trusted = TrustedProxies(trusted_proxies)
     if geoip_db is not None:
@@ -198,12 +347,17 @@ def make_app(
 
     app = web.Application(middlewares=[_errors])
     registry = metrics.install(app)
-    geo = Geo(regions, Locator(geoip_db), trusted, registry, probe_interval=probe_interval,
-              probe_timeout=probe_timeout, fall=fall, rise=rise)
+    try:
+        geo = Geo(regions, Locator(geoip_db), trusted, registry, probe_interval=probe_interval,
+                  probe_timeout=probe_timeout, fall=fall, rise=rise, steering_ttl=steering_ttl)
+    except ValueError as exc:  # the health checker's bounds
+        raise ConfigError(str(exc)) from None
     app[GEO_KEY] = geo
     for prefix in ("/vod/", "/live/"):
         app.router.add_get(prefix + "{path:.*}", geo.steer)  # also HEAD
         app.router.add_route("OPTIONS", prefix + "{path:.*}", geo.steer)
+    app.router.add_get("/steer/{path:.*}", geo.steered)
+    app.router.add_route("OPTIONS", "/steer/{path:.*}", geo.steered)
     app.router.add_get("/healthz", geo.healthz)
     app.cleanup_ctx.append(geo.lifecycle)
     app.on_response_prepare.append(_cors)

@@ -2,12 +2,17 @@
 
 An edge starts healthy (so the first requests after startup are served), goes down after `fall`
 consecutive failed probes and comes back after `rise` consecutive good ones.
+
+A good probe's JSON body may report the edge's load (`{"load": {"connections": N}}`: client
+connections open on it); `load(edge)` is that plus the clients geo sent there since, so a burst
+of new players between two probes does not all land on the edge that was least loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -21,6 +26,7 @@ from reel.logs import fields
 log = logging.getLogger("geo.health")
 
 OnChange = Callable[[str, bool], None]
+MAX_HEALTH_BODY = 64 * 1024  # a larger /healthz body is not read for its load
 
 
 @dataclass
@@ -30,6 +36,8 @@ class EdgeState:
     successes: int = 0  # consecutive
     last_error: str | None = None
     changed_at: float = field(default_factory=time.monotonic)
+    reported_load: int = 0  # client connections, as of the last good probe (0: not reported)
+    assigned: int = 0  # clients geo sent to it since that probe
 
 
 class HealthChecker:
@@ -67,6 +75,27 @@ class HealthChecker:
     def is_healthy(self, edge: str) -> bool:
         state = self.states.get(edge)
         return state is not None and state.healthy
+
+    def load(self, edge: str) -> float:
+        state = self.states.get(edge)
+        return 0.0 if state is None else float(state.reported_load + state.assigned)
+
+    def assign(self, edge: str) -> None:
+        """Count a client sent to `edge`, until the next probe reports its load afresh."""
+        if (state := self.states.get(edge)) is not None:
+            state.assigned += 1
+
+    def report_load(self, edge: str, body: bytes) -> None:
+        """Take the load from a good probe's body; an edge that reports none counts as idle."""
+        load = 0
+        try:
+            value = json.loads(body)["load"]["connections"]
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                load = value
+        except (ValueError, KeyError, TypeError):
+            pass
+        state = self.states[edge]
+        state.reported_load, state.assigned = load, 0
 
     def record(self, edge: str, ok: bool, error: str | None = None) -> bool:
         """Count one probe result; returns True when it changed the edge's verdict."""
@@ -115,8 +144,13 @@ class HealthChecker:
         assert self._session is not None, "start() first"
         try:
             async with self._session.get(edge + self.path, allow_redirects=False) as resp:
-                await resp.read()  # drain it, so the connection goes back to the pool
-                return None if resp.status == 200 else f"HTTP {resp.status}"
+                body = b""  # read it all (bounded), so the connection goes back to the pool
+                while len(body) <= MAX_HEALTH_BODY and (chunk := await resp.content.readany()):
+                    body += chunk
+                if resp.status != 200:
+                    return f"HTTP {resp.status}"
+                self.report_load(edge, body if len(body) <= MAX_HEALTH_BODY else b"")
+                return None
         except TimeoutError:
             return f"timeout after {self.timeout:g}s"
         except (aiohttp.ClientError, OSError) as exc:

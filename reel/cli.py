@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     up.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
     up.flag("--host", default="127.0.0.1", help="address every service listens on")
     up.flag("--port-base", default=8400, type=int,
-            help="geo listens here, control +1, origin +2, edges +10, +11")
+            help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region)")
 
     package = _Command(sub.add_parser("package", help="offline packager: INPUT -> OUTDIR"), "package")
     package.parser.add_argument("input", type=Path, help="any file FFmpeg can decode")
@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     geo.flag("--geoip-db", default=None, type=Path, help="GeoIP2 City .mmdb")
     geo.flag("--trusted-proxy", default=[], nargs="*",
              help="addresses or networks whose X-Forwarded-For is believed")
+    geo.flag("--probe-interval", default=2.0, type=float, help="seconds between health probes of an edge")
+    geo.flag("--probe-timeout", default=1.0, type=float, help="seconds a health probe may take")
+    geo.flag("--fall", default=2, type=int, help="failed probes in a row that take an edge out")
+    geo.flag("--rise", default=2, type=int, help="good probes in a row that bring an edge back")
+    geo.flag("--steering-ttl", default=10, type=int,
+             help="seconds HLS players keep a steering manifest before asking again")
 
     control = _Command(sub.add_parser("control", help="creators' and viewers' API"), "control")
     control.flag("--data", default=None, type=Path,
@@ -262,7 +268,9 @@ def _run(args: argparse.Namespace) -> int:
 
         try:
             app = geo.make_app(args.regions, geoip_db=args.geoip_db,
-                               trusted_proxies=args.trusted_proxy)
+                               trusted_proxies=args.trusted_proxy,
+                               probe_interval=args.probe_interval, probe_timeout=args.probe_timeout,
+                               fall=args.fall, rise=args.rise, steering_ttl=args.steering_ttl)
         except geo.ConfigError as exc:
             print(f"reel geo: {exc}", file=sys.stderr)
             return 2

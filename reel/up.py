@@ -1,8 +1,11 @@
 """`reel up`: every service on one machine, on loopback, with embedded defaults.
 
-geo (port base), control (+1), origin (+2), one worker, and two edges in two regions (+10, +11).
-Each service is its own process, exactly as `reel <command>` would run it on its own machine;
-their logs go to DATA/logs/. Ctrl-C (or SIGTERM) stops them all.
+geo (port base), control (+1), one origin per region (+2, +3), one worker, and one edge per
+region (+10, +11), in two regions. Every origin serves the same store (DATA/objects): in a real
+deployment each region's origins read the same bucket. Each edge reads the regions file and asks
+its own region's origin first, then the others by distance. Each service is its own process,
+exactly as `reel <command>` would run it on its own machine; their logs go to DATA/logs/.
+Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,9 +56,8 @@ class Stack:
     def control(self) -> str:
         return self.url(1)
 
-    @property
-    def origin(self) -> str:
-        return self.url(2)
+    def origin(self, index: int) -> str:
+        return self.url(2 + index)
 
     def edge(self, index: int) -> str:
         return self.url(10 + index)
@@ -63,30 +66,36 @@ class Stack:
     def store(self) -> Path | str:
         return self.store_spec or self.data / "objects"
 
+    @property
+    def regions_file(self) -> Path:
+        return self.data / "regions.toml"
+
     def write_regions(self) -> Path:
         lines = [f'default = "{REGIONS[0][0]}"', ""]
         for index, (name, lat, lon) in enumerate(REGIONS):
             lines += [f"[regions.{name}]", f"lat = {lat}", f"lon = {lon}",
-                      f'edges = ["{self.edge(index)}"]', f'origins = ["{self.origin}"]', ""]
-        path = self.data / "regions.toml"
+                      f'edges = ["{self.edge(index)}"]', f'origins = ["{self.origin(index)}"]', ""]
+        path = self.regions_file
         path.write_text("\n".join(lines))
         return path
 
     def commands(self) -> dict[str, list[str]]:
         port = self.port_base
+        regions = str(self.write_regions())
         cmds = {
-            "origin": ["origin", "--store", str(self.store), "--port", str(port + 2)],
             "control": ["control", "--data", str(self.data / "control"), "--store", str(self.store),
                         "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token,
                         "--purge-token", self.purge_token, "--admin-email", ADMIN_EMAIL,
                         "--edge", *(self.edge(i) for i in range(len(REGIONS)))],
-            "geo": ["geo", "--regions", str(self.write_regions()), "--port", str(port),
+            "geo": ["geo", "--regions", regions, "--port", str(port),
                     "--trusted-proxy", "127.0.0.1", "::1"],
             "worker": ["worker", "--control", self.control, "--store", str(self.store),
                        "--token", self.token],
         }
         for index, (region, _, _) in enumerate(REGIONS):
-            cmds[f"edge-{region}"] = ["edge", "--region", region, "--origin", self.origin,
+            cmds[f"origin-{region}"] = ["origin", "--store", str(self.store), "--region", region,
+                                        "--port", str(port + 2 + index)]
+            cmds[f"edge-{region}"] = ["edge", "--region", region, "--regions", regions,
                                       "--port", str(port + 10 + index), "--cache-mb", "256",
                                       "--purge-token", self.purge_token]
         for name, args in cmds.items():
@@ -94,11 +103,17 @@ class Stack:
                 args[1:1] = ["--host", self.host]
         return cmds
 
-    def start(self) -> None:
+    def start(self, only: Iterable[str] | None = None) -> None:
+        """Start every service, or those named in `only` (tests start a subset)."""
+        commands = self.commands()
+        for name in commands if only is None else only:
+            self.start_one(name, commands[name])
+
+    def start_one(self, name: str, args: list[str]) -> None:
+        """Start (or start again, after it was killed) one service with its `reel` arguments."""
         logs = self.data / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name, args in self.commands().items():
-            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        with open(logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "reel", *args], stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,  # we, not the tty, stop them
@@ -109,7 +124,8 @@ class Stack:
 
     def ports_in_use(self) -> list[int]:
         busy = []
-        for offset in (0, 1, 2, *(10 + i for i in range(len(REGIONS)))):
+        for offset in (0, 1, *(2 + i for i in range(len(REGIONS))),
+                       *(10 + i for i in range(len(REGIONS)))):
             with socket.socket() as probe:
                 try:
                     probe.bind((self.host, self.port_base + offset))
@@ -133,8 +149,9 @@ class Stack:
 
 
 async def _wait_healthy(stack: Stack) -> None:
-    urls = {"geo": stack.geo, "control": stack.control, "origin": stack.origin}
-    urls.update({f"edge-{r}": stack.edge(i) for i, (r, _, _) in enumerate(REGIONS)})
+    urls = {"geo": stack.geo, "control": stack.control}
+    for index, (region, _, _) in enumerate(REGIONS):
+        urls.update({f"origin-{region}": stack.origin(index), f"edge-{region}": stack.edge(index)})
     deadline = time.monotonic() + HEALTH_TIMEOUT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         for name, url in urls.items():
@@ -259,7 +276,8 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         print("reel is up", flush=True)
         print(f"  geo        {stack.geo}")
         print(f"  control    {stack.control}/api/v1/  (OpenAPI: {stack.control}/api/v1/openapi.json)")
-        print(f"  origin     {stack.origin}")
+        for index, (region, _, _) in enumerate(REGIONS):
+            print(f"  origin     {stack.origin(index)}  ({region})")
         for index, (region, _, _) in enumerate(REGIONS):
             print(f"  edge       {stack.edge(index)}  ({region})")
         print(f"  logs       {stack.data / 'logs'}")

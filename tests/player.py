@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -19,7 +21,8 @@ HLSJS = Path(__file__).parents[1] / "node_modules" / "hls.js" / "dist" / "hls.mi
 PAGE = """<!doctype html><meta charset=utf-8><video muted playsinline></video>
 <script src="hls.min.js"></script><script>
 window.hlsErrors = []; window.playedLevels = [];
-const hls = new Hls(); window.hls = hls;
+const hls = new Hls(JSON.parse(new URLSearchParams(location.search).get("config") || "{}"));
+window.hls = hls;
 hls.on(Hls.Events.ERROR, (e, d) => window.hlsErrors.push({type: d.type, details: d.details, fatal: d.fatal}));
 hls.on(Hls.Events.FRAG_CHANGED, (e, d) => window.playedLevels.push(d.frag.level));
 hls.loadSource(new URLSearchParams(location.search).get("src"));
@@ -35,6 +38,42 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+class _PlayerPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        path = self.path.partition("?")[0]
+        if path == "/hls.min.js":
+            body, kind = HLSJS.read_bytes(), "text/javascript"
+        elif path == "/":
+            body, kind = PAGE.encode(), "text/html"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def player_page() -> Iterator[str]:
+    """The bare player PAGE served from a real loopback server; yields its URL (add
+    `?src=MASTER`, and `&config=JSON` for hls.js). A page Playwright fulfils itself counts as
+    public to Chromium, which then refuses its requests to other loopback ports (Local Network
+    Access); a page from a loopback server may make them."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PlayerPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _now(page: Page) -> float:

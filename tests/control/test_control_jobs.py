@@ -46,7 +46,7 @@ async def test_claim_heartbeat_complete(client: TestClient) -> None:
     ready = await video(client, vid)
     assert ready["state"] == "ready"
     assert ready["duration"] == 12.5
-    assert ready["playback_url"] == f"{GEO}/vod/{vid}/master.m3u8"
+    assert ready["playback_url"] == f"{GEO}/steer/vod/{vid}/master.m3u8"
     assert ready["poster_url"] == f"{GEO}/vod/{vid}/thumbs/poster.jpg"
     assert ready["reason"] is None
 
@@ -250,7 +250,7 @@ async def test_preview_while_processing(client: TestClient) -> None:
     await client.post(f"/api/v1/jobs/{job['id']}/complete", json={"duration": 3}, headers=AUTH)
     ready = await video(client, vid)
     assert ready["preview_url"] is None  # the real playlist takes over
-    assert ready["playback_url"] == f"{GEO}/vod/{vid}/master.m3u8"
+    assert ready["playback_url"] == f"{GEO}/steer/vod/{vid}/master.m3u8"
     doc = await (await client.get("/api/v1/openapi.json")).json()
     assert "preview" in doc["components"]["schemas"]["Heartbeat"]["properties"]
     assert "preview_url" in doc["components"]["schemas"]["Video"]["properties"]

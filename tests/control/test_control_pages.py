@@ -31,7 +31,7 @@ async def test_watch_page_queued_then_ready(client: TestClient) -> None:
                       headers=AUTH)
     page = await (await client.get(f"/watch/{vid}")).text()
     data = json.loads(re.search(r'id="reel-video">(.*?)</script>', page, re.S).group(1))
-    assert data["video"]["playback_url"].endswith(f"/vod/{vid}/master.m3u8")
+    assert data["video"]["playback_url"].endswith(f"/steer/vod/{vid}/master.m3u8")
 
 
 async def test_watch_unknown_is_404_html(client: TestClient) -> None:

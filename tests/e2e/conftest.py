@@ -108,7 +108,13 @@ class Demo:
 
     @property
     def origin(self) -> str:
+        """The default region's origin (eu-west)."""
         return self.up.url(2)
+
+    @property
+    def origins(self) -> list[str]:
+        """One per region, in the order of `edges`."""
+        return [self.up.url(2), self.up.url(3)]
 
     @property
     def edges(self) -> list[str]:

@@ -38,7 +38,7 @@ def test_ffprobe_finds_every_rendition_through_the_edge(demo: Demo) -> None:
 @pytest.mark.asyncio
 async def test_geo_redirects_players_to_an_edge(demo: Demo) -> None:
     async with aiohttp.ClientSession() as http, http.get(
-        demo.playback_url, allow_redirects=False
+        f"{demo.geo}/vod/{demo.video_id}/master.m3u8", allow_redirects=False
     ) as resp:
         assert resp.status == 302
         # 127.0.0.1 is in no GeoIP database: the default region's edge.
@@ -67,17 +67,30 @@ async def test_twenty_concurrent_misses_make_one_origin_fetch(demo: Demo) -> Non
             f"{demo.origin}/vod/{demo.video_id}/v240/index.m3u8")).text())
         segment = playlist.segments[-1].uri
         url = f"{demo.edges[1]}/vod/{demo.video_id}/v240/{segment}"
-        before = await _origin_segment_fetches(http, demo.origin)
+        # The ap-southeast edge asks its own region's origin first, the other if that fails.
+        before = sum([await _origin_segment_fetches(http, o) for o in demo.origins])
 
         async def get() -> tuple[int, str, bytes]:
             async with http.get(url) as resp:
                 return resp.status, resp.headers["X-Cache"], await resp.read()
 
         results = await asyncio.gather(*(get() for _ in range(20)))
-        after = await _origin_segment_fetches(http, demo.origin)
+        after = sum([await _origin_segment_fetches(http, o) for o in demo.origins])
     assert after - before == 1
     assert {status for status, _, _ in results} == {200}
     assert len({body for _, _, body in results}) == 1
     caches = sorted(cache for _, cache, _ in results)
     assert caches.count("MISS") == 1
     assert all(re.fullmatch("MISS|COALESCED|HIT", c) for c in caches)
+
+
+def test_ffprobe_plays_the_steered_master(demo: Demo) -> None:
+    # Last in this module: ffprobe reads every Pathway, filling both edges' caches.
+    # ffmpeg knows nothing of Content Steering: it reads each Pathway's variants as programs.
+    assert demo.playback_url == f"{demo.geo}/steer/vod/{demo.video_id}/master.m3u8"
+    master = m3u8.load(demo.playback_url)
+    assert {p.stream_info.pathway_id for p in master.playlists} == {"eu-west", "ap-southeast"}
+    probe = ffprobe_json("-show_entries", "stream=codec_type,width,height", demo.playback_url)
+    video = {(s["width"], s["height"]) for s in probe["streams"] if s["codec_type"] == "video"}
+    assert video == {p.stream_info.resolution for p in master.playlists}
+    assert any(s["codec_type"] == "audio" for s in probe["streams"])

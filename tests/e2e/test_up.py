@@ -21,7 +21,7 @@ def test_ctrl_c_stops_everything_and_a_second_run_reuses_the_data(tmp_path: Path
         up = UpProcess.start(data, "--demo", "--demo-seconds", "4")
         ids.append(up.wait_for(r"demo video (\S+) is ready").group(1))
         up.wait_for(r"Ctrl-C stops everything")
-        ports = [up.port_base + offset for offset in (0, 1, 2, 10, 11)]
+        ports = [up.port_base + offset for offset in (0, 1, 2, 3, 10, 11)]
         assert all(_listening(port) for port in ports)
         assert up.interrupt() == 0
         assert not any(_listening(port) for port in ports)

@@ -172,3 +172,23 @@ async def test_memory_stays_near_the_cache_size(start_edge, origin_url, store):
                 await asyncio.gather(*(fetch(n) for n in range(start, start + 8)))
     assert await edge.metric("reel_edge_cache_bytes") > 0.9 * cache_mib * 2**20
     assert rss_mib(edge.proc.pid) <= base + 1.15 * cache_mib
+
+
+async def test_healthz_reports_client_connections_for_geo(start_edge, origin_url) -> None:
+    """geo prefers the least loaded of equally near edges: /healthz says how many clients hold
+    connections to this edge (the probe's own included)."""
+    edge = await start_edge("--origin", origin_url)
+    _, _, body = await edge.get("/healthz")
+    assert json.loads(body)["load"] == {"connections": 1, "requests": 1}
+    idle = [await asyncio.open_connection("127.0.0.1", int(edge.url.rsplit(":", 1)[1]))
+            for _ in range(3)]
+    try:
+        for _ in range(50):  # the edge has accepted them once it counts them
+            _, _, body = await edge.get("/healthz")
+            if json.loads(body)["load"]["connections"] == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert json.loads(body)["load"] == {"connections": 4, "requests": 1}
+    finally:
+        for _, writer in idle:
+            writer.close()

@@ -25,10 +25,14 @@ PLACES = {
 
 
 class EdgeServer:
-    """A tiny real edge: only /healthz, whose answer the test controls (ok | fail | hang)."""
+    """A tiny real edge: /healthz, whose answer the test controls (ok | fail | hang) and which
+    reports `load` client connections when set, and /vod/... from `objects` (counted)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.load: int | None = None
+        self.objects: dict[str, bytes] = {}
+        self.requests: list[str] = []
         self.port = 0
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -42,11 +46,21 @@ class EdgeServer:
             await self._release.wait()
         if self.mode != "ok":
             return web.json_response({"status": "failing"}, status=503)
-        return web.json_response({"status": "ok"})
+        if self.load is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "load": {"connections": self.load}})
+
+    async def _object(self, request: web.Request) -> web.Response:
+        self.requests.append(request.path)
+        if request.path not in self.objects:
+            return web.json_response({"status": 404}, status=404)
+        return web.Response(body=self.objects[request.path],
+                            content_type="application/vnd.apple.mpegurl")
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/vod/{path:.*}", self._object)
         self._release.clear()
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
