@@ -56,6 +56,9 @@ def _options(parser: Any) -> None:
                        help="player: median simulated link throughput (each player's varies around it)")
     group.add_argument("--watch-seconds", type=float, default=0.0,
                        help="player: mean seconds watched per view (0: each video to its end)")
+    group.add_argument("--entry", choices=("steer", "redirect"), default="steer",
+                       help="player: ask geo for the steered master (/steer/..., as hls.js players "
+                            "do) or for the 302 to an edge (/vod/..., as plain players do)")
     group.add_argument("--cmcd", choices=("query", "header", "off"), default="query",
                        help="player: how CMCD data is sent")
     group.add_argument("--interrupt", type=float, default=0.5,

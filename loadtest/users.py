@@ -269,7 +269,8 @@ class Playback:
 
     def master(self) -> Master:
         """Geo answers a redirect to an edge, or (content steering) the master itself."""
-        geo = f"{self.player.host}/vod/{self.video}/master.m3u8"
+        steer = self.player.options.entry == "steer"
+        geo = f"{self.player.host}{'/steer' if steer else ''}/vod/{self.video}/master.m3u8"
         got = self.player.fetch(geo, "master (geo)", "geo", self.cmcd("m"), follow=False,
                                 parse=parse_master)
         if got.location is not None:
