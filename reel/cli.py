@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -190,6 +191,23 @@ def loadtest_command(args: argparse.Namespace, extra: Sequence[str]) -> list[str
     return cmd + list(extra)
 
 
+def stop_with_parent() -> None:
+    """A service `reel up` started gets SIGTERM when `reel up` dies, even by SIGKILL, so a killed
+    stack never leaves its services running (Linux: PR_SET_PDEATHSIG; the signal comes when the
+    thread that started us ends, which for `reel up` is its main thread)."""
+    from reel.up import PARENT_ENV
+
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the call above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command != "loadtest":
@@ -202,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         os.execve(sys.executable, cmd, env)
     logs.setup(args.command, args.log_level)
+    stop_with_parent()
     from origin.store import StoreError
 
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import signal
 import socket
@@ -26,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 HEALTH_TIMEOUT = 30.0
+PARENT_ENV = "REEL_UP_PID"  # tells a service who started it: see reel.cli.stop_with_parent
 DEMO_TIMEOUT = 600.0
 
 REGIONS = (
@@ -117,6 +119,7 @@ class Stack:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "reel", *args], stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,  # we, not the tty, stop them
+                env={**os.environ, PARENT_ENV: str(os.getpid())},  # and if we die, they stop
             )
 
     def dead(self) -> list[str]:
@@ -127,6 +130,9 @@ class Stack:
         for offset in (0, 1, *(2 + i for i in range(len(REGIONS))),
                        *(10 + i for i in range(len(REGIONS)))):
             with socket.socket() as probe:
+                # As the services bind: connections of a stack just stopped (TIME_WAIT) are no
+                # reason to refuse; only a listener is.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((self.host, self.port_base + offset))
                 except OSError:
@@ -270,6 +276,8 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         print(f"reel up: port {', '.join(map(str, busy))} already in use (another `reel up`?); "
               "stop it or choose --port-base", file=sys.stderr)
         return 1
+    # Ctrl-C must stop the stack even when started from a shell that ignores SIGINT (`cmd &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack.start()
     try:
         asyncio.run(_wait_healthy(stack))
