@@ -181,10 +181,13 @@ def header_age(value: str | None) -> int:
 
 
 class Frequency:
-    """How often keys were asked for lately: a count-min sketch (TinyLFU's) of fixed size.
+    """How often keys were asked for lately: TinyLFU's doorkeeper and count-min sketch, bounded.
 
-    Four 4-bit-ish counters per key (saturating at 15) in one bytearray; every `10 * width`
-    additions all counters are halved, so popularity fades and a once-hot key can leave.
+    A key's first sighting only sets its bits in the doorkeeper (a Bloom filter), so the many
+    keys asked for once never touch the counters; later sightings count in the sketch, four
+    4-bit counters per key (saturating at 15) in one bytearray, the estimate being the least of
+    them plus the doorkeeper's one. Every `10 * width` sightings all counters are halved and the
+    doorkeeper is emptied: popularity fades, so a once-hot key can leave. Memory: 2 * width bytes.
     """
 
     _HALF = bytes(value >> 1 for value in range(256))
@@ -192,27 +195,45 @@ class Frequency:
     def __init__(self, width: int) -> None:
         self._width = 1 << max(10, (width - 1).bit_length())
         self._counts = bytearray(self._width)
+        self._door = bytearray(self._width)  # 8 * width bits
         self._added = 0
         self._period = 10 * self._width
 
-    def _slots(self, key: str) -> tuple[int, int, int, int]:
+    def _hash(self, key: str) -> tuple[int, int]:
         digest = hash(key) & 0xFFFFFFFFFFFFFFFF
-        low, high, mask = digest & 0xFFFFFFFF, (digest >> 32) | 1, self._width - 1
-        return low & mask, (low + high) & mask, (low + 2 * high) & mask, (low + 3 * high) & mask
+        return digest & 0xFFFFFFFF, (digest >> 32) | 1
+
+    def _in_door(self, low: int, high: int, mask: int) -> bool:
+        door = self._door
+        for bit in (low & mask, (low + high) & mask):
+            if not door[bit >> 3] & (1 << (bit & 7)):
+                return False
+        return True
 
     def add(self, key: str) -> None:
-        counts = self._counts
-        for slot in self._slots(key):
-            if counts[slot] < 15:
-                counts[slot] += 1
+        low, high = self._hash(key)
+        bits = 8 * self._width - 1
+        if not self._in_door(low, high, bits):
+            door = self._door
+            for bit in (low & bits, (low + high) & bits):
+                door[bit >> 3] |= 1 << (bit & 7)
+        else:
+            counts, mask = self._counts, self._width - 1
+            for slot in (low & mask, (low + high) & mask, (low + 2 * high) & mask, (low + 3 * high) & mask):
+                if counts[slot] < 15:
+                    counts[slot] += 1
         self._added += 1
         if self._added >= self._period:
-            self._counts = bytearray(counts.translate(self._HALF))
+            self._counts = self._counts.translate(self._HALF)
+            self._door = bytearray(self._width)
             self._added = 0
 
     def estimate(self, key: str) -> int:
-        counts = self._counts
-        return min(counts[slot] for slot in self._slots(key))
+        low, high = self._hash(key)
+        counts, mask = self._counts, self._width - 1
+        count = min(counts[low & mask], counts[(low + high) & mask], counts[(low + 2 * high) & mask],
+                    counts[(low + 3 * high) & mask])
+        return count + self._in_door(low, high, 8 * self._width - 1)
 
 
 class _ByteLRU(cachetools.LRUCache):
@@ -221,6 +242,15 @@ class _ByteLRU(cachetools.LRUCache):
     def __init__(self, max_bytes: int, on_evict: Callable[[str, Entry], None] | None) -> None:
         super().__init__(maxsize=max_bytes, getsizeof=lambda entry: entry.size)
         self._on_evict = on_evict
+        # cachetools keeps the recency order in LRUCache.__order, oldest first; coldest() reads
+        # it (never writes it) to see what an insertion would push out.
+        self._order: Mapping[str, None] = self._LRUCache__order  # type: ignore[attr-defined]
+
+    def coldest(self) -> Iterator[tuple[str, Entry]]:
+        """Entries from the least recently used on (the order cachetools evicts in), read
+        without marking them used."""
+        for key in self._order:
+            yield key, cachetools.Cache.__getitem__(self, key)
 
     def popitem(self) -> tuple[str, Entry]:
         key, entry = super().popitem()
@@ -231,16 +261,16 @@ class _ByteLRU(cachetools.LRUCache):
 
 class Cache:
     """Whole responses by key, never over `max_bytes` in total: cachetools' LRU, sized in bytes,
-    behind a TinyLFU-style admission filter.
+    behind TinyLFU admission.
 
-    Every request is counted (`seen`). While there is room anything is kept; once the cache is
-    full, a new object gets in (pushing out the least recently used) only if it has been asked
-    for before, lately. Under a skewed (Zipf) demand a plain LRU keeps evicting popular objects
-    for ones asked for once; the filter keeps one-hit wonders out, for a higher byte hit ratio at
-    the same size.
+    Every request is counted (`seen`). While there is room anything is kept. Once the cache is
+    full, a new object would push out the least recently used entries that free its room, and it
+    gets in only if it is worth more than they are: its estimated frequency times its size
+    against the sum of theirs (a byte hit is what the edge saves the origin, so a 2 MB segment
+    asked for twice outweighs a playlist asked for three times). A scan of objects asked for once
+    cannot flush a popular set; an object that becomes popular gets in as soon as its count
+    passes the coldest entries'.
     """
-
-    ADMIT_AFTER = 2  # requests seen lately before an object may displace others
 
     def __init__(
         self,
@@ -267,11 +297,28 @@ class Cache:
         self.pop(key)
         if len(entry.body) > self.max_object_bytes or entry.size > self.max_bytes:
             return False
-        full = self._lru.currsize + entry.size > self.max_bytes
-        if full and not admit and self._frequency.estimate(key) < self.ADMIT_AFTER:
+        room = self._lru.currsize + entry.size - self.max_bytes  # bytes to free first
+        if room > 0 and not admit and not self._worth_more(key, entry.size, room):
             return False
         self._lru[key] = entry  # cachetools evicts from the least recently used end
         return True
+
+    def _worth_more(self, key: str, size: int, room: int) -> bool:
+        """Is `key` worth more than the coldest entries holding `room` bytes, which it would
+        displace? Worth: estimated frequency times bytes."""
+        estimate = self._frequency.estimate
+        worth = estimate(key) * size
+        if worth == 0:
+            return False
+        against = 0
+        for victim, entry in self._lru.coldest():
+            against += estimate(victim) * entry.size
+            if against >= worth:
+                return False
+            room -= entry.size
+            if room <= 0:
+                return True
+        return False
 
     def pop(self, key: str) -> Entry | None:
         return self._lru.pop(key, None)

@@ -22,6 +22,10 @@ from reel.http import (
     raw_target_safe,
 )
 
+# A request one worker makes of a sibling: a fetch of a key the sibling owns (served to it first),
+# or a purge or /metrics that the sibling must not pass on again.
+RELAY_HEADER = "X-Reel-Relay"
+
 MAX_PATH = 512
 # The layout's alphabet; the origin does the exact check and 404s the rest.
 _PATH = re.compile(r"/(?:vod|live)/[A-Za-z0-9_.-][A-Za-z0-9_./-]*")

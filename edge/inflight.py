@@ -99,15 +99,19 @@ class InFlight:
     def readers(self) -> int:
         return len(self._readers)
 
-    def reader(self, on_change: Callable[[], None] | None = None) -> Reader:
+    def reader(self, on_change: Callable[[], None] | None = None, first: bool = False) -> Reader:
         """A new reader from byte 0; `on_change` (if given) is called on every change instead of
-        waking an await. Raises TooManyReaders when the waiting list is full."""
+        waking an await, before the others' if `first`. Raises TooManyReaders when the waiting
+        list is full."""
         if len(self._readers) >= self._max_readers:
             raise TooManyReaders(self.key)
         reader = Reader(self, self._dropped)
         self._readers.add(reader)
         if on_change is not None:
-            self._subscribers[reader] = on_change
+            if first:
+                self._subscribers = {reader: on_change, **self._subscribers}
+            else:
+                self._subscribers[reader] = on_change
         return reader
 
     # -- the fetch's side ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from edge.cache import NO_STORE, Cache, Entry, header_age, policy, select_headers
-from edge.http import PROBLEM_HEADERS, Ask, cmcd_nor, relative_key
+from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, cmcd_nor, relative_key
 from edge.inflight import Abandoned, FetchFailed, Flights, Head, InFlight, Reader
 from edge.stats import Stats, merge
 from edge.upstream import Upstream, UpstreamError
@@ -34,7 +34,6 @@ from reel.logs import fields
 log = logging.getLogger("reel.edge")
 
 MEDIA_PLAYLIST = "index.m3u8"  # the layout's name for a rendition's playlist (DESIGN.md)
-RELAY_HEADER = "X-Reel-Relay"  # a request one worker passes to its siblings; not passed again
 MAX_PURGE_BODY = 1 << 20
 MAX_PURGE_ITEMS = 10_000
 
@@ -136,9 +135,12 @@ class Edge:
 
     # -- answering ------------------------------------------------------------------------------
 
-    def answer(self, ask: Ask, on_change: Callable[[], None] | None = None) -> tuple[str, Source]:
+    def answer(
+        self, ask: Ask, on_change: Callable[[], None] | None = None, sibling: bool = False
+    ) -> tuple[str, Source]:
         """(X-Cache, source) for `ask`. A Reader must be closed by the caller; `on_change` makes
-        it a subscribed one. Raises TooManyReaders when the key's waiting list is full."""
+        it a subscribed one, and a `sibling` worker's is served before clients (it has clients
+        of its own waiting). Raises TooManyReaders when the key's waiting list is full."""
         key = ask.key
         self.cache.seen(key)
         entry = self.cache.get(key)
@@ -161,13 +163,13 @@ class Edge:
                 return "STALE", entry
         flight = self.flights.get(key)
         if flight is not None:
-            reader = flight.reader(on_change)
+            reader = flight.reader(on_change, first=sibling)
             if flight.prefetch:
                 flight.prefetch = False  # a viewer got here first: count it once
                 self.stats.prefetch_hits += 1
             return "COALESCED", reader
         flight = self._lead(key, entry)
-        reader = flight.reader(on_change)
+        reader = flight.reader(on_change, first=sibling)
         self._look_ahead(ask)
         return "MISS", reader
 

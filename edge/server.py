@@ -38,9 +38,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from edge.app import EDGE_KEY
 from edge.cache import Entry
-from edge.http import Ask, Headers, Shape, key_of_target, local, shape
+from edge.http import RELAY_HEADER, Ask, Headers, Shape, key_of_target, local, shape
 from edge.inflight import FetchFailed, Reader, TooManyReaders
-from edge.node import MAX_PURGE_BODY, RELAY_HEADER, Edge
+from edge.node import MAX_PURGE_BODY, Edge
 from reel import metrics
 from reel.http import CORS, PREFLIGHT
 from reel.logs import fields
@@ -99,6 +99,7 @@ class Server:
         self.high_water = high_water
         self.connections: set[Connection] = set()
         self.date = b""
+        self.trailers: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self._clock()
         self._emptied = asyncio.Event()
 
@@ -118,6 +119,10 @@ class Server:
 
     def _clock(self) -> None:
         self.date = b"Date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+        # What ends a head: kept alive (HTTP/1.1), closing, kept alive (HTTP/1.0). The same
+        # objects all second, so heads memoized with them hash them once.
+        self.trailers = (self.date + b"\r\n", self.date + b"Connection: close\r\n\r\n",
+                         self.date + b"Connection: keep-alive\r\n\r\n")
 
     async def tick_forever(self) -> None:
         """Once a second: the Date header, and every connection's deadline."""
@@ -361,7 +366,7 @@ class Connection(asyncio.Protocol):
         ask = Ask(request.method, key, headers.get(b"range"), headers.get(b"if-range"),
                   headers.get(b"if-none-match"), headers.get(b"if-modified-since"), cmcd)
         try:
-            x_cache, source = self.edge.answer(ask, self._pump)
+            x_cache, source = self.edge.answer(ask, self._pump, _RELAY in headers)
         except TooManyReaders:
             self._x_cache = "MISS"
             self._ask = ask
@@ -413,28 +418,34 @@ class Connection(asyncio.Protocol):
                 return
             self.deadline = 0.0
             x_cache = self._x_cache = head.x_cache or self._x_cache
-            # Every plain request for this fetch gets the same head: serialize it once.
-            memo = (x_cache, ask.method) if ask.plain else None
-            wire = head.wire.get(memo) if memo else None
-            self._span, length = (0, None), head.length
-            if wire is None:
+            if head.length is not None and ask.method == "GET" and ask.plain:
+                # The common case, a thousand times over when a burst waits on one fetch: every
+                # plain GET of it with the same trailer gets the same bytes, built once.
+                trailer = self._trailer()
+                whole = head.wire.get((x_cache, trailer))
+                if whole is None:
+                    out = shape(ask, head.status, head.headers, head.length, head.etag, head.modified,
+                                x_cache, head.age)
+                    whole = head.wire[(x_cache, trailer)] = self._head(out, framing=False) + trailer
+                self._span = (0, None)
+                self.transport.write(whole)
+                self._head_sent = True
+            else:
                 out = shape(ask, head.status, head.headers, head.length, head.etag, head.modified,
                             x_cache, head.age)
                 if out.body is not None or out.span is None:
                     self._drop_reader()
                     self._respond(out)
                     return
-                wire, self._span, length = self._head(out, framing=False), out.span, out.length
-                if memo:
-                    head.wire[memo] = wire
-            request = self._current
-            assert request is not None
-            if length is None:  # the upstream did not say: chunked, or the close ends the body
-                self._chunked = request.version == "1.1"
-                request.keep_alive = request.keep_alive and self._chunked
-            chunked = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
-            self.transport.write(wire + chunked + self._trailer())
-            self._head_sent = True
+                request = self._current
+                assert request is not None
+                if out.length is None:  # the upstream did not say: chunked, or the close ends the body
+                    self._chunked = request.version == "1.1"
+                    request.keep_alive = request.keep_alive and self._chunked
+                chunked = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
+                self._span = out.span
+                self.transport.write(self._head(out, framing=False) + chunked + self._trailer())
+                self._head_sent = True
         start, end = self._span or (0, None)
         while not self._paused:
             try:
@@ -478,11 +489,10 @@ class Connection(asyncio.Protocol):
     def _trailer(self) -> bytes:
         """Date, Connection when needed, and the blank line that ends a head."""
         request = self._current
+        trailers = self.server.trailers
         if request is None or not request.keep_alive or self.closing:
-            return self.server.date + b"Connection: close\r\n\r\n"
-        if request.version == "1.0":
-            return self.server.date + b"Connection: keep-alive\r\n\r\n"
-        return self.server.date + b"\r\n"
+            return trailers[1]
+        return trailers[2] if request.version == "1.0" else trailers[0]
 
     def _head(self, out: Shape, framing: bool = True) -> bytes:
         lines = _STATUS.get(out.status) or f"HTTP/1.1 {out.status} Unknown\r\n".encode()

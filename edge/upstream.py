@@ -17,6 +17,7 @@ import aiohttp
 from yarl import URL
 
 import geo
+from edge.http import RELAY_HEADER
 from reel.logs import fields
 
 log = logging.getLogger("reel.edge.upstream")
@@ -118,7 +119,7 @@ class Upstream:
         self, path: str, headers: Mapping[str, str] | None = None, via: str | None = None
     ) -> tuple[aiohttp.ClientResponse, str]:
         """(response, upstream URL) for `path` ("/vod/…"), asking `via` first when given (the
-        worker that owns the key); the caller must release the response."""
+        worker that owns the key, told so by RELAY_HEADER); the caller must release the response."""
         timed_out = False
         problems: list[str] = []
         order = self.order() if via is None else [via, *self.order()]
@@ -126,7 +127,9 @@ class Upstream:
             try:
                 async with asyncio.timeout(self._first_byte_timeout):
                     resp = await self.session.get(
-                        URL(base + path, encoded=True), headers=headers, allow_redirects=False
+                        URL(base + path, encoded=True),
+                        headers={**(headers or {}), RELAY_HEADER: "1"} if base == via else headers,
+                        allow_redirects=False,
                     )
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 # ValueError: what aiohttp raises for some malformed responses.
