@@ -188,33 +188,33 @@ async def _admin_token(stack: Stack) -> Path:
         secret.touch(mode=0o600)
         secret.write_text(json.dumps(account))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        async with http.post(f"{stack.control}/api/v1/users", json=account) as resp:
-            if resp.status not in (201, 409):
-                raise RuntimeError(f"admin sign-up refused: {resp.status} {await resp.text()}")
-        async with http.post(f"{stack.control}/api/v1/sessions", json=account) as resp:
-            if resp.status != 201:
-                raise RuntimeError(f"admin sign-in refused: {resp.status} (remove {secret}?)")
-            token = (await resp.json())["token"]
+        token = await _sign_up_or_in(http, stack.control, account, f"admin (remove {secret}?)")
     path = stack.data / "admin-token"
     path.touch(mode=0o600)
     path.write_text(token + "\n")
     return path
 
 
+async def _sign_up_or_in(http: aiohttp.ClientSession, control: str, account: dict[str, str],
+                         who: str) -> str:
+    """Sign `account` up (or find it exists) and in; its bearer token."""
+    async with http.post(f"{control}/api/v1/users", json=account) as resp:
+        if resp.status not in (201, 409):
+            raise RuntimeError(f"{who} sign-up refused: {resp.status} {await resp.text()}")
+    async with http.post(f"{control}/api/v1/sessions", json=account) as resp:
+        if resp.status != 201:
+            raise RuntimeError(f"{who} sign-in refused: {resp.status} {await resp.text()}")
+        return (await resp.json())["token"]
+
+
 async def _demo_user(http: aiohttp.ClientSession, control: str) -> dict[str, str]:
-    """A demo creator for this run (sign-up, or sign-in if the account exists); its auth header.
+    """A demo creator for this run; its auth header.
 
     One account per run: the demo clip is the same bytes every time, and a creator uploading the
     same content again gets their existing video back, while each run shows a fresh upload."""
     account = {"email": f"demo-{time.time_ns()}@reel.invalid", "password": DEMO_PASSWORD,
                "name": "reel demo"}
-    async with http.post(f"{control}/api/v1/users", json=account) as resp:
-        if resp.status not in (201, 409):
-            raise RuntimeError(f"demo sign-up refused: {resp.status} {await resp.text()}")
-    async with http.post(f"{control}/api/v1/sessions", json=account) as resp:
-        if resp.status != 201:
-            raise RuntimeError(f"demo sign-in refused: {resp.status} {await resp.text()}")
-        return {"Authorization": f"Bearer {(await resp.json())['token']}"}
+    return {"Authorization": f"Bearer {await _sign_up_or_in(http, control, account, 'demo')}"}
 
 
 async def _demo(stack: Stack, seconds: float) -> dict:
