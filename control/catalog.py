@@ -255,8 +255,8 @@ class VideoHandlers:
 
     async def copy(self, request: web.Request) -> web.Response:
         """Admins only: new ready videos sharing a ready video's renditions, each with its own
-        metadata. The store copies the objects (server-side; a directory store hard-links them), so a load
-        test's catalog of thousands of videos costs one packaging job."""
+        metadata. The store copies the objects (server-side; a directory store hard-links them),
+        so a load test's catalog of thousands of videos costs one packaging job."""
         user = await self.auth.require(request)
         if not user.is_admin:
             raise ProblemError(403, "only an admin may copy videos")

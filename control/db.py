@@ -68,8 +68,8 @@ def check_params(params: Params) -> None:
             raise UnstorableValue("a number is out of range")
 
 
-class Tx(abc.ABC):
-    """Statements inside one transaction (see `Database.transaction`)."""
+class Statements(abc.ABC):
+    """The three calls a database and a transaction both offer."""
 
     @abc.abstractmethod
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
@@ -80,6 +80,10 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows it changed."""
+
+
+class Tx(Statements):
+    """Statements inside one transaction (see `Database.transaction`)."""
 
     @abc.abstractmethod
     async def script(self, sql: str) -> None:
@@ -285,7 +289,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 
-class Database(abc.ABC):
+class Database(Statements):
     """Where control keeps everything; `open()` connects and migrates, `close()` lets go."""
 
     dialect: ClassVar[str]
@@ -298,16 +302,6 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
-
-    @abc.abstractmethod
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
-
-    @abc.abstractmethod
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
 
     @abc.abstractmethod
     async def transaction(self, fn: Callable[[Tx], Awaitable[T]]) -> T:

@@ -428,8 +428,6 @@ class Connection(asyncio.Protocol):
                                 x_cache, head.age)
                     whole = head.wire[(x_cache, trailer)] = self._head(out, framing=False) + trailer
                 self._span = (0, None)
-                self.transport.write(whole)
-                self._head_sent = True
             else:
                 out = shape(ask, head.status, head.headers, head.length, head.etag, head.modified,
                             x_cache, head.age)
@@ -444,8 +442,9 @@ class Connection(asyncio.Protocol):
                     request.keep_alive = request.keep_alive and self._chunked
                 chunked = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
                 self._span = out.span
-                self.transport.write(self._head(out, framing=False) + chunked + self._trailer())
-                self._head_sent = True
+                whole = self._head(out, framing=False) + chunked + self._trailer()
+            self.transport.write(whole)
+            self._head_sent = True
         start, end = self._span or (0, None)
         while not self._paused:
             try:

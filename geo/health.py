@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from reel.http import read_at_most
 from reel.logs import fields
 
 log = logging.getLogger("geo.health")
@@ -144,12 +145,11 @@ class HealthChecker:
         assert self._session is not None, "start() first"
         try:
             async with self._session.get(edge + self.path, allow_redirects=False) as resp:
-                body = b""  # read it all (bounded), so the connection goes back to the pool
-                while len(body) <= MAX_HEALTH_BODY and (chunk := await resp.content.readany()):
-                    body += chunk
+                # Read (bounded), so the connection goes back to the pool.
+                body = await read_at_most(resp, MAX_HEALTH_BODY)
                 if resp.status != 200:
                     return f"HTTP {resp.status}"
-                self.report_load(edge, body if len(body) <= MAX_HEALTH_BODY else b"")
+                self.report_load(edge, body or b"")
                 return None
         except TimeoutError:
             return f"timeout after {self.timeout:g}s"

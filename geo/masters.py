@@ -18,6 +18,7 @@ import aiohttp
 from yarl import URL
 
 from geo.steering import MAX_MASTER_BYTES, Master, NotAMaster, parse_master
+from reel.http import read_at_most
 from reel.logs import fields
 
 log = logging.getLogger("geo.masters")
@@ -105,9 +106,9 @@ class MasterCache:
                 raise MasterUnavailable(f"HTTP {resp.status}")
             if resp.content_length is not None and resp.content_length > MAX_MASTER_BYTES:
                 raise MasterUnavailable("master playlist too large")
-            body = b""
-            while len(body) <= MAX_MASTER_BYTES and (chunk := await resp.content.readany()):
-                body += chunk
+            body = await read_at_most(resp, MAX_MASTER_BYTES)
+        if body is None:
+            raise MasterUnavailable("master playlist too large")
         try:
             return parse_master(body)
         except NotAMaster as exc:

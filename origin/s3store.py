@@ -233,10 +233,8 @@ class S3Store(Store):
         s3 = await self._s3()
         count = 0
         try:
-            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                  Prefix=self.prefix + prefix)
-            async for page in pages:
-                names = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            async for page in self._pages(s3, prefix):
+                names = [{"Key": name} for name in page]
                 for first in range(0, len(names), DELETE_BATCH):
                     batch = names[first : first + DELETE_BATCH]
                     result = await s3.delete_objects(Bucket=self.bucket,
@@ -249,16 +247,20 @@ class S3Store(Store):
             raise self._fail("DELETE", prefix, exc) from exc
         return count
 
+    async def _pages(self, s3: Any, prefix: str) -> AsyncIterator[list[str]]:
+        """The object names under `prefix`, a listing page at a time."""
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        async for page in pages:
+            yield [item["Key"] for item in page.get("Contents", ())]
+
     async def copy_prefix(self, source: str, target: str) -> int:
         check_tree(source)
         check_tree(target)
         s3 = await self._s3()
         copied: list[str] = []
         try:
-            names = [item["Key"][len(self.prefix + source):]
-                     async for page in s3.get_paginator("list_objects_v2").paginate(
-                         Bucket=self.bucket, Prefix=self.prefix + source)
-                     for item in page.get("Contents", ())]
+            start = len(self.prefix + source)
+            names = [name[start:] async for page in self._pages(s3, source) for name in page]
             # Server-side copies; the master last, as a packager writes it.
             for rel in sorted(names, key=lambda rel: rel == "master.m3u8"):
                 key = self._object(target + rel)

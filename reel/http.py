@@ -13,6 +13,7 @@ import email.utils
 import json
 import re
 
+import aiohttp
 from aiohttp import web
 
 CORS = {
@@ -173,3 +174,14 @@ def problem(
         content_type="application/problem+json",
         headers={"Cache-Control": "no-store", **(headers or {})},
     )
+
+
+async def read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """A client response's body, or None once it runs over `limit` bytes (reading stops there,
+    so a peer cannot make us hold more)."""
+    body = bytearray()
+    while chunk := await resp.content.readany():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
