@@ -20,7 +20,7 @@ from pathlib import Path
 
 from packager.errors import PackagingError
 from packager.output import DirectoryOutput, Output
-from packager.pipeline import package
+from packager.packaging import package
 from packager.publish import StoreOutput
 from packager.source import Limits
 

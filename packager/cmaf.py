@@ -94,6 +94,7 @@ class VideoTrack:
     height: int
     timescale: int = 90000
     track_id: int = 1
+    delay: int = 0  # ticks from the first decode to the first presentation: edited out
 
     handler = b"vide"
 
@@ -185,7 +186,7 @@ def init_segment(track: Track) -> bytes:
         full_box(b"stco", 0, 0, bytes(4)),
     )
     minf = box(b"minf", track.media_header(), dinf, stbl)
-    trak = box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, minf))
+    trak = box(b"trak", tkhd, *_edits(track), box(b"mdia", mdhd, hdlr, minf))
     mvhd = full_box(
         b"mvhd", 0, 0,
         struct.pack(">IIII", 0, 0, 1000, 0), struct.pack(">IH", 0x10000, 0x0100), bytes(10),
@@ -194,6 +195,18 @@ def init_segment(track: Track) -> bytes:
     mvex = box(b"mvex", full_box(b"trex", 0, 0, struct.pack(">IIIII", track.track_id, 1, 0, 0, 0)))
     ftyp = box(b"ftyp", b"iso6", struct.pack(">I", 0), b"iso6cmfcmp41")
     return ftyp + box(b"moov", mvhd, trak, mvex)
+
+
+def _edits(track: Track) -> list[bytes]:
+    """An edit list that starts presentation at the first picture: its composition offsets are
+    never negative (a reorder delay every reader agrees on), and the edit takes the delay away, so
+    the first picture and the first audio sample are both presented at zero."""
+    delay = getattr(track, "delay", 0)
+    if not delay:
+        return []
+    # segment_duration 0: the edit lasts as long as the fragments do (ISO/IEC 14496-12 8.6.6).
+    elst = full_box(b"elst", 0, 0, struct.pack(">IIiHH", 1, 0, delay, 1, 0))
+    return [box(b"edts", elst)]
 
 
 @dataclass(frozen=True)

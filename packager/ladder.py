@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+REORDER_FRAMES = 2  # x264's B-frame pyramid delays presentation by two pictures at most
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -11,11 +13,24 @@ class Rung:
     height: int
     kbps: int  # target average video bitrate
     profile: str = "high"
+    peak_ratio: float = 1.5  # VBV peak over the average, so segments stay near BANDWIDTH
+    buffer_seconds: float = 2.0  # VBV buffer, in seconds at the peak rate
 
     @property
     def maxrate_kbps(self) -> int:
-        """Peak constraint (VBV) so segment bitrates stay near the advertised BANDWIDTH."""
-        return self.kbps * 3 // 2
+        return int(self.kbps * self.peak_ratio)
+
+    def x264_options(self, preset: str) -> dict[str, str]:
+        return {
+            "preset": preset,
+            "profile": self.profile,
+            "maxrate": f"{self.maxrate_kbps}k",
+            "bufsize": f"{int(self.maxrate_kbps * self.buffer_seconds)}k",
+            "forced-idr": "1",
+            # Keyframes only where the pipeline forces them (segment starts, identical in every
+            # rendition); B-frames at most REORDER_FRAMES deep, which the timeline leaves room for.
+            "x264-params": "keyint=infinite:scenecut=0:open-gop=0:b-pyramid=normal",
+        }
 
 
 DEFAULT_LADDER: tuple[Rung, ...] = (

@@ -20,16 +20,10 @@ import av
 
 from packager import hls
 from packager.errors import PackagingError
-from packager.ladder import AUDIO_NAME, Rung
+from packager.ladder import Rung
+from packager.lanes import MIN_TAIL, AudioLane
 from packager.output import Output
-from packager.pipeline import (
-    AudioLane,
-    ChunkResult,
-    PackageResult,
-    Progress,
-    Window,
-    _Job,
-)
+from packager.pipeline import ChunkResult, Job, PackageResult, Progress, Window, audio_lane, publish
 from packager.source import Limits, Source
 from packager.thumbs import Thumbnails
 
@@ -37,10 +31,11 @@ OutputFactory = Callable[[], Output]
 
 
 def windows(duration: float, segment_seconds: float, chunk_seconds: float) -> list[Window]:
-    """Chunks of whole segments covering `duration`."""
+    """Chunks of whole segments covering `duration`; a remainder too short to be a segment of its
+    own joins the last chunk."""
     per_chunk = max(1, round(chunk_seconds / segment_seconds))
     span = per_chunk * segment_seconds
-    count = max(1, math.ceil(duration / span - 1e-9))
+    count = max(1, math.ceil((duration - MIN_TAIL) / span))
     return [Window(i * span, (i + 1) * span if i + 1 < count else None, i * per_chunk + 1)
             for i in range(count)]
 
@@ -50,8 +45,8 @@ def _encode_chunk(input_path: Path, make_output: OutputFactory, ladder: tuple[Ru
     source = Source(input_path, limits)
     output = make_output()
     try:
-        job = _Job(source, output, ladder, segment_seconds, preset, False, None, None, window)
-        return job.run_chunk()
+        return Job(source, output, ladder=ladder, segment_seconds=segment_seconds, preset=preset,
+                   window=window).run_chunk()
     finally:
         source.close()
         # A StoreOutput holds a thread and an event loop (and an S3 client): this pool process
@@ -131,13 +126,13 @@ def package_parallel(
                 stitcher.add(pending.pop(future), future.result())
                 if progress:
                     progress(stitcher.joined, len(plan))
-    return _publish(output, source, stitcher, audio, segment_seconds)
+    return _publish(output, source, stitcher, audio)
 
 
 def _encode_audio(source: Source, output: Output, segment_seconds: float) -> AudioLane | None:
     if source.audio is None:
         return None
-    lane = AudioLane(output, segment_seconds, progressive=False)
+    lane = audio_lane(source, output, segment_seconds, progressive=False)
     for packet in source.container.demux(source.audio):
         try:
             frames = packet.decode()
@@ -149,8 +144,7 @@ def _encode_audio(source: Source, output: Output, segment_seconds: float) -> Aud
     return lane
 
 
-def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLane | None,
-             segment_seconds: float) -> PackageResult:
+def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLane | None) -> PackageResult:
     chunks = stitcher.ordered()
     media_end = max(c.media_end for c in chunks)
     first = chunks[0]
@@ -168,17 +162,6 @@ def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLan
     if thumbs.tiles:
         thumbs.tile = (thumbs.tiles[0][1].width, thumbs.tiles[0][1].height)  # as the chunks cut them
     thumbs.finish(media_end)
-    audio_variant = None
     if audio is not None:
         audio.finish(media_end)
-        if audio.writer.segments:
-            audio_variant = hls.AudioVariant(f"{AUDIO_NAME}/index.m3u8", audio.writer.track.codecs, 2,
-                                             audio.writer.segments)
-    output.write("master.m3u8", hls.master_playlist(videos, audio_variant).encode())
-    lowest = next(iter(stitcher.segments.values()))
-    return PackageResult(
-        master=getattr(output, "root", Path(".")) / "master.m3u8",
-        duration=sum(s.duration for s in lowest),
-        renditions=[*stitcher.segments, *([AUDIO_NAME] if audio_variant else [])],
-        segments=len(lowest),
-    )
+    return publish(output, videos, audio)

@@ -108,4 +108,6 @@ def play_with_switch(page: Page, until: float = 8.0, min_levels: int = 3) -> dic
         "media_error": page.evaluate("() => document.querySelector('video').error"),
         "buffered_start": page.evaluate(
             "() => document.querySelector('video').buffered.start(0)"),
+        "buffered": page.evaluate("""() => { const b = document.querySelector('video').buffered;
+            return [...Array(b.length).keys()].map(i => [b.start(i), b.end(i)]); }"""),
     }

@@ -118,6 +118,33 @@ def test_audio_only_becomes_audio_only_hls(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "thumbs").exists()
 
 
+@pytest.mark.parametrize(("seconds", "segments"), [(6.0, 1), (12.0, 2), (12.01, 2), (12.6, 3)])
+def test_exact_and_near_multiples_of_the_segment_length(tmp_path: Path, seconds: float,
+                                                        segments: int) -> None:
+    """Portrait H.264 + AAC, both streams exactly `seconds` long: no tail segment of codec padding
+    (never a negative or sliver EXTINF), durations that add up, one timeline for every reader."""
+    source = tmp_path / "portrait.mp4"
+    ffmpeg(*lavfi_video("360x640", "30", seconds), "-f", "lavfi", "-i",
+           f"sine=frequency=330:sample_rate=48000:duration={seconds}", "-c:v", "libx264",
+           "-preset", "ultrafast", "-c:a", "aac", str(source))
+    package(source, tmp_path / "out")
+    master = check_hls(tmp_path / "out", tmp_path, round(seconds * 30) / 30)
+    for name in ["a128", *(p.uri.split("/")[0] for p in master.playlists)]:
+        playlist = m3u8.load(str(tmp_path / "out" / name / "index.m3u8"))
+        assert len(playlist.segments) == segments, (name, [s.duration for s in playlist.segments])
+
+
+def test_variable_frame_rate_matroska_with_mono_audio_ending_on_a_boundary(tmp_path: Path) -> None:
+    source = tmp_path / "vfr.mkv"
+    ffmpeg(*lavfi_video("320x240", "30", 12), *lavfi_audio(12, "mono"), "-vf",
+           "select='not(eq(mod(n\\,5)\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264",
+           "-preset", "ultrafast", "-c:a", "libopus", str(source))
+    package(source, tmp_path / "out")
+    check_hls(tmp_path / "out", tmp_path, 12.0, frame_rate=15)
+    audio = m3u8.load(str(tmp_path / "out/a128/index.m3u8"))
+    assert len(audio.segments) == 2 and all(s.duration > 5.9 for s in audio.segments)
+
+
 @pytest.fixture(scope="module")
 def small_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_test_clip(tmp_path_factory.mktemp("src") / "clip.mp4", seconds=7, width=320,

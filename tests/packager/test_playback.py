@@ -48,7 +48,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     proc.wait(10)
 
 
-def _play(page: Page, master_url: str) -> dict:
+def _play(page: Page, master_url: str, until: float = 8.0) -> dict:
     # The page is served (intercepted) from the origin's own host: Chromium refuses a public
     # page's requests into loopback (Private Network Access).
     player = master_url.split("/vod/")[0] + "/_player/"
@@ -56,7 +56,7 @@ def _play(page: Page, master_url: str) -> dict:
         body=HLSJS.read_bytes() if route.request.url.endswith(".js") else PAGE,
         content_type="text/javascript" if route.request.url.endswith(".js") else "text/html"))
     page.goto(f"{player}?src={master_url}")
-    return play_with_switch(page, until=8.0, min_levels=2)
+    return play_with_switch(page, until=until, min_levels=2)
 
 
 def _assert_played_cleanly(seen: dict) -> None:
@@ -65,6 +65,7 @@ def _assert_played_cleanly(seen: dict) -> None:
     assert len(seen["played"]) >= 2
     assert seen["advanced"] > 0
     assert seen["buffered_start"] < 0.05
+    assert len(seen["buffered"]) == 1, seen["buffered"]  # no hole anywhere
 
 
 def test_portrait_phone_video(origin: tuple[str, Path], page: Page, tmp_path: Path) -> None:
@@ -91,3 +92,17 @@ def test_variable_frame_rate(origin: tuple[str, Path], page: Page, tmp_path: Pat
            "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip))
     package(clip, store / "vod" / "vfrclip1")
     _assert_played_cleanly(_play(page, f"{url}/vod/vfrclip1/master.m3u8"))
+
+
+def test_hevc_10_bit_at_23_976_exactly_two_segments_long(origin: tuple[str, Path], page: Page,
+                                                          tmp_path: Path) -> None:
+    """Played to its last second: audio and video start together at zero, no tail segment."""
+    url, store = origin
+    clip = tmp_path / "hevc.mp4"
+    ffmpeg(*lavfi_video("640x360", "24000/1001", 12.012), *lavfi_audio(12.012), "-c:v", "libx265",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=none",
+           "-c:a", "aac", str(clip))
+    package(clip, store / "vod" / "hevc10bit")
+    seen = _play(page, f"{url}/vod/hevc10bit/master.m3u8", until=11.5)
+    _assert_played_cleanly(seen)
+    assert seen["buffered"][0][1] == pytest.approx(12.012, abs=0.05)
