@@ -78,10 +78,34 @@ class AvcConfig:
         body = bytes([1, self.sps[1], self.sps[2], self.sps[3], 0xFF, 0xE1])
         body += struct.pack(">H", len(self.sps)) + self.sps
         body += b"\x01" + struct.pack(">H", len(self.pps)) + self.pps
-        if self.sps[1] in (100, 110, 122, 144):
-            # High profiles carry chroma format and bit depths (4:2:0, 8-bit).
-            body += bytes([0xFD, 0xF8, 0xF8, 0x00])
+        if self.sps[1] in HIGH_PROFILES:
+            # High profiles carry chroma format and bit depths, as the SPS declares them.
+            chroma, luma_depth, chroma_depth = _sps_format(self.sps)
+            body += bytes([0xFC | chroma, 0xF8 | (luma_depth - 8), 0xF8 | (chroma_depth - 8), 0])
         return box(b"avcC", body)
+
+
+HIGH_PROFILES = (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135)
+
+
+def _sps_format(sps: bytes) -> tuple[int, int, int]:
+    """(chroma_format_idc, luma bit depth, chroma bit depth) of a High-profile SPS (H.264 7.3.2.1.1)."""
+    rbsp = sps[4:].replace(b"\x00\x00\x03", b"\x00\x00")  # emulation prevention bytes out
+    bits = "".join(f"{b:08b}" for b in rbsp[:16])
+    pos = 0
+
+    def ue() -> int:
+        nonlocal pos
+        zeros = bits.index("1", pos) - pos
+        value = int(bits[pos + zeros:pos + 2 * zeros + 1], 2) - 1
+        pos += 2 * zeros + 1
+        return value
+
+    ue()  # seq_parameter_set_id
+    chroma = ue()
+    if chroma == 3:
+        pos += 1  # separate_colour_plane_flag
+    return chroma, ue() + 8, ue() + 8
 
 
 # --- tracks -------------------------------------------------------------------------------------
@@ -246,6 +270,6 @@ def media_segment(track: Track, sequence: int, decode_time: int, samples: list[S
                    box(b"traf", tfhd, tfdt, trun))
 
     size = len(moof(0))
-    styp = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdhmsix")
+    styp = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh")  # no sidx, so no msix
     data = styp + moof(size + 8) + box(b"mdat", *(s.data for s in samples))
     return Fragment(data, len(styp), size + 8 + len(samples[0].data))

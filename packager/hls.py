@@ -96,6 +96,21 @@ class AudioVariant:
     language: str = "und"
 
 
+START_BITRATE = 2_000_000  # bits/s: where a player that takes the first variant should start
+
+
+def _listing_order(videos: list[VideoVariant], audio_average: int) -> list[VideoVariant]:
+    """Best first, except the first of all: the best rung whose average fits START_BITRATE (the
+    lowest if none does). Safari and ExoPlayer start on the first variant, and Apple's authoring
+    spec asks for one a typical connection can sustain, not the top of the ladder."""
+    best_first = sorted(videos, key=lambda v: v.height * v.width, reverse=True)
+    fitting = [v for v in best_first if average_bitrate(v.segments) + audio_average <= START_BITRATE]
+    if not best_first:
+        return []
+    start = fitting[0] if fitting else best_first[-1]
+    return [start, *(v for v in best_first if v is not start)]
+
+
 def master_playlist(videos: list[VideoVariant], audio: AudioVariant | None) -> str:
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     audio_peak = audio_average = 0
@@ -107,8 +122,7 @@ def master_playlist(videos: list[VideoVariant], audio: AudioVariant | None) -> s
             f'LANGUAGE="{audio.language}",DEFAULT=YES,AUTOSELECT=YES,'
             f'CHANNELS="{audio.channels}",URI="{audio.uri}"'
         )
-    # Highest rung first: players that pick the first variant start on the best quality.
-    for v in sorted(videos, key=lambda v: v.height * v.width, reverse=True):
+    for v in _listing_order(videos, audio_average):
         codecs = v.codecs if audio is None else f"{v.codecs},{audio.codecs}"
         attrs = [
             f"BANDWIDTH={peak_bitrate(v.segments) + audio_peak}",
@@ -120,7 +134,7 @@ def master_playlist(videos: list[VideoVariant], audio: AudioVariant | None) -> s
         if audio is not None:
             attrs.append(f'AUDIO="{audio.group}"')
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), v.uri]
-    for v in sorted(videos, key=lambda v: v.height * v.width, reverse=True):
+    for v in _listing_order(videos, audio_average):
         lines.append(
             f"#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={iframe_peak_bitrate(v.segments)},"
             f'CODECS="{v.codecs}",RESOLUTION={v.width}x{v.height},URI="{v.iframes_uri}"'
