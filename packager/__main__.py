@@ -2,7 +2,8 @@
 
 The worker runs each job through this entry point in a child process, so a job can be bounded in
 time and memory and killed without taking the worker down. With --store the renditions are
-published into the store as they are written. Lines on stdout: {"progress": [done, total]};
+published into the store as they are written. Lines on stdout: {"progress": [done, total]}
+(milliseconds of the source, a few times a second);
 {"preview": "v144/index.m3u8"} once that rendition can be played; then {"result": {...}} or
 {"error": {"reason": ..., "message": ...}}.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from packager.errors import PackagingError
 from packager.output import DirectoryOutput, Output
 from packager.packaging import package
+from packager.progress import Report
 from packager.publish import StoreOutput
 from packager.source import Limits
 
@@ -31,6 +33,12 @@ def _emit(obj: dict) -> None:
     with _EMIT:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
+
+
+def _emit_progress(report: Report) -> None:
+    if report.total > 0:
+        done = report.total if report.stage == "done" else min(report.done, report.total)
+        _emit({"progress": [round(done * 1000), round(report.total * 1000)]})
 
 
 def main(argv: list[str]) -> int:
@@ -61,7 +69,7 @@ def main(argv: list[str]) -> int:
         try:
             result = package(args.input, output=output, output_factory=factory, limits=limits,
                              workers=args.workers,
-                             progress=lambda done, total: _emit({"progress": [done, total]}),
+                             progress=_emit_progress,
                              on_playable=lambda name: _emit({"preview": name}))
         except PackagingError as exc:
             _emit({"error": {"reason": exc.reason, "message": str(exc)}})

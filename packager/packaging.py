@@ -10,7 +10,8 @@ from pathlib import Path
 from packager.ladder import DEFAULT_LADDER, Rung
 from packager.output import DirectoryOutput, Output
 from packager.parallel import package_parallel
-from packager.pipeline import Job, PackageResult, Progress
+from packager.pipeline import Job, PackageResult
+from packager.progress import Progress
 from packager.source import Limits, Source
 
 
@@ -35,7 +36,8 @@ def package(
     Give `outdir` (a directory), `output` (any Output) or `output_factory` (a picklable callable
     making one: needed for `workers` > 1, where inputs longer than two chunks are encoded in
     parallel processes, `chunk_seconds` each). `on_playable(name)` is called once the lowest
-    rendition's EVENT playlist `name` ("v144/index.m3u8") can be played. Raises PackagingError.
+    rendition's EVENT playlist `name` ("v144/index.m3u8") can be played; `progress(report)` is
+    called a few times a second (packager.progress.Report). Raises PackagingError.
     """
     if output_factory is None and outdir is not None:
         output_factory = functools.partial(DirectoryOutput, outdir)

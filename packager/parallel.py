@@ -10,10 +10,12 @@ while running), the storyboard from the chunks' tiles, and `master.m3u8` last.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+import queue
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import av
@@ -23,7 +25,8 @@ from packager.errors import PackagingError
 from packager.ladder import Rung
 from packager.lanes import MIN_TAIL, AudioLane
 from packager.output import Output
-from packager.pipeline import ChunkResult, Job, PackageResult, Progress, Window, audio_lane, publish
+from packager.pipeline import ChunkResult, Job, PackageResult, Window, audio_lane, publish
+from packager.progress import Progress, Report, Tracker
 from packager.source import Limits, Source
 from packager.thumbs import Thumbnails
 
@@ -40,13 +43,25 @@ def windows(duration: float, segment_seconds: float, chunk_seconds: float) -> li
             for i in range(count)]
 
 
+class _ChunkProgress:
+    """A chunk's position in its window, sent to the job that adds them up (picklable: it holds
+    a manager's queue)."""
+
+    def __init__(self, positions: queue.Queue, index: int, start: float) -> None:
+        self.positions, self.index, self.start = positions, index, start
+
+    def __call__(self, report: Report) -> None:
+        self.positions.put((self.index, report.done - self.start))
+
+
 def _encode_chunk(input_path: Path, make_output: OutputFactory, ladder: tuple[Rung, ...],
-                  segment_seconds: float, preset: str, limits: Limits, window: Window) -> ChunkResult:
+                  segment_seconds: float, preset: str, limits: Limits, window: Window,
+                  progress: _ChunkProgress) -> ChunkResult:
     source = Source(input_path, limits)
     output = make_output()
     try:
         return Job(source, output, ladder=ladder, segment_seconds=segment_seconds, preset=preset,
-                   window=window).run_chunk()
+                   window=window, progress=progress).run_chunk()
     finally:
         source.close()
         # A StoreOutput holds a thread and an event loop (and an S3 client): this pool process
@@ -114,19 +129,31 @@ def package_parallel(
     assert source.video is not None and source.duration
     plan = windows(source.duration, segment_seconds, chunk_seconds)
     stitcher = Stitcher(output, len(plan), on_playable)
+    tracker = Tracker(progress, source.duration)
+    positions = [0.0] * len(plan)  # seconds done in each chunk's window
     context = multiprocessing.get_context("spawn")  # no threads or codecs copied by fork
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, \
+            ThreadPoolExecutor(max_workers=1) as thread, context.Manager() as manager:
+        reports = manager.Queue()
         pending: dict[Future, int] = {
             pool.submit(_encode_chunk, source.path, make_output, ladder, segment_seconds,
-                        preset, limits, window): index for index, window in enumerate(plan)}
-        audio = _encode_audio(source, output, segment_seconds)
+                        preset, limits, window, _ChunkProgress(reports, index, window.start)): index
+            for index, window in enumerate(plan)}
+        # Audio on a thread of this process, so the chunks' progress is told meanwhile.
+        audio_done = thread.submit(_encode_audio, source, output, segment_seconds)
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, timeout=tracker.interval, return_when=FIRST_COMPLETED)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    index, seconds = reports.get_nowait()
+                    positions[index] = max(positions[index], seconds)
             for future in done:
-                stitcher.add(pending.pop(future), future.result())
-                if progress:
-                    progress(stitcher.joined, len(plan))
-    return _publish(output, source, stitcher, audio)
+                index = pending.pop(future)
+                stitcher.add(index, future.result())
+                positions[index] = (plan[index].end or source.duration) - plan[index].start
+            tracker.at(sum(positions))
+        audio = audio_done.result()
+    return _publish(output, source, stitcher, audio, tracker)
 
 
 def _encode_audio(source: Source, output: Output, segment_seconds: float) -> AudioLane | None:
@@ -144,7 +171,9 @@ def _encode_audio(source: Source, output: Output, segment_seconds: float) -> Aud
     return lane
 
 
-def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLane | None) -> PackageResult:
+def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLane | None,
+             tracker: Tracker) -> PackageResult:
+    tracker.enter("finishing")
     chunks = stitcher.ordered()
     media_end = max(c.media_end for c in chunks)
     first = chunks[0]
@@ -161,7 +190,10 @@ def _publish(output: Output, source: Source, stitcher: Stitcher, audio: AudioLan
     thumbs.tiles = [(t, _tile(w, h, planes)) for c in chunks for t, w, h, planes in c.tiles]
     if thumbs.tiles:
         thumbs.tile = (thumbs.tiles[0][1].width, thumbs.tiles[0][1].height)  # as the chunks cut them
+    tracker.enter("thumbnails")
     thumbs.finish(media_end)
     if audio is not None:
         audio.finish(media_end)
-    return publish(output, videos, audio)
+    result = publish(output, videos, audio)
+    tracker.enter("done")
+    return result

@@ -9,7 +9,6 @@ written last, when everything else is in place.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +29,11 @@ from packager.lanes import (
     close_all,
 )
 from packager.output import Output
+from packager.progress import Progress, Tracker
 from packager.source import Source, Upright
 from packager.thumbs import Thumbnails
 
 TRUNCATED_SHARE = 0.9  # decoding ending before this share of the declared duration: truncated
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -145,7 +143,8 @@ class Job:
         self.source, self.output, self.ladder = source, output, ladder
         self.segment_seconds, self.preset = segment_seconds, preset
         self.progressive = progressive and window is None
-        self.progress, self.deadline = progress, deadline
+        self.deadline = deadline
+        self.tracker = Tracker(progress, source.duration or 0.0)
         self.window = window or Window(0.0, None, 1)
         self.on_playable = on_playable
         self.next_start: int | None = None
@@ -157,8 +156,6 @@ class Job:
         self.clock = _Clock(source.start, cuts, source.frame_rate, self.window.start)
         self.upright: Upright | None = None
         self.thumbs: Thumbnails | None = None
-        self.total_parts = math.ceil(source.duration / segment_seconds) if source.duration else 0
-        self.parts = 0
         self.media_end = 0.0
 
     def _start_video(self, frame: av.VideoFrame) -> None:
@@ -191,14 +188,11 @@ class Job:
             raise _WindowDone
         assert self.upright is not None and self.thumbs is not None
         frame = self.upright(frame)
-        if cut and self.clock.frames > 1:
-            self.parts += 1
-            if self.progress:
-                self.progress(self.parts, max(self.total_parts, self.parts + 1))
         for thread in self.threads:
             thread.submit(frame, pts, cut)
         self.thumbs.offer(frame, seconds)
         self.media_end = max(self.media_end, seconds + 1 / float(self.source.frame_rate))
+        self.tracker.at(seconds)
 
     def _audio(self, frame: av.AudioFrame) -> None:
         if self.audio is None or frame.time is None:
@@ -207,6 +201,8 @@ class Job:
         self.audio.encode(frame, seconds)
         if not self.lanes:
             self.media_end = max(self.media_end, seconds + frame.samples / frame.sample_rate)
+        if self.source.video is None:
+            self.tracker.at(seconds)
 
     def run(self) -> PackageResult:
         if self.source.video is None and self.audio is not None:
@@ -279,6 +275,7 @@ class Job:
         if declared and declared > 2 and self.media_end < TRUNCATED_SHARE * declared:
             raise PackagingError("truncated", f"the file declares {declared:.1f} s but holds only "
                                               f"{self.media_end:.1f} s: was the upload cut short?")
+        self.tracker.enter("finishing")
         close_all(self.threads)
         if self.audio is not None:
             self.audio.finish(self.media_end if self.lanes else None)
@@ -287,11 +284,11 @@ class Job:
         if not self.lanes and self.audio is None:
             raise PackagingError("no_frames", "nothing decodable in the file")
         if self.thumbs is not None:
+            self.tracker.enter("thumbnails")
             self.thumbs.finish(self.media_end)
         result = publish(self.output, [hls.VideoVariant(
             f"{lane.rendition.name}/index.m3u8", f"{lane.rendition.name}/iframes.m3u8",
             lane.rendition.width, lane.rendition.height, float(self.source.frame_rate),
             lane.writer.track.codecs, lane.writer.segments) for lane in self.lanes], self.audio)
-        if self.progress:
-            self.progress(self.parts + 1, self.parts + 1)
+        self.tracker.enter("done")
         return result

@@ -26,6 +26,7 @@ from reel.logs import fields
 log = logging.getLogger("packager.worker")
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
+PROGRESS_EVERY = 1.0  # seconds: a client polling the video once a second sees progress move
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ class JobRunner:
     async def _heartbeats(self) -> None:
         interval = max(1.0, self.job.lease_seconds / 3)
         while True:
-            # A preview becoming playable is told at once; otherwise every `interval`.
+            # News (progress, a playable preview) is told within PROGRESS_EVERY; with none, the
+            # lease is still renewed every `interval`.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._news.wait(), interval)
             self._news.clear()
@@ -136,6 +138,7 @@ class JobRunner:
                 await self.control.heartbeat(self.job, self.progress, self.preview)
             except aiohttp.ClientError as exc:
                 log.warning("heartbeat failed", extra=fields(job=self.job.id, error=str(exc)))
+            await asyncio.sleep(PROGRESS_EVERY)
 
     async def _package(self, source: Path) -> dict:
         proc = await asyncio.create_subprocess_exec(
@@ -152,6 +155,7 @@ class JobRunner:
                 event = json.loads(line)
                 if "progress" in event:
                     self.progress = tuple(event["progress"])
+                    self._news.set()
                 if "preview" in event:
                     self.preview = event["preview"]
                     self._news.set()
