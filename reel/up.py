@@ -82,27 +82,29 @@ class Stack:
         return path
 
     def commands(self) -> dict[str, list[str]]:
+        """Each service's `reel` arguments. A value always shares its word with its flag
+        (`--purge-token=VALUE`): a generated secret that begins with `-` is never read as an option."""
         port = self.port_base
         regions = str(self.write_regions())
         cmds = {
-            "control": ["control", "--data", str(self.data / "control"), "--store", str(self.store),
-                        "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token,
-                        "--purge-token", self.purge_token, "--admin-email", ADMIN_EMAIL,
-                        "--edge", *(self.edge(i) for i in range(len(REGIONS)))],
-            "geo": ["geo", "--regions", regions, "--port", str(port),
+            "control": ["control", f"--data={self.data / 'control'}", f"--store={self.store}",
+                        f"--port={port + 1}", f"--geo-url={self.geo}", f"--worker-token={self.token}",
+                        f"--purge-token={self.purge_token}", f"--admin-email={ADMIN_EMAIL}",
+                        "--edge", *(self.edge(i) for i in range(len(REGIONS)))],  # URLs: http://...
+            "geo": ["geo", f"--regions={regions}", f"--port={port}",
                     "--trusted-proxy", "127.0.0.1", "::1"],
-            "worker": ["worker", "--control", self.control, "--store", str(self.store),
-                       "--token", self.token],
+            "worker": ["worker", f"--control={self.control}", f"--store={self.store}",
+                       f"--token={self.token}"],
         }
         for index, (region, _, _) in enumerate(REGIONS):
-            cmds[f"origin-{region}"] = ["origin", "--store", str(self.store), "--region", region,
-                                        "--port", str(port + 2 + index)]
-            cmds[f"edge-{region}"] = ["edge", "--region", region, "--regions", regions,
-                                      "--port", str(port + 10 + index), "--cache-mb", "256",
-                                      "--purge-token", self.purge_token]
+            cmds[f"origin-{region}"] = ["origin", f"--store={self.store}", f"--region={region}",
+                                        f"--port={port + 2 + index}"]
+            cmds[f"edge-{region}"] = ["edge", f"--region={region}", f"--regions={regions}",
+                                      f"--port={port + 10 + index}", "--cache-mb=256",
+                                      f"--purge-token={self.purge_token}"]
         for name, args in cmds.items():
             if name != "worker":  # the worker listens on nothing
-                args[1:1] = ["--host", self.host]
+                args.insert(1, f"--host={self.host}")
         return cmds
 
     def start(self, only: Iterable[str] | None = None) -> None:
