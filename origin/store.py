@@ -20,6 +20,11 @@ from pathlib import Path
 from origin.layout import parse_key
 
 CHUNK = 256 * 1024
+# A directory store's modes, whatever the umask: published objects (vod/, live/) are readable by
+# every user (an origin, nginx or a backup job running as another user); sources and staging
+# (.tmp/) stay the owner's.
+PUBLISHED_MODES = (0o644, 0o755)  # files, directories
+PRIVATE_MODES = (0o600, 0o700)
 
 
 class StoreError(Exception):
@@ -133,9 +138,12 @@ class DirectoryStore(Store):
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.chmod(PUBLISHED_MODES[1])
         self._tmp = self.root / ".tmp"
         self._tmp.mkdir(exist_ok=True)
+        self._tmp.chmod(PRIVATE_MODES[1])
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self.root)!r})"
@@ -143,6 +151,23 @@ class DirectoryStore(Store):
     def _path(self, key: str) -> Path:
         check_key(key)
         return self.root / key
+
+    @staticmethod
+    def _modes(key: str) -> tuple[int, int]:
+        return PRIVATE_MODES if key.startswith("sources/") else PUBLISHED_MODES
+
+    def _make_dirs(self, directory: Path, mode: int) -> None:
+        """`directory` and its missing parents below the root, each with `mode`."""
+        missing = []
+        while directory != self.root and not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:  # another writer made it
+                continue
+            path.chmod(mode)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -175,10 +200,12 @@ class DirectoryStore(Store):
         self, key: str, chunks: AsyncIterable[bytes], max_bytes: int | None = None
     ) -> ObjectInfo:
         path = self._path(key)
+        file_mode, dir_mode = self._modes(key)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         size = 0
         digest = hashlib.md5(usedforsecurity=False)
         try:
+            os.fchmod(fd, file_mode)
             with os.fdopen(fd, "wb") as f:
                 async for block in chunks:
                     size += len(block)
@@ -186,7 +213,7 @@ class DirectoryStore(Store):
                         raise TooLarge(f"{key}: over {max_bytes} bytes")
                     digest.update(block)
                     await asyncio.to_thread(f.write, block)
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(self._make_dirs, path.parent, dir_mode)
             os.replace(tmp_name, path)
         except BaseException:
             # In a thread, which finishes even if this task is cancelled again meanwhile.
@@ -201,6 +228,7 @@ class DirectoryStore(Store):
         # is a copy that costs no bytes; another filesystem gets a real copy.
         check_tree(source)
         check_tree(target)
+        file_mode, dir_mode = self._modes(target)
 
         def copy() -> int:
             base = self.root / source
@@ -218,9 +246,12 @@ class DirectoryStore(Store):
                         os.link(path, dest)
                     except OSError:
                         shutil.copy2(path, dest)
+                    dest.chmod(file_mode)
+                for directory in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
+                    directory.chmod(dir_mode)
                 # One rename publishes the whole copy, so no reader sees a partial video.
                 final = self.root / target
-                final.parent.mkdir(parents=True, exist_ok=True)
+                self._make_dirs(final.parent, dir_mode)
                 os.rename(staging, final)  # refuses (OSError) when the target exists
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
