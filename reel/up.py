@@ -10,6 +10,7 @@ Ctrl-C (or SIGTERM) stops them all.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -26,8 +27,11 @@ from pathlib import Path
 
 import aiohttp
 
+from origin.store import STORE_HELP, open_store
+from reel.service import PARENT_ENV
+from reel.settings import Command, Flags
+
 HEALTH_TIMEOUT = 30.0
-PARENT_ENV = "REEL_UP_PID"  # tells a service who started it: see reel.cli.stop_with_parent
 DEMO_TIMEOUT = 600.0
 
 REGIONS = (
@@ -269,8 +273,6 @@ def _wait_for_stop(stack: Stack) -> int:
 def run_up(data: Path, host: str, port_base: int, demo: bool = False,
            demo_seconds: float = 20.0, store: str | None = None) -> int:
     if store is not None:
-        from origin.store import open_store
-
         open_store(store)  # a bad spec is a clear error (StoreError) before anything starts
     stack = Stack(data.resolve(), host, port_base, store_spec=store)
     stack.data.mkdir(parents=True, exist_ok=True)
@@ -308,3 +310,21 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
     finally:
         stack.stop()
         print("reel up: stopped", file=sys.stderr, flush=True)
+
+
+def add_flags(flags: Flags) -> None:
+    flags.flag("--data", default="./reel-data", type=Path, help="data directory (database, objects)")
+    flags.flag("--store", default=None, help=STORE_HELP.replace("a directory", "DATA/objects (default)", 1))
+    flags.flag("--demo", action="store_true", help="make a test clip, upload it and print its URLs")
+    flags.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
+    flags.flag("--host", default="127.0.0.1", help="address every service listens on")
+    flags.flag("--port-base", default=8400, type=int,
+               help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_up(args.data, args.host, args.port_base, demo=args.demo, demo_seconds=args.demo_seconds,
+                  store=args.store)
+
+
+UP = Command("up", "everything on one machine, embedded defaults", add_flags, run)
