@@ -5,7 +5,9 @@ region (+10, +11), in two regions. Every origin serves the same store (DATA/obje
 deployment each region's origins read the same bucket. Each edge reads the regions file and asks
 its own region's origin first, then the others by distance. Each service is its own process,
 exactly as `reel <command>` would run it on its own machine; their logs go to DATA/logs/.
-Ctrl-C (or SIGTERM) stops them all.
+`reel up` supervises them as systemd's `Restart=on-failure` would (`reel.supervisor`): a service
+that dies is logged and started again, with backoff, while the others keep running; one that
+keeps dying right after it starts stops the stack. Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import aiohttp
 from origin.store import STORE_HELP, open_store
 from reel.service import PARENT_ENV
 from reel.settings import Command, Flags
+from reel.supervisor import GaveUp, Supervisor
 
 HEALTH_TIMEOUT = 30.0
 DEMO_TIMEOUT = 600.0
@@ -48,7 +49,6 @@ class Stack:
     port_base: int
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     purge_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     store_spec: str | None = None  # `--store`: s3://... instead of DATA/objects
 
     def url(self, offset: int) -> str:
@@ -111,25 +111,15 @@ class Stack:
                 args.insert(1, f"--host={self.host}")
         return cmds
 
-    def start(self, only: Iterable[str] | None = None) -> None:
-        """Start every service, or those named in `only` (tests start a subset)."""
-        commands = self.commands()
-        for name in commands if only is None else only:
-            self.start_one(name, commands[name])
-
-    def start_one(self, name: str, args: list[str]) -> None:
-        """Start (or start again, after it was killed) one service with its `reel` arguments."""
-        logs = self.data / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "reel", *args], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,  # we, not the tty, stop them
-                env={**os.environ, PARENT_ENV: str(os.getpid())},  # and if we die, they stop
-            )
-
-    def dead(self) -> list[str]:
-        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+    def supervisor(self, commands: dict[str, list[str]] | None = None) -> Supervisor:
+        """The services (`commands()`, or these `reel` arguments), each to run as `reel` would,
+        its output in DATA/logs/NAME.log; nothing is started yet."""
+        return Supervisor(
+            {name: [sys.executable, "-m", "reel", *args]
+             for name, args in (commands or self.commands()).items()},
+            self.data / "logs",
+            env={**os.environ, PARENT_ENV: str(os.getpid())},  # if we die, they stop
+            say=lambda line: print(f"reel up: {line}", file=sys.stderr, flush=True))
 
     def ports_in_use(self) -> list[int]:
         busy = []
@@ -145,22 +135,8 @@ class Stack:
                     busy.append(self.port_base + offset)
         return busy
 
-    def stop(self) -> None:
-        # A second Ctrl-C must not cut the clean-up short and leave children running.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
-
-async def _wait_healthy(stack: Stack) -> None:
+async def _wait_healthy(stack: Stack, services: Supervisor) -> None:
     urls = {"geo": stack.geo, "control": stack.control}
     for index, (region, _, _) in enumerate(REGIONS):
         urls.update({f"origin-{region}": stack.origin(index), f"edge-{region}": stack.edge(index)})
@@ -168,8 +144,7 @@ async def _wait_healthy(stack: Stack) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         for name, url in urls.items():
             while True:
-                if stack.dead():
-                    raise RuntimeError(f"{', '.join(stack.dead())} exited during start-up")
+                services.poll()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(url + "/healthz") as resp:
                         if resp.status == 200:
@@ -223,7 +198,7 @@ async def _demo_user(http: aiohttp.ClientSession, control: str) -> dict[str, str
     return {"Authorization": f"Bearer {await _sign_up_or_in(http, control, account, 'demo')}"}
 
 
-async def _demo(stack: Stack, seconds: float) -> dict:
+async def _demo(stack: Stack, services: Supervisor, seconds: float) -> dict:
     from packager.testclip import make_test_clip
 
     clip = stack.data / "demo" / f"clip-{seconds:g}s.mp4"
@@ -249,8 +224,7 @@ async def _demo(stack: Stack, seconds: float) -> dict:
         while video["state"] not in ("ready", "failed"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"video {video['id']} not ready after {DEMO_TIMEOUT:.0f} s")
-            if stack.dead():
-                raise RuntimeError(f"{', '.join(stack.dead())} exited")
+            services.poll()
             await asyncio.sleep(0.5)
             async with http.get(f"{stack.control}/api/v1/videos/{video['id']}") as resp:
                 video = await resp.json()
@@ -259,15 +233,13 @@ async def _demo(stack: Stack, seconds: float) -> dict:
     return video
 
 
-def _wait_for_stop(stack: Stack) -> int:
+def _supervise(services: Supervisor) -> None:
+    """Keep the services running until SIGTERM (or Ctrl-C: KeyboardInterrupt)."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     while not stop:
-        if dead := stack.dead():
-            print(f"reel up: {', '.join(dead)} exited; see {stack.data / 'logs'}", file=sys.stderr)
-            return 1
-        time.sleep(0.5)
-    return 0
+        services.poll()
+        time.sleep(0.2)
 
 
 def run_up(data: Path, host: str, port_base: int, demo: bool = False,
@@ -282,9 +254,10 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         return 1
     # Ctrl-C must stop the stack even when started from a shell that ignores SIGINT (`cmd &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    stack.start()
+    services = stack.supervisor()
+    services.start()
     try:
-        asyncio.run(_wait_healthy(stack))
+        asyncio.run(_wait_healthy(stack, services))
         print("reel is up", flush=True)
         print(f"  geo        {stack.geo}")
         print(f"  control    {stack.control}/api/v1/  (OpenAPI: {stack.control}/api/v1/openapi.json)")
@@ -296,19 +269,25 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         print(f"  admin      {ADMIN_EMAIL}, bearer token in {asyncio.run(_admin_token(stack))}",
               flush=True)
         if demo:
-            video = asyncio.run(_demo(stack, demo_seconds))
+            video = asyncio.run(_demo(stack, services, demo_seconds))
             print(f"demo video {video['id']} is ready", flush=True)
             print(f"  playback   {video['playback_url']}")
             print(f"  watch      {video['watch_url']}", flush=True)
         print("Ctrl-C stops everything.", flush=True)
-        return _wait_for_stop(stack)
+        _supervise(services)
+        return 0
+    except GaveUp as exc:
+        print(f"reel up: {exc}; stopping everything", file=sys.stderr)
+        return 1
     except RuntimeError as exc:
         print(f"reel up: {exc}; logs in {stack.data / 'logs'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        stack.stop()
+        # A second Ctrl-C must not cut the clean-up short and leave children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        services.stop()
         print("reel up: stopped", file=sys.stderr, flush=True)
 
 
