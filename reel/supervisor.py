@@ -37,7 +37,6 @@ class _Service:
     proc: subprocess.Popen | None = None
     started: float = 0.0
     fast_failures: int = 0  # in a row
-    delay: float = 0.0  # before the next start
     restart_at: float | None = None
 
 
@@ -107,18 +106,15 @@ class Supervisor:
                 self._failed(service, code, ran, now)
 
     def _failed(self, service: _Service, code: int, ran: float, now: float) -> None:
-        if ran < self.fast_seconds:
-            service.fast_failures += 1
-            service.delay = min(self.max_delay, service.delay * 2) if service.delay else self.first_delay
-        else:
-            service.fast_failures, service.delay = 1, self.first_delay
+        service.fast_failures = service.fast_failures + 1 if ran < self.fast_seconds else 0
         if service.fast_failures >= self.burst:
             raise GaveUp(f"{service.name} failed {service.fast_failures} times in a row, each "
                          f"within {self.fast_seconds:g} s of starting (last: {describe(code)}); "
                          f"see {service.log}")
-        service.restart_at = now + service.delay
+        delay = min(self.max_delay, self.first_delay * 2 ** max(0, service.fast_failures - 1))
+        service.restart_at = now + delay
         self.say(f"{service.name} exited ({describe(code)}) after {ran:.1f} s; "
-                 f"starting it again in {service.delay:g} s")
+                 f"starting it again in {delay:g} s")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to every running service, SIGKILL to those still there after `timeout`."""
