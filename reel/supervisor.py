@@ -6,7 +6,9 @@ that doubles from `first_delay` up to `max_delay`, while the others keep running
 that ran for `fast_seconds` or more before failing starts over from `first_delay`. One that
 fails `burst` times in a row, each time within `fast_seconds` of starting, is not started again:
 `poll()` raises GaveUp, and the owner stops everything. A clean exit (code 0: the service was
-told to stop) is logged and not restarted.
+told to stop) is logged and not restarted. Each service runs in its own process group; what it
+leaves behind when it exits (an edge's workers, a packaging child) is killed with it, as systemd
+kills what is left of a unit, so a restarted service never meets its predecessor's children.
 
 Nothing runs in the background: the owner calls `poll()` often (every few hundred
 milliseconds), and restarts happen in that call, from the owner's thread. Services that are never
@@ -98,6 +100,7 @@ class Supervisor:
                 continue
             if service.proc is None or (code := service.proc.poll()) is None:
                 continue
+            _kill_group(service.proc)
             service.proc, ran = None, now - service.started
             if code == 0:
                 self.say(f"{service.name} exited ({describe(code)}) after {ran:.1f} s; "
@@ -130,3 +133,12 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of an exited service's process group (its leader's pid)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # nothing left
+        pass

@@ -93,3 +93,26 @@ def test_a_clean_exit_is_logged_and_not_restarted(tmp_path: Path) -> None:
     assert len(lines) == 1 and re.fullmatch(r"done exited \(code 0\) after [0-9.]+ s; not restarted",
                                             lines[0])
     assert services.procs == {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_what_a_failed_service_leaves_behind_dies_with_it(tmp_path: Path) -> None:
+    """An edge's workers, say: children still running when their service died."""
+    leaves_a_child = [sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen("
+                      "[sys.executable, '-c', 'import time; time.sleep(120)']); print(p.pid, flush=True); "
+                      "time.sleep(0.2); sys.exit(1)"]
+    lines: list[str] = []
+    services = Supervisor({"parent": leaves_a_child}, tmp_path / "logs", say=lines.append, **FAST)
+    services.start()
+    try:
+        poll_until(services, lambda: bool(lines))
+        child = int((tmp_path / "logs" / "parent.log").read_text().split()[0])
+        poll_until(services, lambda: not _alive(child), timeout=10)
+    finally:
+        services.stop()

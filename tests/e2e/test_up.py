@@ -170,7 +170,7 @@ def test_a_killed_edge_is_started_again_while_hlsjs_plays_on(tmp_path: Path, pag
                        lambda route: held.append(route) if victim is None else route.continue_())
             until(lambda: held, "hls.js asks the eu-west edge for a segment", timeout=30)
             victim = _service_pid(up, "edge", "--region=eu-west")
-            os.kill(victim, signal.SIGKILL)
+            os.killpg(victim, signal.SIGKILL)  # the edge and any workers it forked
             killed_at = time.monotonic()
             until(lambda: not _listening(up.port_base + 10), "the edge's port is closed", timeout=10)
             seen = len(media)
