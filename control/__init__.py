@@ -1,5 +1,5 @@
-"""control: the creators' and viewers' API (uploads, videos, the packaging job queue)."""
+"""control: the creators' and viewers' API (uploads, videos, the packaging job queue).
 
-from control.app import make_app
-
-__all__ = ["make_app"]
+The app is `control.app.make_app`; `reel control` is wired in `control.cli`. Importing `control`
+loads neither.
+"""

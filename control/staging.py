@@ -63,6 +63,7 @@ class LocalStaging(Staging):
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # uploads in progress are their creators' alone
 
     def __repr__(self) -> str:
         return f"LocalStaging({str(self.root)!r})"

@@ -1,7 +1,7 @@
 """edge: a regional caching tier — byte-bounded LRU, coalesced upstream fetches streamed to every
-waiter, stale serving, failover, shield tier, prefetch and purge."""
+waiter, stale serving, failover, shield tier, prefetch and purge.
 
-from edge.app import make_app
-from edge.upstream import ConfigError, origins_nearest
-
-__all__ = ["ConfigError", "make_app", "origins_nearest"]
+The app is `edge.app.make_app`, served by `edge.server`; its origins come from
+`edge.upstream.origins_nearest`; `reel edge` is wired in `edge.cli`. Importing `edge` loads none
+of them.
+"""

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
-import geo
 from edge.http import RELAY_HEADER
+from geo.regions import RegionsError, load_regions
 from reel.logs import fields
 
 log = logging.getLogger("reel.edge.upstream")
@@ -204,8 +204,8 @@ def origins_nearest(regions_file: Path | str, region: str) -> list[str]:
     """The origins of a regions file as `region` sees them: its own, then the others by
     distance. The order is geo's (`RegionMap.origins_nearest`), so geo and edge agree."""
     try:
-        regions = geo.load_regions(regions_file)
-    except geo.RegionsError as exc:
+        regions = load_regions(regions_file)
+    except RegionsError as exc:
         raise ConfigError(str(exc)) from None
     if region not in regions:
         raise ConfigError(f"{regions_file}: no region {region!r} (regions: {', '.join(regions)})")

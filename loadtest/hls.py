@@ -1,4 +1,5 @@
-"""Just enough HLS for a load-testing player: master and media playlists, URIs made absolute.
+"""Just enough HLS for a load-testing player: master and media playlists read with the `m3u8`
+library, URIs made absolute.
 
 A master may be plain (a 302 from geo to an edge, relative URIs) or steered (HLS Content
 Steering: each variant listed once per pathway with a PATHWAY-ID and absolute URIs); a steered
@@ -7,16 +8,9 @@ master is read as its first pathway only, as a player starts on it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
 
-_ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
-
-
-def attributes(text: str) -> dict[str, str]:
-    """`A=1,B="x,y"` -> {"A": "1", "B": "x,y"}."""
-    return {name: value.strip('"') for name, value in _ATTRIBUTE.findall(text)}
+import m3u8
 
 
 @dataclass(frozen=True)
@@ -36,31 +30,25 @@ class Master:
         return self.audio.get(variant.audio_group or "")
 
 
-def parse_master(text: str, url: str) -> Master:
+def _load(text: str, url: str) -> m3u8.M3U8:
     if not text.startswith("#EXTM3U"):
         raise ValueError("not an HLS playlist")
-    variants: list[Variant] = []
+    return m3u8.loads(text, uri=url)
+
+
+def parse_master(text: str, url: str) -> Master:
+    playlist = _load(text, url)
     audio: dict[str, str] = {}
-    steering_first: str | None = None
-    pending: dict[str, str] | None = None
-    for line in (raw.strip() for raw in text.splitlines()):
-        if line.startswith("#EXT-X-CONTENT-STEERING:"):
-            steering_first = attributes(line.partition(":")[2]).get("PATHWAY-ID")
-        elif line.startswith("#EXT-X-MEDIA:"):
-            media = attributes(line.partition(":")[2])
-            if media.get("TYPE") == "AUDIO" and "URI" in media:
-                group = media.get("GROUP-ID", "")
-                if group not in audio or media.get("DEFAULT") == "YES":
-                    audio[group] = urljoin(url, media["URI"])
-        elif line.startswith("#EXT-X-STREAM-INF:"):
-            pending = attributes(line.partition(":")[2])
-        elif line and not line.startswith("#") and pending is not None:
-            variants.append(Variant(urljoin(url, line), int(pending.get("BANDWIDTH", 0)),
-                                    pending.get("AUDIO"), pending.get("PATHWAY-ID")))
-            pending = None
+    for media in playlist.media:
+        group = media.group_id or ""
+        if media.type == "AUDIO" and media.uri and (group not in audio or media.default == "YES"):
+            audio[group] = media.absolute_uri
+    variants = [Variant(p.absolute_uri, p.stream_info.bandwidth or 0, p.stream_info.audio,
+                        p.stream_info.pathway_id) for p in playlist.playlists]
     pathways = [v.pathway for v in variants if v.pathway]
     if pathways:
-        first = steering_first if steering_first in pathways else pathways[0]
+        steering = playlist.content_steering
+        first = steering.pathway_id if steering and steering.pathway_id in pathways else pathways[0]
         variants = [v for v in variants if v.pathway in (first, None)]
     if not variants:
         raise ValueError("the master playlist lists no variants")
@@ -84,19 +72,9 @@ class Media:
 
 
 def parse_media(text: str, url: str) -> Media:
-    if not text.startswith("#EXTM3U"):
-        raise ValueError("not an HLS playlist")
-    init = None
-    segments: list[Segment] = []
-    duration: float | None = None
-    for line in (raw.strip() for raw in text.splitlines()):
-        if line.startswith("#EXT-X-MAP:"):
-            init = urljoin(url, attributes(line.partition(":")[2])["URI"])
-        elif line.startswith("#EXTINF:"):
-            duration = float(line.partition(":")[2].split(",")[0])
-        elif line and not line.startswith("#") and duration is not None:
-            segments.append(Segment(urljoin(url, line), duration))
-            duration = None
+    playlist = _load(text, url)
+    segments = [Segment(s.absolute_uri, s.duration) for s in playlist.segments]
     if not segments:
         raise ValueError("the media playlist lists no segments")
-    return Media(init, segments)
+    init = playlist.segments[0].init_section
+    return Media(init.absolute_uri if init else None, segments)

@@ -1,7 +1,9 @@
 """origin: the object store and the HTTP app that serves it by the layout of DESIGN.md.
 
-Stores: a directory (`origin.store.DirectoryStore`, the default) or S3 and any S3-compatible
-server (`origin.s3store.S3Store`, `--store s3://BUCKET/PREFIX`); `open_store` takes either form.
+Stores: a directory (`origin.dirstore.DirectoryStore`, the default) or S3 and any S3-compatible
+server (`origin.s3store.S3Store`, `--store s3://BUCKET/PREFIX`), both behind the interface of
+`origin.base`; `origin.store.open_store` takes either form. The HTTP app is `origin.app`: importing
+`origin` (or `origin.layout`, `origin.store`) does not load it.
 
 Regions: origins in every region serve the same keys by reading the same bucket (on one machine,
 the same directory), not by pulling through from a peer on a miss. One source of truth: a
@@ -12,8 +14,7 @@ does the copying (S3 cross-region replication or multi-region access points), cl
 region's origins.
 """
 
-from origin.app import make_app
 from origin.layout import Key, parse_key
 from origin.store import DirectoryStore, ObjectInfo, Store, open_store
 
-__all__ = ["Key", "parse_key", "DirectoryStore", "ObjectInfo", "Store", "open_store", "make_app"]
+__all__ = ["Key", "parse_key", "DirectoryStore", "ObjectInfo", "Store", "open_store"]

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from origin.base import Store, StoreError
 from origin.layout import Key, parse_key
-from origin.store import Store, StoreError
 from reel import metrics
 from reel.http import (
     CORS,

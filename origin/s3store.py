@@ -25,7 +25,7 @@ import aiobotocore.session
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from origin.store import CHUNK, ObjectInfo, Store, StoreError, TooLarge, check_key, check_prefix, check_tree
+from origin.base import CHUNK, ObjectInfo, Store, StoreError, TooLarge, check_key, check_prefix, check_tree
 from reel.logs import fields
 
 log = logging.getLogger("reel.origin.s3")

@@ -25,6 +25,7 @@ class DirectoryOutput:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
+            os.fchmod(fd, 0o644)  # published: readable by an origin or web server of another user
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)

@@ -1,10 +1,12 @@
-"""Run one aiohttp application until SIGINT/SIGTERM, on uvloop."""
+"""Run one aiohttp application until SIGINT/SIGTERM, on uvloop; stop with `reel up`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 import uvloop
@@ -13,6 +15,8 @@ from aiohttp import web
 from reel.logs import AccessLogger
 
 log = logging.getLogger("reel.service")
+
+PARENT_ENV = "REEL_UP_PID"  # `reel up` tells each service it starts who started it
 
 
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -> None:
@@ -55,3 +59,18 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     uvloop.run(runner())
+
+
+def stop_with_parent() -> None:
+    """A service `reel up` started gets SIGTERM when `reel up` dies, even by SIGKILL, so a killed
+    stack never leaves its services running (Linux: PR_SET_PDEATHSIG; the signal comes when the
+    thread that started us ends, which for `reel up` is its main thread)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the call above took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -5,11 +5,14 @@ region (+10, +11), in two regions. Every origin serves the same store (DATA/obje
 deployment each region's origins read the same bucket. Each edge reads the regions file and asks
 its own region's origin first, then the others by distance. Each service is its own process,
 exactly as `reel <command>` would run it on its own machine; their logs go to DATA/logs/.
-Ctrl-C (or SIGTERM) stops them all.
+`reel up` supervises them as systemd's `Restart=on-failure` would (`reel.supervisor`): a service
+that dies is logged and started again, with backoff, while the others keep running; one that
+keeps dying right after it starts stops the stack. Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -17,17 +20,19 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from origin.store import STORE_HELP, open_store
+from reel.service import PARENT_ENV
+from reel.settings import Command, Flags
+from reel.supervisor import GaveUp, Supervisor
+
 HEALTH_TIMEOUT = 30.0
-PARENT_ENV = "REEL_UP_PID"  # tells a service who started it: see reel.cli.stop_with_parent
 DEMO_TIMEOUT = 600.0
 
 REGIONS = (
@@ -44,7 +49,6 @@ class Stack:
     port_base: int
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     purge_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     store_spec: str | None = None  # `--store`: s3://... instead of DATA/objects
 
     def url(self, offset: int) -> str:
@@ -82,48 +86,40 @@ class Stack:
         return path
 
     def commands(self) -> dict[str, list[str]]:
+        """Each service's `reel` arguments. A value always shares its word with its flag
+        (`--purge-token=VALUE`): a generated secret that begins with `-` is never read as an option."""
         port = self.port_base
         regions = str(self.write_regions())
         cmds = {
-            "control": ["control", "--data", str(self.data / "control"), "--store", str(self.store),
-                        "--port", str(port + 1), "--geo-url", self.geo, "--worker-token", self.token,
-                        "--purge-token", self.purge_token, "--admin-email", ADMIN_EMAIL,
-                        "--edge", *(self.edge(i) for i in range(len(REGIONS)))],
-            "geo": ["geo", "--regions", regions, "--port", str(port),
+            "control": ["control", f"--data={self.data / 'control'}", f"--store={self.store}",
+                        f"--port={port + 1}", f"--geo-url={self.geo}", f"--worker-token={self.token}",
+                        f"--purge-token={self.purge_token}", f"--admin-email={ADMIN_EMAIL}",
+                        "--edge", *(self.edge(i) for i in range(len(REGIONS)))],  # URLs: http://...
+            "geo": ["geo", f"--regions={regions}", f"--port={port}",
                     "--trusted-proxy", "127.0.0.1", "::1"],
-            "worker": ["worker", "--control", self.control, "--store", str(self.store),
-                       "--token", self.token],
+            "worker": ["worker", f"--control={self.control}", f"--store={self.store}",
+                       f"--token={self.token}"],
         }
         for index, (region, _, _) in enumerate(REGIONS):
-            cmds[f"origin-{region}"] = ["origin", "--store", str(self.store), "--region", region,
-                                        "--port", str(port + 2 + index)]
-            cmds[f"edge-{region}"] = ["edge", "--region", region, "--regions", regions,
-                                      "--port", str(port + 10 + index), "--cache-mb", "256",
-                                      "--purge-token", self.purge_token]
+            cmds[f"origin-{region}"] = ["origin", f"--store={self.store}", f"--region={region}",
+                                        f"--port={port + 2 + index}"]
+            cmds[f"edge-{region}"] = ["edge", f"--region={region}", f"--regions={regions}",
+                                      f"--port={port + 10 + index}", "--cache-mb=256",
+                                      f"--purge-token={self.purge_token}"]
         for name, args in cmds.items():
             if name != "worker":  # the worker listens on nothing
-                args[1:1] = ["--host", self.host]
+                args.insert(1, f"--host={self.host}")
         return cmds
 
-    def start(self, only: Iterable[str] | None = None) -> None:
-        """Start every service, or those named in `only` (tests start a subset)."""
-        commands = self.commands()
-        for name in commands if only is None else only:
-            self.start_one(name, commands[name])
-
-    def start_one(self, name: str, args: list[str]) -> None:
-        """Start (or start again, after it was killed) one service with its `reel` arguments."""
-        logs = self.data / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "reel", *args], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,  # we, not the tty, stop them
-                env={**os.environ, PARENT_ENV: str(os.getpid())},  # and if we die, they stop
-            )
-
-    def dead(self) -> list[str]:
-        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+    def supervisor(self, commands: dict[str, list[str]] | None = None) -> Supervisor:
+        """The services (`commands()`, or these `reel` arguments), each to run as `reel` would,
+        its output in DATA/logs/NAME.log; nothing is started yet."""
+        return Supervisor(
+            {name: [sys.executable, "-m", "reel", *args]
+             for name, args in (commands or self.commands()).items()},
+            self.data / "logs",
+            env={**os.environ, PARENT_ENV: str(os.getpid())},  # if we die, they stop
+            say=lambda line: print(f"reel up: {line}", file=sys.stderr, flush=True))
 
     def ports_in_use(self) -> list[int]:
         busy = []
@@ -139,22 +135,8 @@ class Stack:
                     busy.append(self.port_base + offset)
         return busy
 
-    def stop(self) -> None:
-        # A second Ctrl-C must not cut the clean-up short and leave children running.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
-
-async def _wait_healthy(stack: Stack) -> None:
+async def _wait_healthy(stack: Stack, services: Supervisor) -> None:
     urls = {"geo": stack.geo, "control": stack.control}
     for index, (region, _, _) in enumerate(REGIONS):
         urls.update({f"origin-{region}": stack.origin(index), f"edge-{region}": stack.edge(index)})
@@ -162,8 +144,7 @@ async def _wait_healthy(stack: Stack) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         for name, url in urls.items():
             while True:
-                if stack.dead():
-                    raise RuntimeError(f"{', '.join(stack.dead())} exited during start-up")
+                services.poll()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(url + "/healthz") as resp:
                         if resp.status == 200:
@@ -217,7 +198,7 @@ async def _demo_user(http: aiohttp.ClientSession, control: str) -> dict[str, str
     return {"Authorization": f"Bearer {await _sign_up_or_in(http, control, account, 'demo')}"}
 
 
-async def _demo(stack: Stack, seconds: float) -> dict:
+async def _demo(stack: Stack, services: Supervisor, seconds: float) -> dict:
     from packager.testclip import make_test_clip
 
     clip = stack.data / "demo" / f"clip-{seconds:g}s.mp4"
@@ -243,8 +224,7 @@ async def _demo(stack: Stack, seconds: float) -> dict:
         while video["state"] not in ("ready", "failed"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"video {video['id']} not ready after {DEMO_TIMEOUT:.0f} s")
-            if stack.dead():
-                raise RuntimeError(f"{', '.join(stack.dead())} exited")
+            services.poll()
             await asyncio.sleep(0.5)
             async with http.get(f"{stack.control}/api/v1/videos/{video['id']}") as resp:
                 video = await resp.json()
@@ -253,22 +233,18 @@ async def _demo(stack: Stack, seconds: float) -> dict:
     return video
 
 
-def _wait_for_stop(stack: Stack) -> int:
+def _supervise(services: Supervisor) -> None:
+    """Keep the services running until SIGTERM (or Ctrl-C: KeyboardInterrupt)."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     while not stop:
-        if dead := stack.dead():
-            print(f"reel up: {', '.join(dead)} exited; see {stack.data / 'logs'}", file=sys.stderr)
-            return 1
-        time.sleep(0.5)
-    return 0
+        services.poll()
+        time.sleep(0.2)
 
 
 def run_up(data: Path, host: str, port_base: int, demo: bool = False,
            demo_seconds: float = 20.0, store: str | None = None) -> int:
     if store is not None:
-        from origin.store import open_store
-
         open_store(store)  # a bad spec is a clear error (StoreError) before anything starts
     stack = Stack(data.resolve(), host, port_base, store_spec=store)
     stack.data.mkdir(parents=True, exist_ok=True)
@@ -278,9 +254,10 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         return 1
     # Ctrl-C must stop the stack even when started from a shell that ignores SIGINT (`cmd &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    stack.start()
+    services = stack.supervisor()
+    services.start()
     try:
-        asyncio.run(_wait_healthy(stack))
+        asyncio.run(_wait_healthy(stack, services))
         print("reel is up", flush=True)
         print(f"  geo        {stack.geo}")
         print(f"  control    {stack.control}/api/v1/  (OpenAPI: {stack.control}/api/v1/openapi.json)")
@@ -292,17 +269,41 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
         print(f"  admin      {ADMIN_EMAIL}, bearer token in {asyncio.run(_admin_token(stack))}",
               flush=True)
         if demo:
-            video = asyncio.run(_demo(stack, demo_seconds))
+            video = asyncio.run(_demo(stack, services, demo_seconds))
             print(f"demo video {video['id']} is ready", flush=True)
             print(f"  playback   {video['playback_url']}")
             print(f"  watch      {video['watch_url']}", flush=True)
         print("Ctrl-C stops everything.", flush=True)
-        return _wait_for_stop(stack)
+        _supervise(services)
+        return 0
+    except GaveUp as exc:
+        print(f"reel up: {exc}; stopping everything", file=sys.stderr)
+        return 1
     except RuntimeError as exc:
         print(f"reel up: {exc}; logs in {stack.data / 'logs'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        stack.stop()
+        # A second Ctrl-C must not cut the clean-up short and leave children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        services.stop()
         print("reel up: stopped", file=sys.stderr, flush=True)
+
+
+def add_flags(flags: Flags) -> None:
+    flags.flag("--data", default="./reel-data", type=Path, help="data directory (database, objects)")
+    flags.flag("--store", default=None, help=STORE_HELP.replace("a directory", "DATA/objects (default)", 1))
+    flags.flag("--demo", action="store_true", help="make a test clip, upload it and print its URLs")
+    flags.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
+    flags.flag("--host", default="127.0.0.1", help="address every service listens on")
+    flags.flag("--port-base", default=8400, type=int,
+               help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_up(args.data, args.host, args.port_base, demo=args.demo, demo_seconds=args.demo_seconds,
+                  store=args.store)
+
+
+UP = Command("up", "everything on one machine, embedded defaults", add_flags, run)

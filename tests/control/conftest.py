@@ -13,8 +13,8 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
-from control import make_app
 from control.accounts import PasswordHasher
+from control.app import make_app
 from origin.store import DirectoryStore
 from tests.control.pgserver import PostgresServer
 

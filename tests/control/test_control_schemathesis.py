@@ -17,7 +17,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from control import make_app  # noqa: E402
+from control.app import make_app  # noqa: E402
 from control.ratelimit import RateLimits  # noqa: E402
 from origin.store import DirectoryStore  # noqa: E402
 from tests.control.conftest import FAST_HASHER, GEO, PASSWORD, TOKEN  # noqa: E402

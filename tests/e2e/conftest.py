@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,10 +45,11 @@ class UpProcess:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, data: Path, *extra: str) -> UpProcess:
+    def start(cls, data: Path, *extra: str, python: Sequence[str] = ("-m", "reel")) -> UpProcess:
+        """`python` runs the command line (tests may wrap it: `-c CODE`)."""
         port_base = free_port_base()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reel", "up", "--data", str(data), "--port-base", str(port_base),
+            [sys.executable, *python, "up", "--data", str(data), "--port-base", str(port_base),
              *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         )

@@ -1,6 +1,6 @@
 """The failure drill: a region fails while hls.js plays through geo with Content Steering.
 
-Real processes, started the way `reel up` starts them (reel.up.Stack) but each on its own so the
+Real processes, started the way `reel up` starts them (reel.up.Stack.supervisor) but each on its own so the
 test can kill one: geo, one origin and one edge per region, all on one packaged clip. hls.js in
 headless Chromium plays the steered master; the test kills the edge in use, then the origin
 nearest to the edge that took over, then brings both back.
@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from packager import package
 from packager.testclip import make_test_clip
+from reel.supervisor import Supervisor
 from reel.up import REGIONS, Stack
 from tests.e2e.conftest import free_port_base
 from tests.player import player_page
@@ -65,23 +66,23 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, list[str]]]]:
-    """The stack, and each service's `reel` arguments (to start one again after killing it)."""
+def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Supervisor]]:
+    """The stack, and its services (never polled, so a service killed stays down until the test
+    starts it again)."""
     data = tmp_path_factory.mktemp("drill")
     stack = Stack(data, "127.0.0.1", free_port_base())
     clip = make_test_clip(data / "clip.mp4", seconds=CLIP_SECONDS, width=426, height=240, fps=24)
     package(clip, stack.store / "vod" / VIDEO, segment_seconds=2.0)
     commands = stack.commands()
     commands["geo"] += GEO_TUNING
-    names = ["geo", *(f"{kind}-{region}" for region, _, _ in REGIONS for kind in ("origin", "edge"))]
-    for name in names:
-        stack.start_one(name, commands[name])
+    services = stack.supervisor(commands)
+    services.start(["geo", *(f"{kind}-{region}" for region, _, _ in REGIONS for kind in ("origin", "edge"))])
     try:
         for url in [stack.geo, *(stack.origin(i) for i in range(2)), *(stack.edge(i) for i in range(2))]:
             _until(lambda url=url: _healthy(url), f"{url} healthy")
-        yield stack, commands
+        yield stack, services
     finally:
-        stack.stop()
+        services.stop()
 
 
 def _steering(stack: Stack) -> dict:
@@ -108,8 +109,8 @@ def player() -> Iterator[str]:
 
 
 def test_playback_survives_a_failing_edge_and_origin(
-        drill: tuple[Stack, dict[str, list[str]]], player: str, page: Page) -> None:
-    stack, commands = drill
+        drill: tuple[Stack, Supervisor], player: str, page: Page) -> None:
+    stack, services = drill
     edge_eu, edge_ap = stack.edge(EU), stack.edge(AP)
     origin_eu, origin_ap = stack.origin(EU), stack.origin(AP)
     media: list[str] = []  # URLs of media segments hls.js got, in order
@@ -140,7 +141,7 @@ def test_playback_survives_a_failing_edge_and_origin(
 
     # 1. The edge in use dies. Geo takes its Pathway out of the steering manifest; hls.js moves
     #    to the next Pathway and plays on.
-    stack.procs["edge-eu-west"].send_signal(signal.SIGKILL)
+    services.procs["edge-eu-west"].send_signal(signal.SIGKILL)
     killed_at, seen = now(), len(media)
     until(lambda: _steering(stack)["PATHWAY-PRIORITY"] == ["ap-southeast"],
            "geo steers away from the dead edge", timeout=10)
@@ -151,7 +152,7 @@ def test_playback_survives_a_failing_edge_and_origin(
     assert _get(f"{stack.geo}/vod/{VIDEO}/master.m3u8")[2]["Location"].startswith(edge_ap)
 
     # 2. The origin nearest to that edge dies: the edge fails over to the next origin.
-    stack.procs["origin-ap-southeast"].send_signal(signal.SIGKILL)
+    services.procs["origin-ap-southeast"].send_signal(signal.SIGKILL)
     before = _edge_fetches(edge_ap).get(origin_eu, 0.0)
     killed_at, seen = now(), len(media)
     until(lambda: sum(url.startswith(edge_ap) for url in media[seen:]) >= 3,
@@ -162,8 +163,7 @@ def test_playback_survives_a_failing_edge_and_origin(
 
     # 3. Both come back (same ports): after the hysteresis window geo routes to the edge again
     #    and the edge goes back to its own region's origin.
-    stack.start_one("edge-eu-west", commands["edge-eu-west"])
-    stack.start_one("origin-ap-southeast", commands["origin-ap-southeast"])
+    services.start(["edge-eu-west", "origin-ap-southeast"])
     until(lambda: _steering(stack)["PATHWAY-PRIORITY"] == ["eu-west", "ap-southeast"],
            "the edge is first again for this client")
     assert _get(f"{stack.geo}/vod/{VIDEO}/master.m3u8")[2]["Location"].startswith(edge_eu)

@@ -90,7 +90,9 @@ def _assert_sane_playback(stats: dict[str, dict[str, str]], summary: dict[str, A
     assert summary["views"] > 0 and summary["views_failed"] == 0
     assert 0.0 <= summary["hit_ratio"] <= 1.0
     assert summary["startup_p50_ms"] > 0 and summary["startup_p99_ms"] >= summary["startup_p50_ms"]
-    assert summary["stalls"] >= 0 and summary["stalls_per_min"] >= 0
+    # The link wanders (down to a quarter of a viewer's median), so some segment may come late;
+    # never a view's first, and each later segment at most once.
+    assert summary["stalls"] <= int(stats["segment"]["Request Count"]) - summary["views"]
     assert summary["ttfb_p99_ms"]["playlist"] > 0 and summary["ttfb_p99_ms"]["segment"] > 0
     assert sum(summary["x_cache"].values()) > 0
     assert summary["origin_fetches_per_edge_request"] is not None
@@ -106,6 +108,18 @@ def test_player_suites(demo: Demo, catalog: list[str], tmp_path: Path, suite: st
     assert max(users) > 0
     if suite == "step":
         assert max(users) == 4 and min(u for u in users if u) < 4  # it stepped up
+
+
+def test_players_on_a_fast_link_never_stall(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    """Views of the whole video over a link far faster than any rendition, from a healthy local
+    stack: every segment after the first arrives long before the buffer runs dry."""
+    stats, report = _loadtest(demo, "steady", tmp_path, "--link-mbps", "500", "--watch-seconds", "0")
+    summary = report["summary"]
+    assert summary["views"] > 0 and summary["views_failed"] == 0
+    # Not only first segments: video and audio of at least two segments per view.
+    assert int(stats["segment"]["Request Count"]) >= 4 * summary["views"]
+    assert summary["stalls"] == 0 and summary["stalls_per_min"] == 0.0
+    assert summary["stall_p50_ms"] is None
 
 
 def test_celebrity_hotspot_is_held_by_the_edge(demo: Demo, catalog: list[str], tmp_path: Path) -> None:

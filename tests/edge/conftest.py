@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-import edge
+import edge.app
 import edge.server
-import origin
+import origin.app
 from origin.store import DirectoryStore
 
 VID = "abcdef123"
@@ -140,7 +140,7 @@ async def store(tmp_path) -> DirectoryStore:
 
 @pytest.fixture
 async def origin_url(store) -> AsyncIterator[str]:
-    server = TestServer(origin.make_app(store, region="eu"))
+    server = TestServer(origin.app.make_app(store, region="eu"))
     await server.start_server()
     try:
         yield str(server.make_url("")).rstrip("/")
@@ -196,7 +196,7 @@ async def make_edge(request) -> AsyncIterator[Callable[..., asyncio.Future]]:
 
     async def start(origins: list[str], cache_bytes: int = 16 << 20, **kw) -> TestClient | FastClient:
         kw.setdefault("health_interval", 0)  # no probes unless a test wants them
-        app = edge.make_app(region="eu", origins=origins, cache_bytes=cache_bytes, **kw)
+        app = edge.app.make_app(region="eu", origins=origins, cache_bytes=cache_bytes, **kw)
         if request.param == "fast":
             client = FastClient(app)
         else:

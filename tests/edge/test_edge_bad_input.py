@@ -35,13 +35,13 @@ def status_of(reply: bytes) -> int:
 @pytest.fixture
 async def fast_edge():
     """Like make_edge, but only the front `reel edge` runs: these are its own defences."""
-    import edge
+    import edge.app
 
     clients: list[FastClient] = []
 
     async def start(origins: list[str], cache_bytes: int = 16 << 20, **kw) -> FastClient:
         kw.setdefault("health_interval", 0)
-        client = FastClient(edge.make_app(region="eu", origins=origins, cache_bytes=cache_bytes, **kw))
+        client = FastClient(edge.app.make_app(region="eu", origins=origins, cache_bytes=cache_bytes, **kw))
         clients.append(client)
         return client
 

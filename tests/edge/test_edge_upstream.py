@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-import edge
+from edge.upstream import ConfigError, origins_nearest
 from tests.edge.conftest import VID, closed_port_url, metric, pattern
 from tests.edge.test_edge_coalescing import first_bytes_then_rest, until, wait_for_first_bytes
 
@@ -161,9 +161,9 @@ def test_origins_nearest_first_from_a_regions_file(tmp_path):
         '[regions.ap-south]\nlat = 19.1\nlon = 72.9\nedges = ["http://e2"]\norigins = ["http://o-ap"]\n'
         '[regions.eu-west]\nlat = 51.5\nlon = -0.1\nedges = ["http://e3"]\norigins = ["http://o-eu"]\n'
     )
-    assert edge.origins_nearest(regions, "eu-west") == ["http://o-eu", "http://o-us", "http://o-ap"]
-    assert edge.origins_nearest(regions, "ap-south") == ["http://o-ap", "http://o-eu", "http://o-us"]
-    with pytest.raises(edge.ConfigError, match="no region 'mars'"):
-        edge.origins_nearest(regions, "mars")
-    with pytest.raises(edge.ConfigError):
-        edge.origins_nearest(tmp_path / "missing.toml", "eu-west")
+    assert origins_nearest(regions, "eu-west") == ["http://o-eu", "http://o-us", "http://o-ap"]
+    assert origins_nearest(regions, "ap-south") == ["http://o-ap", "http://o-eu", "http://o-us"]
+    with pytest.raises(ConfigError, match="no region 'mars'"):
+        origins_nearest(regions, "mars")
+    with pytest.raises(ConfigError):
+        origins_nearest(tmp_path / "missing.toml", "eu-west")

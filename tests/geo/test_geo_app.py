@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-import geo
+import geo.app
 from geo import ConfigError, RegionsError
 from tests.geo.conftest import LONDON, LONDON_V6, NEW_YORK, NOT_IN_DB, SYDNEY, EdgeServer
 
@@ -30,7 +30,7 @@ async def start_geo(app: web.Application) -> TestClient:
 @pytest.fixture
 async def client(regions_file: Path, city_db: Path) -> TestClient:
     # The test client connects from 127.0.0.1: a trusted proxy, so X-Forwarded-For places it.
-    client = await start_geo(geo.make_app(regions_file, city_db, ["127.0.0.1"], **FAST))
+    client = await start_geo(geo.app.make_app(regions_file, city_db, ["127.0.0.1"], **FAST))
     yield client
     await client.close()
 
@@ -101,7 +101,7 @@ async def test_unplaceable_clients_go_to_default_region(client: TestClient) -> N
 async def test_forwarded_for_from_untrusted_peer_is_ignored(regions_file: Path, city_db: Path
                                                             ) -> None:
     for trusted in ([], ["10.0.0.0/8", "192.0.2.1"]):
-        client = await start_geo(geo.make_app(regions_file, city_db, trusted, **FAST))
+        client = await start_geo(geo.app.make_app(regions_file, city_db, trusted, **FAST))
         try:
             assert (await steer(client, SYDNEY))[1] == "us-east"
         finally:
@@ -256,7 +256,7 @@ async def test_edges_start_healthy_and_probes_stop_on_cleanup(tmp_path: Path) ->
     await edge.stop()
     regions = tmp_path / "r.toml"
     regions.write_text(f'default = "x"\n[regions.x]\nlat = 0\nlon = 0\nedges = ["{edge.url}"]\n')
-    app = geo.make_app(regions, None, [], probe_interval=5, probe_timeout=0.3)
+    app = geo.app.make_app(regions, None, [], probe_interval=5, probe_timeout=0.3)
     client = await start_geo(app)
     try:
         assert (await steer(client))[2] == edge.url + SEGMENT
@@ -272,11 +272,11 @@ async def test_bad_configuration_fails_before_serving(tmp_path: Path, regions_fi
     bad = tmp_path / "bad.toml"
     bad.write_text('default = "eu-west"\n[regions.eu-west]\nlat = 100\nlon = 0\nedges = []\n')
     with pytest.raises(RegionsError, match=r"regions\.eu-west\.lat"):
-        geo.make_app(bad)
+        geo.app.make_app(bad)
     with pytest.raises(ConfigError, match="trusted proxy"):
-        geo.make_app(regions_file, city_db, ["not-a-network"])
+        geo.app.make_app(regions_file, city_db, ["not-a-network"])
     country = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
     country.insert_network(IPSet(["81.2.69.0/24"]), {"country": {"iso_code": "GB"}})
     country.to_db_file(str(tmp_path / "country.mmdb"))
     with pytest.raises(ConfigError, match="needs a City database"):
-        geo.make_app(regions_file, tmp_path / "country.mmdb")
+        geo.app.make_app(regions_file, tmp_path / "country.mmdb")

@@ -12,7 +12,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-import geo
+import geo.app
 from geo.health import HealthChecker
 from geo.regions import Region, RegionMap
 from geo.router import Router
@@ -47,7 +47,7 @@ KNOWN = "p=" + ",".join(FROM_LONDON)
 async def client(regions_file: Path, city_db: Path, edges: dict[str, EdgeServer]) -> TestClient:
     for edge in edges.values():
         edge.objects[MASTER_PATH] = PACKAGED
-    client = await start_geo(geo.make_app(regions_file, city_db, ["127.0.0.1"], **FAST,
+    client = await start_geo(geo.app.make_app(regions_file, city_db, ["127.0.0.1"], **FAST,
                                           steering_ttl=3))
     yield client
     await client.close()
@@ -333,7 +333,7 @@ async def test_forged_forwarded_for_does_not_steer(regions_file: Path, city_db: 
     for edge in edges.values():
         edge.objects[MASTER_PATH] = PACKAGED
     # Nobody is a trusted proxy: a client claiming Sydney is the loopback address it is.
-    client = await start_geo(geo.make_app(regions_file, city_db, [], **FAST))
+    client = await start_geo(geo.app.make_app(regions_file, city_db, [], **FAST))
     try:
         doc = await manifest(client, SYDNEY)
         assert doc["PATHWAY-PRIORITY"][0] == "us-east"  # the default region

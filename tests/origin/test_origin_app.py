@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import origin
+from origin.app import make_app
 from origin.s3store import S3Store
 from tests.origin.stores import KINDS, make_store
 
@@ -40,7 +40,7 @@ async def store(request, tmp_path):
 async def client(store):
     for key, data in OBJECTS.items():
         await store.write_bytes(key, data)
-    async with TestClient(TestServer(origin.make_app(store, region="eu"))) as client:
+    async with TestClient(TestServer(make_app(store, region="eu"))) as client:
         yield client
 
 
@@ -220,7 +220,7 @@ async def test_metrics_count_responses(client):
 
 async def test_empty_object(store):
     await store.write_bytes(f"vod/{VID}/v360/seg_00002.m4s", b"")
-    async with TestClient(TestServer(origin.make_app(store))) as client:
+    async with TestClient(TestServer(make_app(store))) as client:
         resp = await client.get(f"/vod/{VID}/v360/seg_00002.m4s")
         assert resp.status == 200 and await resp.read() == b""
         resp = await client.get(f"/vod/{VID}/v360/seg_00002.m4s", headers={"Range": "bytes=0-"})
@@ -230,7 +230,7 @@ async def test_empty_object(store):
 async def test_large_object_streams(store):
     data = bytes(range(256)) * 8192  # 2 MiB: several store chunks
     await store.write_bytes(SEG, data)
-    async with TestClient(TestServer(origin.make_app(store))) as client:
+    async with TestClient(TestServer(make_app(store))) as client:
         resp = await client.get(f"/{SEG}")
         assert await resp.read() == data
         resp = await client.get(f"/{SEG}", headers={"Range": "bytes=300000-1000000"})
@@ -246,7 +246,7 @@ async def test_store_failure_is_503_not_500(s3_env):
         port = s.getsockname()[1]  # nothing listens there once the block ends
     store = S3Store("reel-test", "down", endpoint=f"http://127.0.0.1:{port}", max_attempts=1,
                     connect_timeout=1)
-    async with TestClient(TestServer(origin.make_app(store))) as client:
+    async with TestClient(TestServer(make_app(store))) as client:
         resp = await client.get(f"/{SEG}")
         assert resp.status == 503
         assert resp.headers["Content-Type"] == "application/problem+json"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 
 import pytest
 
 from origin import s3store
 from origin.s3store import S3Store
-from origin.store import InvalidKey, Store, StoreError, TooLarge, open_store
+from origin.store import DirectoryStore, InvalidKey, Store, StoreError, TooLarge, open_store
 from tests.origin.stores import KINDS, LoopbackResolver, make_store
 
 VID = "abcdef123"
@@ -378,3 +379,31 @@ def test_cli_says_what_is_wrong_with_a_store_spec(command, tmp_path):
     assert proc.returncode == 2
     assert "unknown parameter bogus" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "unused").exists()
+
+
+def _modes(root) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777 for p in root.rglob("*")}
+
+
+async def test_directory_store_publishes_world_readable_and_keeps_sources_private(tmp_path):
+    """Published objects are readable by another user (an origin, nginx, a backup job), whatever
+    the umask of the writer; sources and staging stay the owner's."""
+    old = os.umask(0o077)
+    try:
+        store = DirectoryStore(tmp_path / "store")
+        await store.write_bytes(SEG, b"segment")
+        await store.write_bytes(f"live/{VID}/v360/index.m3u8", b"#EXTM3U\n")
+        await store.write_bytes(f"sources/{VID}/source", b"upload")
+        await store.copy_prefix(f"vod/{VID}/", "vod/copy123456/")
+    finally:
+        os.umask(old)
+    root = tmp_path / "store"
+    assert root.stat().st_mode & 0o777 == 0o755
+    assert _modes(root) == {
+        ".tmp": 0o700,
+        "sources": 0o700, f"sources/{VID}": 0o700, f"sources/{VID}/source": 0o600,
+        "vod": 0o755, f"vod/{VID}": 0o755, f"vod/{VID}/v360": 0o755, SEG: 0o644,
+        "vod/copy123456": 0o755, "vod/copy123456/v360": 0o755, "vod/copy123456/v360/seg_00001.m4s": 0o644,
+        "live": 0o755, f"live/{VID}": 0o755, f"live/{VID}/v360": 0o755,
+        f"live/{VID}/v360/index.m3u8": 0o644,
+    }

@@ -1,0 +1,61 @@
+"""`reel control`: the creators' and viewers' API. The app is loaded when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from origin.store import STORE_HELP
+from reel.settings import Command, Flags
+
+
+def add_flags(flags: Flags) -> None:
+    flags.flag("--data", default=None, type=Path,
+               help="data directory (SQLite database unless --db, upload staging)")
+    flags.flag("--db", default=None,
+               help="PostgreSQL URL (postgresql://user:password@host:5432/dbname) instead of SQLite")
+    flags.flag("--store", required=True, help=STORE_HELP)
+    flags.flag("--host", default="127.0.0.1", help="listen address")
+    flags.flag("--port", default=8300, type=int, help="listen port")
+    flags.flag("--geo-url", default="http://127.0.0.1:8000", help="public URL of geo")
+    flags.flag("--worker-token", required=True, help="shared secret workers present")
+    flags.flag("--max-upload-mb", default=2048, type=int, help="largest accepted upload")
+    flags.flag("--quota-mb", default=50 * 1024, type=int,
+               help="default per-user storage quota (sources)")
+    flags.flag("--admin-email", nargs="*", default=[], help="emails of admin accounts")
+    flags.flag("--edge", nargs="*", default=[], help="edge URLs to purge when a video is deleted")
+    flags.flag("--purge-token", default="", help="bearer token the edges' POST /purge expects")
+    flags.flag("--rate-ip", default="50:400",
+               help="requests per second:burst per client address (0: no limit)")
+    flags.flag("--rate-user", default="20:200",
+               help="requests per second:burst per signed-in user (0: no limit)")
+    flags.flag("--rate-auth", default="0.2:20",
+               help="sign-ups and sign-ins per second:burst per client address (0: no limit)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from control.app import make_app
+    from control.ratelimit import Rate, RateLimits
+    from origin.store import open_store
+    from reel.service import serve
+
+    if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("reel control: --db must be a postgresql:// URL")
+    if args.data is None and args.db is None:
+        raise SystemExit("reel control: give --data DIR (SQLite) or --db postgresql://...")
+    data = args.data if args.data is not None else Path("reel-control-data")  # tus staging
+    try:
+        limits = RateLimits(per_ip=Rate.parse(args.rate_ip), per_user=Rate.parse(args.rate_user),
+                            auth_per_ip=Rate.parse(args.rate_auth))
+    except ValueError as exc:
+        raise SystemExit(f"reel control: {exc}") from None
+    serve(make_app(data, open_store(args.store), geo_url=args.geo_url, database=args.db,
+                   rate_limits=limits, worker_token=args.worker_token,
+                   max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+                   quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
+                   edges=args.edge, purge_token=args.purge_token),
+          args.host, args.port)
+    return 0
+
+
+CONTROL = Command("control", "creators' and viewers' API", add_flags, run)

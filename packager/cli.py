@@ -1,0 +1,63 @@
+"""`reel package` (offline: INPUT -> OUTDIR) and `reel worker` (claims packaging jobs from
+control). The packager is loaded when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from origin.store import STORE_HELP
+from reel.settings import Command, Flags
+
+
+def add_package_flags(flags: Flags) -> None:
+    flags.parser.add_argument("input", type=Path, help="any file FFmpeg can decode")
+    flags.parser.add_argument("outdir", type=Path, help="receives master.m3u8 and renditions")
+    flags.flag("--segment-seconds", default=6.0, type=float, help="target segment duration")
+    flags.flag("--preset", default="veryfast", help="x264 preset")
+    flags.flag("--max-seconds", default=4 * 3600.0, type=float, help="longest accepted input")
+    flags.flag("--max-height", default=2160, type=int, help="tallest accepted input")
+    flags.flag("--workers", default=1, type=int,
+               help="processes: inputs longer than two chunks are encoded in parallel chunks")
+    flags.flag("--chunk-seconds", default=60.0, type=float, help="chunk length with --workers")
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from packager import Limits, PackagingError, package
+
+    try:
+        result = package(args.input, args.outdir, segment_seconds=args.segment_seconds,
+                         preset=args.preset,
+                         limits=Limits(max_seconds=args.max_seconds, max_height=args.max_height),
+                         workers=args.workers, chunk_seconds=args.chunk_seconds)
+    except PackagingError as exc:
+        print(f"reel package: {exc.reason}: {exc}", file=sys.stderr)
+        return 2
+    print(result.master)
+    return 0
+
+
+def add_worker_flags(flags: Flags) -> None:
+    flags.flag("--control", required=True, help="control URL")
+    flags.flag("--store", required=True, help=STORE_HELP)
+    flags.flag("--token", required=True, help="worker token control expects")
+    flags.flag("--job-timeout", default=3600.0, type=float, help="seconds before a job is killed")
+    flags.flag("--processes", default=1, type=int,
+               help="encoding processes per job: long videos are cut into chunks encoded in parallel")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from origin.store import open_store
+    from packager import worker
+    from reel.service import run_until_signal
+
+    open_store(args.store)  # a bad store spec fails here, before any job is claimed
+    run_until_signal(lambda stop: worker.run_worker(args.control, args.store, args.token, stop,
+                                                    job_timeout=args.job_timeout,
+                                                    processes=args.processes))
+    return 0
+
+
+PACKAGE = Command("package", "offline packager: INPUT -> OUTDIR", add_package_flags, run_package)
+WORKER = Command("worker", "claim and run packaging jobs", add_worker_flags, run_worker)
