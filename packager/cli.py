@@ -21,19 +21,27 @@ def add_package_flags(flags: Flags) -> None:
     flags.flag("--workers", default=1, type=int,
                help="processes: inputs longer than two chunks are encoded in parallel chunks")
     flags.flag("--chunk-seconds", default=60.0, type=float, help="chunk length with --workers")
+    flags.flag("--progress", default="auto", choices=["auto", "bar", "lines", "json", "none"],
+               help="auto: a live bar on a terminal, a line every few seconds elsewhere; "
+                    "json: one JSON object a report on stdout")
+    flags.flag("--quiet", action="store_true", help="print only the result")
 
 
 def run_package(args: argparse.Namespace) -> int:
     from packager import Limits, PackagingError, package
+    from packager.progress import display
 
+    shown = display("none" if args.quiet else args.progress)
     try:
         result = package(args.input, args.outdir, segment_seconds=args.segment_seconds,
                          preset=args.preset,
                          limits=Limits(max_seconds=args.max_seconds, max_height=args.max_height),
-                         workers=args.workers, chunk_seconds=args.chunk_seconds)
+                         workers=args.workers, chunk_seconds=args.chunk_seconds, progress=shown)
     except PackagingError as exc:
+        shown.close()  # the bar goes before the reason is printed, on a line of its own
         print(f"reel package: {exc.reason}: {exc}", file=sys.stderr)
         return 2
+    shown.close()
     print(result.master)
     return 0
 
