@@ -39,20 +39,56 @@ class SeedError(Exception):
     pass
 
 
+class Shown:
+    """Seeding's progress on stderr: a bar per step on a terminal (rich), else a line per step
+    and then one every few seconds."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        self.terminal = sys.stderr.isatty()
+        self.bars = Progress(TextColumn("{task.description:<18}"), BarColumn(), TaskProgressColumn(),
+                             TimeRemainingColumn(), console=Console(stderr=True),
+                             disable=not self.terminal)
+        self.every, self._said = every, float("-inf")
+        self.bars.start()
+
+    def step(self, name: str, total: float) -> int:
+        if not self.terminal:
+            print(f"seed: {name}", file=sys.stderr, flush=True)
+        return self.bars.add_task(name, total=total)
+
+    def update(self, task: int, done: float) -> None:
+        self.bars.update(task, completed=done)
+        finished = done >= (self.bars.tasks[task].total or 0)
+        if not self.terminal and (finished or time.monotonic() - self._said >= self.every):
+            self._said = time.monotonic()
+            total = self.bars.tasks[task].total or 1
+            print(f"seed: {self.bars.tasks[task].description} {100 * done / total:.0f}%",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bars.stop()
+
+
 def _check(resp: requests.Response, *ok: int) -> requests.Response:
     if resp.status_code not in ok:
         raise SeedError(f"{resp.request.method} {resp.url}: HTTP {resp.status_code} {resp.text[:300]}")
     return resp
 
 
-def upload_source(http: requests.Session, control: str, seconds: float) -> str:
+def upload_source(http: requests.Session, control: str, seconds: float, shown: Shown) -> str:
     clip = make_clip(seconds, tone=random.randrange(200, 2000))  # a new tone: never a duplicate
     resp = _check(http.post(f"{control}/api/v1/videos", timeout=TIMEOUT,
                             data={"title": "loadtest source", "tags": "loadtest"},
                             files={"file": ("loadtest.mp4", clip, "video/mp4")}), 200, 202)
     video = resp.json()["video"]
     deadline = time.monotonic() + READY_TIMEOUT
+    task = shown.step("packaging source", 1.0)
     while video["state"] != "ready":
+        if progress := video.get("progress"):
+            shown.update(task, progress["done"] / max(1, progress["total"]))
         if video["state"] == "failed":
             raise SeedError(f"the source clip failed to package: {video['reason']}")
         if time.monotonic() > deadline:
@@ -60,12 +96,14 @@ def upload_source(http: requests.Session, control: str, seconds: float) -> str:
                             "is a worker running?")
         time.sleep(0.5)
         video = _check(http.get(f"{control}/api/v1/videos/{video['id']}", timeout=TIMEOUT), 200).json()
+    shown.update(task, 1.0)
     return video["id"]
 
 
 def copies(http: requests.Session, control: str, source: str, count: int,
-           rng: random.Random) -> list[str]:
+           rng: random.Random, shown: Shown) -> list[str]:
     made: list[str] = []
+    task = shown.step("copying", count)
     while len(made) < count:
         batch = [{"title": f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} #{len(made) + i + 1}",
                   "tags": rng.sample(WORDS, 3), "description": f"A load-test video about "
@@ -74,19 +112,24 @@ def copies(http: requests.Session, control: str, source: str, count: int,
         resp = _check(http.post(f"{control}/api/v1/videos/{source}/copies", json={"copies": batch},
                                 timeout=TIMEOUT), 201)
         made += [v["id"] for v in resp.json()["items"]]
+        shown.update(task, len(made))
     return made
 
 
 def seed(control: str, token: str, videos: int, source: str | None = None,
          clip_seconds: float = 12.0) -> list[str]:
     """`videos` ready videos (the source first): their ids."""
+    shown = Shown()
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {token}"
         me = _check(http.get(f"{control}/api/v1/me", timeout=TIMEOUT), 200).json()
         if not me.get("is_admin"):
             raise SeedError(f"{me.get('email')} is not an admin: copies need an admin token")
-        source = source or upload_source(http, control, clip_seconds)
-        return [source, *copies(http, control, source, videos - 1, random.Random())]
+        try:
+            source = source or upload_source(http, control, clip_seconds, shown)
+            return [source, *copies(http, control, source, videos - 1, random.Random(), shown)]
+        finally:
+            shown.close()
 
 
 def main(argv: list[str] | None = None) -> int:

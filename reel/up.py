@@ -220,16 +220,34 @@ async def _demo(stack: Stack, services: Supervisor, seconds: float) -> dict:
                     raise RuntimeError(f"upload refused: {resp.status} {await resp.text()}")
                 video = (await resp.json())["video"]
         print(f"uploaded   video {video['id']}; packaging...", flush=True)
-        deadline = time.monotonic() + DEMO_TIMEOUT
+        video = await _until_packaged(http, stack, services, video)
+    if video["state"] == "failed":
+        raise RuntimeError(f"demo video failed: {video['reason']}")
+    return video
+
+
+async def _until_packaged(http: aiohttp.ClientSession, stack: Stack, services: Supervisor,
+                          video: dict) -> dict:
+    """Polls the video until it is ready or failed, showing the progress the API reports (the
+    worker's figures: milliseconds of the source done of its total)."""
+    from packager.progress import Report, display
+
+    shown = display("auto")
+    deadline = time.monotonic() + DEMO_TIMEOUT
+    try:
         while video["state"] not in ("ready", "failed"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"video {video['id']} not ready after {DEMO_TIMEOUT:.0f} s")
+            if (progress := video.get("progress")) and progress["total"] > 0:
+                shown(Report("encode", progress["done"] / 1000, progress["total"] / 1000))
             services.poll()
             await asyncio.sleep(0.5)
             async with http.get(f"{stack.control}/api/v1/videos/{video['id']}") as resp:
                 video = await resp.json()
-    if video["state"] == "failed":
-        raise RuntimeError(f"demo video failed: {video['reason']}")
+        if video["state"] == "ready":
+            shown(Report("done", 1.0, 1.0))
+    finally:
+        shown.close()
     return video
 
 

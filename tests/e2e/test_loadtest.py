@@ -41,6 +41,7 @@ def catalog(demo: Demo) -> list[str]:
     run = _run([sys.executable, "-m", "reel", "loadtest", "seed", "--port-base", str(demo.up.port_base),
                 "--data", str(demo.up.data), "--videos", str(CATALOG_SIZE), "--source", demo.video_id])
     assert f"seeded {CATALOG_SIZE} videos" in run.stdout
+    assert "seed: copying" in run.stderr and "seed: copying 100%" in run.stderr  # progress, no bar
     return json.loads((demo.up.data / "loadtest-catalog.json").read_text())["videos"]
 
 

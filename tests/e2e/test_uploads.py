@@ -112,8 +112,19 @@ async def test_a_processing_video_is_playable_before_it_is_finished(demo: Demo, 
         segment = next(line for line in text.splitlines() if line.endswith(".m4s"))
         async with http.get(edge_url.rsplit("/", 1)[0] + "/" + segment) as resp:
             assert resp.status == 200 and resp.headers["Content-Type"] == "video/iso.segment"
+        # Polled once a second, the progress rises steadily, not in a few jumps.
+        seen = set()
+        while video["state"] == "processing":
+            if video["progress"]:
+                seen.add(video["progress"]["done"] / video["progress"]["total"])
+            assert time.monotonic() < deadline
+            await asyncio.sleep(1)
+            async with http.get(f"{demo.control}/api/v1/videos/{video['id']}") as resp:
+                video = await resp.json()
+        assert len(seen) >= 3 and all(0 < s < 1 for s in seen), seen
         ready = await _until_settled(http, demo.control, video["id"])
         assert ready["state"] == "ready" and ready["preview_url"] is None
+        assert ready["progress"]["done"] == ready["progress"]["total"]
 
 
 @pytest.mark.asyncio
