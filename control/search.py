@@ -90,16 +90,18 @@ class SearchHandlers:
 
     async def search(self, request: web.Request) -> web.Response:
         q = request.query.get("q", "")
+        if not q:
+            raise ProblemError(400, "`q` is required: the words to look for")
         if len(q) > MAX_QUERY:
             raise ProblemError(400, f"`q` is limited to {MAX_QUERY} characters")
         words = query_words(q)
-        if not words:
-            raise ProblemError(400, "`q` must contain at least one letter or digit")
         limit = page_size(request)
         cursor = decode_cursor(request, (int,))
         offset = cursor[0] if cursor else 0
         if not 0 <= offset <= MAX_OFFSET:
             raise ProblemError(400, "`cursor` is not a cursor this API gave out")
+        if not words:  # punctuation only: a query that matches nothing, as on any search page
+            return web.json_response({"items": [], "next_cursor": None})
         postgres = self.db.dialect == "postgresql"
         where: list[str] = []
         params: list[Any] = [words if postgres else match_expression(words)]

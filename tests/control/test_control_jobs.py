@@ -49,6 +49,7 @@ async def test_claim_heartbeat_complete(client: TestClient) -> None:
     assert ready["playback_url"] == f"{GEO}/steer/vod/{vid}/master.m3u8"
     assert ready["poster_url"] == f"{GEO}/vod/{vid}/thumbs/poster.jpg"
     assert ready["reason"] is None
+    assert ready["progress"] == {"done": 10, "total": 10}  # the worker's last count was 3 of 10
 
     # the job is over: its lease is gone
     resp = await client.post(f"/api/v1/jobs/{job['id']}/heartbeat", json={}, headers=AUTH)
