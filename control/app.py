@@ -17,7 +17,7 @@ import os
 import re
 import string
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from control import openapi
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
 from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
-from control.db import Database, open_database
+from control.db import Database
 from control.jobs import STATES as JOB_STATES
 from control.jobs import Job, JobQueue, LeaseLost, UnknownJob
+from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
 from control.requests import field, read_json
 from control.search import SearchHandlers
 from control.social import SocialHandlers
+from control.sqlite import SQLiteDatabase
 from control.staging import LocalStaging
 from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
@@ -79,6 +81,14 @@ class ControlMetrics:
     def set_job_counts(self, counts: Mapping[str, int]) -> None:
         for state, count in counts.items():
             self.jobs.labels(state).set(count)
+
+
+def open_database(where: str | Path) -> Database:
+    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path."""
+    text = str(where)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(text)
+    return SQLiteDatabase(Path(where))
 
 
 def _hlsjs_path(override: Path | None) -> Path:
@@ -486,9 +496,11 @@ def make_app(
     trending_seconds: float = 86400,
     database: str | None = None,
     rate_limits: RateLimits | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
-    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname)."""
+    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` is
+    when viewers view (each counts once per `view_window_seconds`)."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
@@ -552,7 +564,7 @@ def make_app(
     SearchHandlers(db, auth, handlers.video_json).add_routes(r)
     SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
                    render=handlers.video_json, view_window_seconds=view_window_seconds,
-                   trending_seconds=trending_seconds).add_routes(r)
+                   trending_seconds=trending_seconds, clock=clock).add_routes(r)
     tus.add_routes(r)
     r.add_post("/api/v1/jobs/claim", handlers.claim_job)
     r.add_post("/api/v1/jobs/{job_id}/heartbeat", handlers.heartbeat_job)
