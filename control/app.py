@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import html
 import json
 import logging
-import math
 import os
-import re
 import string
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +24,25 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from control import openapi
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
-from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
+from control.api import PROBLEM, Api
+from control.catalog import VIDEO_ID, Ingest, VideoHandlers, hashed, title_from, video_fields
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
-from control.jobs import Job, JobQueue, LeaseLost, UnknownJob
+from control.jobs import JobQueue
+from control.models import Health, UploadAccepted, UploadForm
 from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
-from control.requests import field, read_json
 from control.search import SearchHandlers
 from control.social import SocialHandlers
 from control.sqlite import SQLiteDatabase
 from control.staging import LocalStaging
 from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
-from control.videos import Video, VideoJobHooks, Videos, output_prefix, source_key
+from control.videos import Video, VideoJobHooks, Videos
+from control.workers import JobHandlers
 from origin.layout import is_video_id
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
@@ -59,8 +57,19 @@ FORM_OVERHEAD = 64 * 1024  # multipart headers, boundaries and small fields arou
 FORM_FIELDS = ("title", "description", "tags", "language", "category", "privacy")
 
 DB_KEY = web.AppKey("control_db", Database)
+API_KEY = web.AppKey("control_api", Api)
 STAGING_KEY = web.AppKey("control_staging", Path)  # where unfinished tus uploads grow
-PREVIEW = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}/index\.m3u8")
+INFO = {
+    "title": "reel control API",
+    "version": "1",
+    "description": (
+        "Accounts, uploads (multipart and tus 1.0), videos, viewers' reviews, ratings, comments, "
+        "follows and views, search, and the packaging job queue of reel. Errors are RFC 7807 "
+        "application/problem+json. Users send `Authorization: Bearer <token>` from POST "
+        "/api/v1/sessions; workers send the shared worker token. Lists are cursor-paginated: "
+        "pass `next_cursor` back as `cursor`. Requests are authenticated before they are "
+        "throttled: missing or bad credentials are 401, never 429."),
+}
 
 
 class ControlMetrics:
@@ -100,50 +109,52 @@ def _hlsjs_path(override: Path | None) -> Path:
     return REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 
 
-@contextmanager
-def _job_errors(handle: str) -> Iterator[None]:
-    """Queue refusals as problems: unknown job 404, lost lease 409."""
-    try:
-        yield
-    except UnknownJob:
-        raise ProblemError(404, f"no job {handle!r}") from None
-    except LeaseLost as exc:
-        raise ProblemError(409, f"{exc}: stop working on it", title="Lease lost") from None
-
-
 class Control:
-    """The request handlers for uploads, the worker job API and the pages."""
+    """The request handlers for multipart uploads and the pages."""
 
-    def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, ingest: Ingest,
-                 auth: Auth, geo_url: str, worker_token: str,
+    def __init__(self, *, store: Store, videos: Videos, ingest: Ingest, auth: Auth, geo_url: str,
                  metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path) -> None:
         self.store = store
         self.videos = videos
-        self.queue = queue
         self.ingest = ingest
         self.auth = auth
         self.geo_url = geo_url.rstrip("/")
-        self._token = worker_token.encode()
         self.metrics = metrics
         self.watch_template = watch_template
         self.hlsjs = hlsjs
+
+    def add_routes(self, api: Api) -> None:
+        api.route("POST", "/api/v1/videos", self.create_video, tag="videos", auth="user",
+                  summary="Upload a video", expect_handler=self.expect_upload,
+                  description="multipart/form-data: the media in a `file` part (streamed to the "
+                              "store), the video's fields in parts beside it, in any order. "
+                              "Creates a queued video and its packaging job. Supports "
+                              "`Expect: 100-continue`.",
+                  content={"multipart/form-data": {"schema": {
+                      "$ref": "#/components/schemas/UploadForm"}}},
+                  responses={202: UploadAccepted, 200: UploadAccepted, 400: PROBLEM,
+                             413: PROBLEM, 415: PROBLEM})
+        api.describe(UploadForm)
+        api.route("GET", "/api/v1/openapi.json", self.openapi_json, summary="This document",
+                  tag="meta", responses={200: {"description": "OpenAPI 3.1", "content": {
+                      "application/json": {"schema": {"type": "object"}}}}})
+        api.route("GET", "/watch/{video_id}", self.watch, tag="pages", params=[VIDEO_ID],
+                  summary="The watch page (HTML, plays through geo with hls.js)",
+                  responses={200: {"description": "HTML page", "content": {"text/html": {}}},
+                             404: {"description": "HTML page: no such video",
+                                   "content": {"text/html": {}}}})
+        api.route("GET", "/static/hls.min.js", self.hlsjs_file, tag="pages",
+                  summary="hls.js, from the npm install",
+                  responses={200: {"description": "JavaScript",
+                                   "content": {"text/javascript": {}}}, 404: PROBLEM})
+        api.route("GET", "/healthz", self.healthz, summary="200 when the database answers",
+                  tag="meta", throttled=False, responses={200: Health, 503: PROBLEM})
 
     # -- shared ---------------------------------------------------------------------------------
 
     def video_json(self, request: web.Request, video: Video) -> dict[str, Any]:
         return video.to_json(control_url=f"{request.scheme}://{request.host}",
                              geo_url=self.geo_url)
-
-    def _require_worker(self, request: web.Request) -> None:
-        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        given = token.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._token):
-            raise ProblemError(401, "a valid worker token is required: "
-                                    "Authorization: Bearer <worker token>",
-                               headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="reel-worker"'})
-
-    async def refresh_job_gauge(self) -> None:
-        self.metrics.set_job_counts(await self.queue.counts())
 
     # -- uploads --------------------------------------------------------------------------------
 
@@ -284,86 +295,6 @@ class Control:
         async with aclosing(hashed(chunks(), digest)) as body:
             return await self.store.write(key, body, max_bytes=room)
 
-    # -- worker job API -------------------------------------------------------------------------
-
-    def _job_json(self, job: Job) -> dict[str, Any]:
-        return {
-            "id": job.handle,
-            "video_id": job.video_id,
-            "source_key": source_key(job.video_id),
-            "output_prefix": output_prefix(job.video_id),
-            "lease_seconds": self.queue.lease_seconds,
-            "attempt": job.attempts,
-        }
-
-    async def claim_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        worker = field(body, "worker", str, "a string", default="unnamed")[:128]
-        job = await self.queue.claim(worker)
-        if job is None:
-            return web.Response(status=204)
-        self.metrics.job_events.labels("claimed").inc()
-        await self.refresh_job_gauge()
-        return web.json_response({"job": self._job_json(job)})
-
-    async def heartbeat_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        progress = None
-        raw = field(body, "progress", dict, "an object {done, total}", default=None)
-        if raw is not None:
-            done = field(raw, "done", int, "an integer")
-            total = field(raw, "total", int, "an integer")
-            if done < 0 or total < 0:
-                raise ProblemError(400, "`progress` counts must not be negative")
-            progress = (done, total)
-        preview = field(body, "preview", str, "a playlist path such as v144/index.m3u8",
-                        default=None)
-        if preview is not None and PREVIEW.fullmatch(preview) is None:
-            raise ProblemError(400, "`preview` must be <rendition>/index.m3u8, such as "
-                                    "v144/index.m3u8")
-        with _job_errors(request.match_info["job_id"]):
-            await self.queue.heartbeat(request.match_info["job_id"], progress, preview)
-        self.metrics.job_events.labels("heartbeat").inc()
-        return web.json_response({"lease_seconds": self.queue.lease_seconds})
-
-    async def complete_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        duration = float(field(body, "duration", (int, float), "a number of seconds"))
-        if not math.isfinite(duration) or duration < 0:
-            raise ProblemError(400, "`duration` must be a finite number >= 0")
-        renditions = field(body, "renditions", list, "a list of strings", default=[])
-        if not all(isinstance(r, str) for r in renditions):
-            raise ProblemError(400, "`renditions` must be a list of strings")
-        with _job_errors(request.match_info["job_id"]):
-            job = await self.queue.complete(request.match_info["job_id"],
-                                            {"duration": duration, "renditions": renditions})
-        self.metrics.job_events.labels("completed").inc()
-        await self.refresh_job_gauge()
-        return web.json_response({"job": {"id": job.id, "state": job.state},
-                                  "video": {"id": job.video_id, "state": "ready"}})
-
-    async def fail_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        reason = field(body, "reason", str, "a short string such as not_a_video").strip()[:64] or "error"
-        detail = field(body, "detail", str, "a string", default="").strip()[:2000]
-        permanent = field(body, "permanent", bool, "a boolean", default=False)
-        message = f"{reason}: {detail}" if detail else reason
-        with _job_errors(request.match_info["job_id"]):
-            job = await self.queue.fail(request.match_info["job_id"], message,
-                                        permanent=permanent)
-        retrying = job.state == "queued"
-        self.metrics.job_events.labels("retried" if retrying else "failed").inc()
-        await self.refresh_job_gauge()
-        answer: dict[str, Any] = {"job": {"id": job.id, "state": job.state,
-                                          "attempts": job.attempts, "retry": retrying}}
-        if retrying:
-            answer["job"]["retry_in_seconds"] = max(0.0, round(job.not_before - time.time(), 3))
-        return web.json_response(answer)
-
     # -- pages and plumbing ---------------------------------------------------------------------
 
     async def watch(self, request: web.Request) -> web.Response:
@@ -405,7 +336,7 @@ class Control:
         return web.json_response({"status": "ok"})
 
     async def openapi_json(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi.document())
+        return web.json_response(request.app[API_KEY].document())
 
 
 async def _read_small(part: BodyPartReader, limit: int) -> bytes | None:
@@ -524,8 +455,8 @@ def make_app(
     ingest = Ingest(store=store, videos=videos, queue=queue, max_upload_bytes=max_upload_bytes,
                     quota_bytes=quota_bytes, on_queued=refresh_job_gauge)
     handlers = Control(
-        store=store, videos=videos, queue=queue, ingest=ingest, auth=auth, geo_url=geo_url,
-        worker_token=worker_token, metrics=control_metrics,
+        store=store, videos=videos, ingest=ingest, auth=auth, geo_url=geo_url,
+        metrics=control_metrics,
         watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
         hlsjs=_hlsjs_path(hlsjs_path),
     )
@@ -534,16 +465,20 @@ def make_app(
                       max_size=max_upload_bytes, expiry_seconds=upload_expiry_seconds)
     video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
                                    purger=purger, render=handlers.video_json)
+    api = Api(app.router, INFO)
+    api.guard("user", auth.require)
+    api.guard("optional", auth.user)
     app[DB_KEY] = db
     app[STAGING_KEY] = staging
-    limiter = RateLimiter(rate_limits or RateLimits(), auth)
+    app[API_KEY] = api
+    limiter = RateLimiter(rate_limits or RateLimits(), api)
     app.middlewares.extend([cors_middleware, _metrics_middleware(control_metrics),
                             problem_middleware, limiter.middleware])
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await db.open()
         await accounts.promote_admins()
-        await handlers.refresh_job_gauge()
+        await refresh_job_gauge()
         await purger.start()
         log.info("database open", extra=fields(database=repr(db)))
         sweeper = asyncio.create_task(_sweep(tus, accounts, sweep_seconds))
@@ -557,23 +492,18 @@ def make_app(
 
     app.cleanup_ctx.append(database)
 
-    r = app.router
-    r.add_post("/api/v1/videos", handlers.create_video, expect_handler=handlers.expect_upload)
-    video_handlers.add_routes(r)
-    AccountHandlers(accounts, auth).add_routes(r)
-    SearchHandlers(db, auth, handlers.video_json).add_routes(r)
+    handlers.add_routes(api)
+    video_handlers.add_routes(api)
+    AccountHandlers(accounts, auth).add_routes(api)
+    SearchHandlers(db, auth, handlers.video_json).add_routes(api)
     SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
                    render=handlers.video_json, view_window_seconds=view_window_seconds,
-                   trending_seconds=trending_seconds, clock=clock).add_routes(r)
-    tus.add_routes(r)
-    r.add_post("/api/v1/jobs/claim", handlers.claim_job)
-    r.add_post("/api/v1/jobs/{job_id}/heartbeat", handlers.heartbeat_job)
-    r.add_post("/api/v1/jobs/{job_id}/complete", handlers.complete_job)
-    r.add_post("/api/v1/jobs/{job_id}/fail", handlers.fail_job)
-    r.add_get("/api/v1/openapi.json", handlers.openapi_json)
-    r.add_get("/watch/{video_id}", handlers.watch)
-    r.add_get("/static/hls.min.js", handlers.hlsjs_file)
-    r.add_get("/healthz", handlers.healthz)
+                   trending_seconds=trending_seconds, clock=clock).add_routes(api)
+    tus.add_routes(api)
+    JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge).add_routes(api)
+    api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
+              responses={200: {"description": "Prometheus text format",
+                               "content": {"text/plain": {}}}})
     return app
 
 

@@ -92,7 +92,7 @@ async def test_comments_with_one_level_of_replies(client: TestClient, alice: dic
     await assert_problem(await client.post(url, json={"text": "deep", "parent_id": reply},
                                            headers=bob), 400)
     await assert_problem(await client.post(url, json={"text": "x", "parent_id": "nope"},
-                                           headers=bob), 400)
+                                           headers=bob), 404)  # no such comment to reply to
     for bad in ({"text": ""}, {"text": "  "}, {}, {"text": 5}, {"text": "x" * 2001}):
         await assert_problem(await client.post(url, json=bad, headers=bob), 400)
 
