@@ -10,6 +10,7 @@ side by side (`control.requests`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from control.models import Problem
+from control.problems import ProblemError
 from control.requests import Param, read_body
 
 Security = Literal["none", "user", "optional", "worker"]
@@ -72,8 +74,12 @@ class Api:
         `allow_head=False`; no handler: a route served by other code, such as /metrics). With
         `body`, the handler is called as `handler(request, body)` with the validated model;
         `content` describes a body the handler reads itself (multipart, tus bytes)."""
+        params = tuple(params)
         if handler is not None:
             endpoint = handler if body is None else _with_body(handler, body, body_required)
+            if ids := {p.name: re.compile(p.schema["pattern"].removeprefix("^").removesuffix("$"))
+                       for p in params if p.where == "path" and "pattern" in p.schema}:
+                endpoint = _with_ids(endpoint, ids)
             if method == "GET":
                 self.router.add_get(path, endpoint, **route_options)
             else:
@@ -83,8 +89,8 @@ class Api:
                               "responses": {str(s): self._response(r) for s, r in responses.items()}}
         if description:
             op["description"] = description
-        if params := [p.spec() for p in params]:
-            op["parameters"] = params
+        if params:
+            op["parameters"] = [p.spec() for p in params]
         if body is not None:
             self._models.setdefault(body, "validation")
             content = {"application/json": {"schema": {"$ref": _REF.format(model=body.__name__)}}}
@@ -98,6 +104,8 @@ class Api:
         if body is not None:
             op["responses"].setdefault("400", PROBLEM)
             op["responses"].setdefault("413", PROBLEM)
+        if any(p.where == "path" for p in params):
+            op["responses"].setdefault("404", PROBLEM)
         if throttled:
             op["responses"].setdefault("429", _THROTTLED)
         self._paths.setdefault(path, {})[method.lower()] = op
@@ -130,6 +138,28 @@ class Api:
                 "schemas": defs.get("$defs", {}),
             },
         }
+
+
+def up_to(n: int) -> str:
+    """A pattern for the decimal integers 1 to `n` (no sign, no leading zero)."""
+    digits = str(n)
+    shorter = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    same = [digits]
+    for i, d in enumerate(digits):
+        low = "1" if i == 0 else "0"
+        if int(d) > int(low):
+            same.append(f"{digits[:i]}[{low}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}")
+    return "^(" + "|".join(shorter + same) + ")$"
+
+
+def _with_ids(handler: Handler, ids: Mapping[str, re.Pattern[str]]) -> Handler:
+    """`handler`, for paths whose ids have their documented shape; anything else is a 404."""
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        if any(p.fullmatch(request.match_info[name]) is None for name, p in ids.items()):
+            raise ProblemError(404, f"nothing at {request.path}")
+        return await handler(request)
+
+    return endpoint
 
 
 def _with_body(handler: Handler, model: type[BaseModel], required: bool) -> Handler:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
 from control.api import PROBLEM, Api
-from control.catalog import VIDEO_ID, Ingest, VideoHandlers, hashed, title_from, video_fields
+from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
 from control.jobs import JobQueue
@@ -35,6 +35,7 @@ from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
+from control.requests import Param
 from control.search import SearchHandlers
 from control.social import SocialHandlers
 from control.sqlite import SQLiteDatabase
@@ -54,7 +55,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 UPLOAD_CHUNK = 256 * 1024
 FORM_OVERHEAD = 64 * 1024  # multipart headers, boundaries and small fields around the file
-FORM_FIELDS = ("title", "description", "tags", "language", "category", "privacy")
+FORM_FIELDS = tuple(name for name in UploadForm.model_fields if name != "file")
 
 DB_KEY = web.AppKey("control_db", Database)
 API_KEY = web.AppKey("control_api", Api)
@@ -138,7 +139,8 @@ class Control:
         api.route("GET", "/api/v1/openapi.json", self.openapi_json, summary="This document",
                   tag="meta", responses={200: {"description": "OpenAPI 3.1", "content": {
                       "application/json": {"schema": {"type": "object"}}}}})
-        api.route("GET", "/watch/{video_id}", self.watch, tag="pages", params=[VIDEO_ID],
+        api.route("GET", "/watch/{video_id}", self.watch, tag="pages",
+                  params=[Param("video_id", "path", {"type": "string"})],
                   summary="The watch page (HTML, plays through geo with hls.js)",
                   responses={200: {"description": "HTML page", "content": {"text/html": {}}},
                              404: {"description": "HTML page: no such video",
@@ -248,17 +250,19 @@ class Control:
                         form.setdefault("filename", part.filename)
                     stored = await self._store_part(part, key, room, digest)
                     continue
+                if part.name not in FORM_FIELDS:
+                    raise self._reject_upload("bad_request", 400, f"unknown form field "
+                                              f"{part.name!r}: send file, {', '.join(FORM_FIELDS)}")
                 data = await _read_small(part, small_budget)
                 if data is None:
                     raise self._reject_upload("bad_request", 400,
                                               "form fields other than `file` are too large")
                 small_budget -= len(data)
-                if part.name in FORM_FIELDS:
-                    try:
-                        form[part.name] = data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise self._reject_upload("bad_request", 400,
-                                                  f"`{part.name}` must be UTF-8") from None
+                try:
+                    form[part.name] = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self._reject_upload("bad_request", 400,
+                                              f"`{part.name}` must be UTF-8") from None
             if "title" not in form:
                 form["title"] = title_from(form.get("filename"))
             try:  # refuse bad metadata here, while the source can still be undone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -63,7 +64,8 @@ def title_from(filename: str | None) -> str:
     if not filename:
         return "Untitled"
     stem = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
-    return "".join(ch for ch in stem if " " <= ch != "\x7f")[:MAX_TITLE_CHARS].strip() or "Untitled"
+    text = "".join(ch for ch in stem if unicodedata.category(ch) != "Cc")  # no control characters
+    return text[:MAX_TITLE_CHARS].strip() or "Untitled"
 
 
 class Ingest:

@@ -12,7 +12,15 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 PRIVACY = ("public", "unlisted", "private")
 CATEGORIES = ("music", "gaming", "education", "sports", "news", "entertainment", "film",
@@ -25,9 +33,10 @@ MAX_PAGE = 100
 MAX_INT = 2**63 - 1  # what a database integer holds
 ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 PREVIEW_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}/index\\.m3u8$"
-_LINE = "[^\\x00-\\x1f\\x7f]"  # any character but a control character
-_LINES = "[^\\x00-\\x08\\x0b-\\x1f\\x7f]"  # the same, with tab and newline
-_VISIBLE = "[^\\x00-\\x20\\x7f]"  # and not a space either
+_LINE = "[^\\x00-\\x1f\\x7f-\\x9f]"  # any character but a control character (C0, DEL, C1)
+_LINES = "[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]"  # the same, with tab and newline
+_CONTROL = "\\x00-\\x20\\x7f-\\x9f"  # and space
+_VISIBLE = "[^\\x00-\\x20\\x7f-\\x9f]"  # and not a space either
 
 
 def _normalised(text: str) -> str:
@@ -51,17 +60,29 @@ Bio = text(2000, multiline=True)
 ReviewText = text(5000, multiline=True)
 CommentText = text(2000, multiline=True, required=True)
 Email = Annotated[str, StringConstraints(
-    max_length=254, pattern="^[^@\\x00-\\x20\\x7f]{1,64}@[^@\\x00-\\x20\\x7f]+\\.[^@\\x00-\\x20\\x7f]+$"),
+    max_length=254, pattern=f"^[^@{_CONTROL}]{{1,64}}@[^@{_CONTROL}]+\\.[^@{_CONTROL}]+$"),
     AfterValidator(lambda e: unicodedata.normalize("NFC", e).lower())]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 Language = Annotated[str, StringConstraints(max_length=35,
                                             pattern="^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def integer(low: int, high: int) -> Any:
+    """An integer from `low` to `high`; 3.0 is one too, as JSON Schema counts (strict mode
+    alone would refuse it)."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole)]
+
+
+Count = integer(0, MAX_INT)
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 Privacy = Literal[PRIVACY]  # type: ignore[valid-type]
 # Multipart forms and tus metadata carry tags as one comma-separated string.
-_TAG = f"[^\\x00-\\x1f\\x7f,]{{0,{MAX_TAG_CHARS}}}"
+_TAG = f"[^\\x00-\\x1f\\x7f-\\x9f,]{{0,{MAX_TAG_CHARS}}}"
 TAG_LIST_PATTERN = f"^{_TAG}(,{_TAG}){{0,{MAX_TAGS - 1}}}$"
 
 
@@ -129,6 +150,8 @@ class Copies(Strict):
 class UploadForm(BaseModel):
     """multipart/form-data: the media in `file`, the video's fields beside it, in any order."""
 
+    model_config = ConfigDict(extra="forbid")
+
     file: bytes = Field(json_schema_extra={"minLength": 1, "contentMediaType": "application/octet-stream"})
     title: Title = None
     description: Description = None
@@ -139,7 +162,7 @@ class UploadForm(BaseModel):
 
 
 class ReviewIn(Strict):
-    rating: Annotated[int, Field(ge=1, le=5)]
+    rating: integer(1, 5)
     text: ReviewText = ""
 
 

@@ -90,7 +90,7 @@ def invalid(exc: ValidationError) -> str:
 def keyset(request: web.Request) -> tuple[float, str] | None:
     """The `cursor` of a list sorted newest first, as (timestamp, id); None when absent."""
     raw = request.query.get("cursor")
-    if not raw:
+    if raw is None:
         return None
     match = _KEYSET.fullmatch(raw)
     if match is None:
@@ -105,7 +105,7 @@ def keyset_cursor(timestamp: float, key: str) -> str:
 def offset(request: web.Request) -> int:
     """The `cursor` of a ranked list: how many items came before (0 when absent)."""
     raw = request.query.get("cursor")
-    if not raw:
+    if raw is None:
         return 0
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
         raise ProblemError(400, "`cursor` is not a cursor this API gave out")
@@ -123,7 +123,7 @@ def page_size(request: web.Request) -> int:
 
 def query_number(request: web.Request, name: str) -> float | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         value = float(raw)
@@ -137,7 +137,7 @@ def query_number(request: web.Request, name: str) -> float | None:
 def query_time(request: web.Request, name: str) -> float | None:
     """An RFC 3339 date-time (or an ISO 8601 date), UTC when it names no zone."""
     raw = request.query.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         when = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))

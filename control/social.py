@@ -92,7 +92,7 @@ class SocialHandlers:
                   auth="user", params=comment, responses={204: "Deleted", 403: PROBLEM, 404: PROBLEM})
         api.route("PUT", "/api/v1/users/{user_id}/follow", self.follow, summary="Follow",
                   tag="viewers", auth="user", params=user,
-                  responses={204: "Following", 400: PROBLEM, 404: PROBLEM})
+                  responses={204: "Following", 404: PROBLEM, 409: PROBLEM})
         api.route("DELETE", "/api/v1/users/{user_id}/follow", self.unfollow, summary="Unfollow",
                   tag="viewers", auth="user", params=user, responses={204: "Not following"})
         api.route("GET", "/api/v1/me/feed", self.feed, tag="viewers", auth="user",
@@ -249,7 +249,7 @@ class SocialHandlers:
         user = await self.auth.require(request)
         target = request.match_info["user_id"]
         if target == user.id:
-            raise ProblemError(400, "you cannot follow yourself")
+            raise ProblemError(409, "you cannot follow yourself")
         if await self.accounts.get(target) is None:
             raise ProblemError(404, "no such user")
         await self.db.execute("INSERT INTO follows (follower_id, followee_id, created_at)"

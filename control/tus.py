@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from control.accounts import Auth, User
-from control.api import PROBLEM, Api
+from control.api import PROBLEM, Api, up_to
 from control.db import Database
 from control.models import UploadStatus
 from control.problems import ProblemError
@@ -113,9 +113,10 @@ class TusHandlers:
         api.route("POST", "/api/v1/uploads", self.create, tag="uploads", auth="user",
                   summary="tus creation (and creation-with-upload)",
                   params=[TUS_RESUMABLE,
-                          Param("Upload-Length", "header", {"type": "integer", "minimum": 1,
-                                                            "maximum": self.max_size},
-                                required=True, description="bytes; empty uploads are refused"),
+                          Param("Upload-Length", "header",
+                                {"type": "string", "pattern": up_to(self.max_size)},
+                                required=True, description="bytes, at most Tus-Max-Size; empty "
+                                                           "uploads are refused"),
                           Param("Upload-Metadata", "header",
                                 {"type": "string", "maxLength": MAX_METADATA},
                                 description="`key base64,...`: title, description, tags (comma-"
@@ -197,14 +198,13 @@ class TusHandlers:
         if "Upload-Defer-Length" in request.headers:
             raise TusProblem(400, "Upload-Defer-Length is not supported: send Upload-Length")
         raw = request.headers.get("Upload-Length", "")
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-            raise TusProblem(400, "Upload-Length must be a non-negative integer")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or raw.startswith("0"):
+            raise TusProblem(400, "Upload-Length must be a positive integer, without leading "
+                                  "zeros: empty uploads are refused")
         length = int(raw)
         if length > self.max_size:
             raise TusProblem(413, f"the upload is {length} bytes; the limit is {self.max_size} "
                                   "bytes (Tus-Max-Size)", headers={"Tus-Max-Size": str(self.max_size)})
-        if length == 0:
-            raise TusProblem(400, "empty upload: Upload-Length is 0")
         metadata = parse_metadata(request.headers.get("Upload-Metadata", ""))
         await self.hooks.admit(user, length, metadata)
 

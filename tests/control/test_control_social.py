@@ -129,7 +129,7 @@ async def test_follow_and_feed(client: TestClient, alice: dict, bob: dict) -> No
     assert len(await _all(client, "/api/v1/me/feed", bob)) == 4
     assert (await client.delete(f"/api/v1/users/{carol_id}/follow", headers=bob)).status == 204
     assert len(await _all(client, "/api/v1/me/feed", bob)) == 3
-    await assert_problem(await client.put(f"/api/v1/users/{alice_id}/follow", headers=alice), 400)
+    await assert_problem(await client.put(f"/api/v1/users/{alice_id}/follow", headers=alice), 409)
     await assert_problem(await client.put("/api/v1/users/nobody/follow", headers=bob), 404)
     await assert_problem(await client.get("/api/v1/me/feed"), 401)
 
