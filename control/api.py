@@ -76,7 +76,7 @@ class Api:
         `content` describes a body the handler reads itself (multipart, tus bytes)."""
         params = tuple(params)
         if handler is not None:
-            endpoint = handler if body is None else _with_body(handler, body, body_required)
+            endpoint = handler if body is None else _with_body(handler, body)
             if ids := {p.name: re.compile(p.schema["pattern"].removeprefix("^").removesuffix("$"))
                        for p in params if p.where == "path" and "pattern" in p.schema}:
                 endpoint = _with_ids(endpoint, ids)
@@ -140,18 +140,6 @@ class Api:
         }
 
 
-def up_to(n: int) -> str:
-    """A pattern for the decimal integers 1 to `n` (no sign, no leading zero)."""
-    digits = str(n)
-    shorter = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
-    same = [digits]
-    for i, d in enumerate(digits):
-        low = "1" if i == 0 else "0"
-        if int(d) > int(low):
-            same.append(f"{digits[:i]}[{low}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}")
-    return "^(" + "|".join(shorter + same) + ")$"
-
-
 def _with_ids(handler: Handler, ids: Mapping[str, re.Pattern[str]]) -> Handler:
     """`handler`, for paths whose ids have their documented shape; anything else is a 404."""
     async def endpoint(request: web.Request) -> web.StreamResponse:
@@ -162,8 +150,8 @@ def _with_ids(handler: Handler, ids: Mapping[str, re.Pattern[str]]) -> Handler:
     return endpoint
 
 
-def _with_body(handler: Handler, model: type[BaseModel], required: bool) -> Handler:
+def _with_body(handler: Handler, model: type[BaseModel]) -> Handler:
     async def endpoint(request: web.Request) -> web.StreamResponse:
-        return await handler(request, await read_body(request, model, required=required))
+        return await handler(request, await read_body(request, model))
 
     return endpoint

@@ -49,6 +49,18 @@ def path_id(name: str, pattern: str = ID_PATTERN, description: str = "") -> Para
     return Param(name, "path", {"type": "string", "pattern": pattern}, description=description)
 
 
+def up_to(n: int) -> str:
+    """A pattern for the decimal integers 1 to `n` (no sign, no leading zero)."""
+    digits = str(n)
+    shorter = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    same = [digits]
+    for i, d in enumerate(digits):
+        low = "1" if i == 0 else "0"
+        if int(d) > int(low):
+            same.append(f"{digits[:i]}[{low}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}")
+    return "^(" + "|".join(shorter + same) + ")$"
+
+
 LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                                   "default": DEFAULT_PAGE})
 # A keyset cursor is the sort key of the last item seen, `{timestamp}~{id}`; an offset cursor is
@@ -60,7 +72,7 @@ OFFSET = Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,9}$"},
                description="next_cursor of the previous page")
 
 
-async def read_body(request: web.Request, model: type[M], *, required: bool = True) -> M:
+async def read_body(request: web.Request, model: type[M]) -> M:
     """The JSON body of `request` as `model` (an empty body is `{}`); 400/413 problems otherwise."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise ProblemError(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")

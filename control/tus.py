@@ -24,11 +24,11 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from control.accounts import Auth, User
-from control.api import PROBLEM, Api, up_to
+from control.api import PROBLEM, Api
 from control.db import Database
 from control.models import UploadStatus
 from control.problems import ProblemError
-from control.requests import Param, path_id
+from control.requests import Param, path_id, up_to
 from control.staging import OffsetMismatch, Staging
 from reel.http import http_date
 from reel.logs import fields
