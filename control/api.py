@@ -76,14 +76,7 @@ class Api:
         `content` describes a body the handler reads itself (multipart, tus bytes)."""
         params = tuple(params)
         if handler is not None:
-            endpoint = handler if body is None else _with_body(handler, body)
-            if ids := {p.name: re.compile(p.schema["pattern"].removeprefix("^").removesuffix("$"))
-                       for p in params if p.where == "path" and "pattern" in p.schema}:
-                endpoint = _with_ids(endpoint, ids)
-            if method == "GET":
-                self.router.add_get(path, endpoint, **route_options)
-            else:
-                self.router.add_route(method, path, endpoint, **route_options)
+            self._serve(method, path, handler, body, params, route_options)
         self._security[(method, path)] = auth
         op: dict[str, Any] = {"summary": summary, "tags": [tag],
                               "responses": {str(s): self._response(r) for s, r in responses.items()}}
@@ -96,19 +89,26 @@ class Api:
             content = {"application/json": {"schema": {"$ref": _REF.format(model=body.__name__)}}}
         if content is not None:
             op["requestBody"] = {"required": body_required, "content": dict(content)}
-        if auth in ("user", "worker"):
-            op["security"] = [{f"{auth}Token": []}]
-            op["responses"].setdefault("401", PROBLEM)
-        elif auth == "optional":
-            op["security"] = [{}, {"userToken": []}]
-        if body is not None:
-            op["responses"].setdefault("400", PROBLEM)
-            op["responses"].setdefault("413", PROBLEM)
-        if any(p.where == "path" for p in params):
-            op["responses"].setdefault("404", PROBLEM)
+        if auth != "none":
+            op["security"] = [{}, {"userToken": []}] if auth == "optional" else [{f"{auth}Token": []}]
+        refusals = {"401": auth in ("user", "worker"), "400": body is not None,
+                    "413": body is not None, "404": any(p.where == "path" for p in params)}
+        for status in (s for s, applies in refusals.items() if applies):
+            op["responses"].setdefault(status, PROBLEM)
         if throttled:
             op["responses"].setdefault("429", _THROTTLED)
         self._paths.setdefault(path, {})[method.lower()] = op
+
+    def _serve(self, method: str, path: str, handler: Handler, body: type[BaseModel] | None,
+               params: tuple[Param, ...], options: Mapping[str, Any]) -> None:
+        endpoint = handler if body is None else _with_body(handler, body)
+        if ids := {p.name: re.compile(p.schema["pattern"].removeprefix("^").removesuffix("$"))
+                   for p in params if p.where == "path" and "pattern" in p.schema}:
+            endpoint = _with_ids(endpoint, ids)
+        if method == "GET":
+            self.router.add_get(path, endpoint, **options)
+        else:
+            self.router.add_route(method, path, endpoint, **options)
 
     def describe(self, model: type[BaseModel]) -> None:
         """Put `model` among the document's schemas (for a body a handler reads itself)."""

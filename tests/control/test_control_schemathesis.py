@@ -95,7 +95,7 @@ def _schemathesis(url: str, token: str, config: Path, *filters: str) -> str:
          f"{url}/api/v1/openapi.json", "--checks", "all", "--phases", "examples,coverage,fuzzing",
          "--max-examples", str(EXAMPLES), "--generation-deterministic",
          "--header", f"Authorization: Bearer {token}", *filters],
-        env=env, capture_output=True, text=True, timeout=600, check=False)
+        env=env, cwd=config.parent, capture_output=True, text=True, timeout=600, check=False)
     return "" if done.returncode == 0 else done.stdout[-20000:] + done.stderr[-2000:]
 
 
