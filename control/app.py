@@ -434,22 +434,23 @@ def make_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
-    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` is
-    when viewers view (each counts once per `view_window_seconds`)."""
+    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
+    time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views)."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
         raise ValueError("max_upload_bytes must be positive")
     db = open_database(database or Path(data_dir) / "control.sqlite3")
-    queue = JobQueue(db, VideoJobHooks(), lease_seconds=lease_seconds, max_attempts=max_attempts,
-                     retry_backoff_seconds=retry_backoff_seconds)
+    queue = JobQueue(db, VideoJobHooks(clock), lease_seconds=lease_seconds,
+                     max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds,
+                     clock=clock)
     app = web.Application()
     registry = metrics.install(app)
     control_metrics = ControlMetrics(registry)
     control_metrics.set_job_counts(dict.fromkeys(JOB_STATES, 0))
-    videos = Videos(db)
+    videos = Videos(db, clock)
     accounts = Accounts(db, session_seconds=session_seconds, hasher=password_hasher,
-                        admin_emails=admin_emails)
+                        admin_emails=admin_emails, clock=clock)
     auth = Auth(accounts)
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
 
@@ -465,8 +466,8 @@ def make_app(
         hlsjs=_hlsjs_path(hlsjs_path),
     )
     staging = Path(data_dir) / "uploads"
-    tus = TusHandlers(db, LocalStaging(staging), auth, ingest,
-                      max_size=max_upload_bytes, expiry_seconds=upload_expiry_seconds)
+    tus = TusHandlers(db, LocalStaging(staging), auth, ingest, max_size=max_upload_bytes,
+                      expiry_seconds=upload_expiry_seconds, clock=clock)
     video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
                                    purger=purger, render=handlers.video_json)
     api = Api(app.router, INFO)

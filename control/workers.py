@@ -8,7 +8,6 @@ is awaited after every change of a job's state (the app refreshes its gauge of j
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -126,5 +125,5 @@ class JobHandlers:
         answer: dict[str, Any] = {"job": {"id": job.id, "state": job.state,
                                           "attempts": job.attempts, "retry": retrying}}
         if retrying:
-            answer["job"]["retry_in_seconds"] = max(0.0, round(job.not_before - time.time(), 3))
+            answer["job"]["retry_in_seconds"] = max(0.0, round(job.not_before - self.queue.clock(), 3))
         return web.json_response(answer)
