@@ -1,7 +1,10 @@
-"""The control HTTP app: uploads, videos, the worker job API, the watch page.
+"""The control HTTP app: `make_app` wires every part, and `Control` serves multipart uploads
+and the pages.
 
+Every route is registered through `control.api.Api`, which also writes the OpenAPI document.
 Handlers speak to storage only through `origin.store.Store` and to the database only through
 `Videos` and `JobQueue`; every error leaves as RFC 7807 problem+json (see `control.problems`).
+The database is the factory's choice (`open_database`): SQLite, or PostgreSQL for a URL.
 """
 
 from __future__ import annotations
