@@ -10,7 +10,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -19,16 +18,12 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from control.api import PROBLEM, Api
 from control.db import Database, IntegrityError, Row, Tx
+from control.models import Me, Profile, ProfileEdit, Session, SignedUp, SignIn, SignUp
 from control.problems import ProblemError
-from control.requests import field, read_json, text_field
+from control.requests import path_id
 from control.videos import iso8601
-
-EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024
-MAX_NAME = 100
-MAX_BIO = 2000
 
 
 @dataclass(frozen=True)
@@ -231,17 +226,6 @@ class Auth:
         return user
 
 
-def _password(body: dict[str, Any], name: str = "password") -> str:
-    password = field(body, name, str, "a string")
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise ProblemError(400, f"`{name}` must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
-    try:
-        password.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProblemError(400, f"`{name}` is not valid Unicode") from None
-    return password
-
-
 class AccountHandlers:
     """Sign-up, sign-in, sign-out and the profile."""
 
@@ -249,37 +233,36 @@ class AccountHandlers:
         self.accounts = accounts
         self.auth = auth
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_post("/api/v1/users", self.sign_up)
-        router.add_post("/api/v1/sessions", self.sign_in)
-        router.add_delete("/api/v1/sessions/current", self.sign_out)
-        router.add_get("/api/v1/me", self.me)
-        router.add_patch("/api/v1/me", self.edit_me)
-        router.add_get("/api/v1/users/{user_id}", self.profile)
+    def add_routes(self, api: Api) -> None:
+        user = path_id("user_id")
+        api.route("POST", "/api/v1/users", self.sign_up, summary="Sign up", tag="accounts",
+                  body=SignUp, responses={201: SignedUp, 409: PROBLEM})
+        api.route("POST", "/api/v1/sessions", self.sign_in, tag="accounts",
+                  summary="Sign in: a bearer token with an expiry", body=SignIn,
+                  responses={201: Session, 401: PROBLEM})
+        api.route("DELETE", "/api/v1/sessions/current", self.sign_out, auth="user",
+                  summary="Sign out (revoke this token)", tag="accounts", responses={204: "Done"})
+        api.route("GET", "/api/v1/me", self.me, summary="Your profile", tag="accounts",
+                  auth="user", responses={200: Me})
+        api.route("PATCH", "/api/v1/me", self.edit_me, tag="accounts", auth="user",
+                  summary="Edit your profile (a new password needs current_password)",
+                  body=ProfileEdit, body_required=False, responses={200: Me, 403: PROBLEM})
+        api.route("GET", "/api/v1/users/{user_id}", self.profile, tag="accounts",
+                  summary="A user's public profile", params=[user],
+                  responses={200: Profile, 404: PROBLEM})
 
-    async def sign_up(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        email = text_field(body, "email", max_chars=254, required=True)
-        if EMAIL.fullmatch(email) is None:
-            raise ProblemError(400, "`email` must be an email address such as ana@example.com")
-        password = _password(body)
-        name = text_field(body, "name", max_chars=MAX_NAME, default=None) or email.split("@")[0]
+    async def sign_up(self, request: web.Request, body: SignUp) -> web.Response:
+        name = body.name or body.email.split("@")[0]
         try:
-            user = await self.accounts.sign_up(email, password, name)
+            user = await self.accounts.sign_up(body.email, body.password, name)
         except EmailTaken:
             raise ProblemError(409, "an account with this email exists: sign in instead",
                                title="Email taken") from None
         return web.json_response({"user": user.private_json()}, status=201,
                                  headers={hdrs.LOCATION: f"/api/v1/users/{user.id}"})
 
-    async def sign_in(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        email = field(body, "email", str, "a string")
-        password = field(body, "password", str, "a string")
-        try:
-            found = await self.accounts.sign_in(email, password)
-        except UnicodeEncodeError:
-            found = None
+    async def sign_in(self, request: web.Request, body: SignIn) -> web.Response:
+        found = await self.accounts.sign_in(body.email, body.password)
         if found is None:
             raise _unauthorized("wrong email or password")
         token, expires, user = found
@@ -296,19 +279,14 @@ class AccountHandlers:
         user = await self.auth.require(request)
         return web.json_response(user.private_json())
 
-    async def edit_me(self, request: web.Request) -> web.Response:
+    async def edit_me(self, request: web.Request, body: ProfileEdit) -> web.Response:
         user = await self.auth.require(request)
-        body = await read_json(request)
-        name = text_field(body, "name", max_chars=MAX_NAME, required=True, default=None)
-        bio = text_field(body, "bio", max_chars=MAX_BIO, multiline=True, default=None)
-        password = None
-        if "password" in body:
-            current = field(body, "current_password", str, "your current password")
-            password = _password(body)
-            if await self.accounts.check_password(user.email, current) is None:
-                raise ProblemError(403, "`current_password` is wrong")
-        user = await self.accounts.update(user.id, name=name, bio=bio, password=password,
-                                          keep_token=bearer(request) or "")
+        if body.password is not None and (
+                body.current_password is None
+                or await self.accounts.check_password(user.email, body.current_password) is None):
+            raise ProblemError(403, "a new `password` needs your `current_password`, right")
+        user = await self.accounts.update(user.id, name=body.name, bio=body.bio,
+                                          password=body.password, keep_token=bearer(request) or "")
         return web.json_response(user.private_json())
 
     async def profile(self, request: web.Request) -> web.Response:

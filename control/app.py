@@ -1,24 +1,24 @@
-"""The control HTTP app: uploads, videos, the worker job API, the watch page.
+"""The control HTTP app: `make_app` wires every part, and `Control` serves multipart uploads
+and the pages.
 
+Every route is registered through `control.api.Api`, which also writes the OpenAPI document.
 Handlers speak to storage only through `origin.store.Store` and to the database only through
 `Videos` and `JobQueue`; every error leaves as RFC 7807 problem+json (see `control.problems`).
+The database is the factory's choice (`open_database`): SQLite, or PostgreSQL for a URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import html
 import json
 import logging
-import math
 import os
-import re
 import string
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +27,26 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from control import openapi
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
+from control.api import PROBLEM, Api
 from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
-from control.db import Database, open_database
+from control.db import Database
 from control.jobs import STATES as JOB_STATES
-from control.jobs import Job, JobQueue, LeaseLost, UnknownJob
+from control.jobs import JobQueue
+from control.models import Health, UploadAccepted, UploadForm
+from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
-from control.requests import field, read_json
+from control.requests import Param
 from control.search import SearchHandlers
 from control.social import SocialHandlers
+from control.sqlite import SQLiteDatabase
 from control.staging import LocalStaging
 from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
-from control.videos import Video, VideoJobHooks, Videos, output_prefix, source_key
+from control.videos import Video, VideoJobHooks, Videos
+from control.workers import JobHandlers
 from origin.layout import is_video_id
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
@@ -54,11 +58,22 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 UPLOAD_CHUNK = 256 * 1024
 FORM_OVERHEAD = 64 * 1024  # multipart headers, boundaries and small fields around the file
-FORM_FIELDS = ("title", "description", "tags", "language", "category", "privacy")
+FORM_FIELDS = tuple(name for name in UploadForm.model_fields if name != "file")
 
 DB_KEY = web.AppKey("control_db", Database)
+API_KEY = web.AppKey("control_api", Api)
 STAGING_KEY = web.AppKey("control_staging", Path)  # where unfinished tus uploads grow
-PREVIEW = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}/index\.m3u8")
+INFO = {
+    "title": "reel control API",
+    "version": "1",
+    "description": (
+        "Accounts, uploads (multipart and tus 1.0), videos, viewers' reviews, ratings, comments, "
+        "follows and views, search, and the packaging job queue of reel. Errors are RFC 7807 "
+        "application/problem+json. Users send `Authorization: Bearer <token>` from POST "
+        "/api/v1/sessions; workers send the shared worker token. Lists are cursor-paginated: "
+        "pass `next_cursor` back as `cursor`. Requests are authenticated before they are "
+        "throttled: missing or bad credentials are 401, never 429."),
+}
 
 
 class ControlMetrics:
@@ -81,6 +96,14 @@ class ControlMetrics:
             self.jobs.labels(state).set(count)
 
 
+def open_database(where: str | Path) -> Database:
+    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path."""
+    text = str(where)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(text)
+    return SQLiteDatabase(Path(where))
+
+
 def _hlsjs_path(override: Path | None) -> Path:
     if override is not None:
         return Path(override)
@@ -90,50 +113,53 @@ def _hlsjs_path(override: Path | None) -> Path:
     return REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 
 
-@contextmanager
-def _job_errors(handle: str) -> Iterator[None]:
-    """Queue refusals as problems: unknown job 404, lost lease 409."""
-    try:
-        yield
-    except UnknownJob:
-        raise ProblemError(404, f"no job {handle!r}") from None
-    except LeaseLost as exc:
-        raise ProblemError(409, f"{exc}: stop working on it", title="Lease lost") from None
-
-
 class Control:
-    """The request handlers for uploads, the worker job API and the pages."""
+    """The request handlers for multipart uploads and the pages."""
 
-    def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, ingest: Ingest,
-                 auth: Auth, geo_url: str, worker_token: str,
+    def __init__(self, *, store: Store, videos: Videos, ingest: Ingest, auth: Auth, geo_url: str,
                  metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path) -> None:
         self.store = store
         self.videos = videos
-        self.queue = queue
         self.ingest = ingest
         self.auth = auth
         self.geo_url = geo_url.rstrip("/")
-        self._token = worker_token.encode()
         self.metrics = metrics
         self.watch_template = watch_template
         self.hlsjs = hlsjs
+
+    def add_routes(self, api: Api) -> None:
+        api.route("POST", "/api/v1/videos", self.create_video, tag="videos", auth="user",
+                  summary="Upload a video", expect_handler=self.expect_upload,
+                  description="multipart/form-data: the media in a `file` part (streamed to the "
+                              "store), the video's fields in parts beside it, in any order. "
+                              "Creates a queued video and its packaging job. Supports "
+                              "`Expect: 100-continue`.",
+                  content={"multipart/form-data": {"schema": {
+                      "$ref": "#/components/schemas/UploadForm"}}},
+                  responses={202: UploadAccepted, 200: UploadAccepted, 400: PROBLEM,
+                             413: PROBLEM, 415: PROBLEM})
+        api.describe(UploadForm)
+        api.route("GET", "/api/v1/openapi.json", self.openapi_json, summary="This document",
+                  tag="meta", responses={200: {"description": "OpenAPI 3.1", "content": {
+                      "application/json": {"schema": {"type": "object"}}}}})
+        api.route("GET", "/watch/{video_id}", self.watch, tag="pages",
+                  params=[Param("video_id", "path", {"type": "string"})],
+                  summary="The watch page (HTML, plays through geo with hls.js)",
+                  responses={200: {"description": "HTML page", "content": {"text/html": {}}},
+                             404: {"description": "HTML page: no such video",
+                                   "content": {"text/html": {}}}})
+        api.route("GET", "/static/hls.min.js", self.hlsjs_file, tag="pages",
+                  summary="hls.js, from the npm install",
+                  responses={200: {"description": "JavaScript",
+                                   "content": {"text/javascript": {}}}, 404: PROBLEM})
+        api.route("GET", "/healthz", self.healthz, summary="200 when the database answers",
+                  tag="meta", throttled=False, responses={200: Health, 503: PROBLEM})
 
     # -- shared ---------------------------------------------------------------------------------
 
     def video_json(self, request: web.Request, video: Video) -> dict[str, Any]:
         return video.to_json(control_url=f"{request.scheme}://{request.host}",
                              geo_url=self.geo_url)
-
-    def _require_worker(self, request: web.Request) -> None:
-        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        given = token.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._token):
-            raise ProblemError(401, "a valid worker token is required: "
-                                    "Authorization: Bearer <worker token>",
-                               headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="reel-worker"'})
-
-    async def refresh_job_gauge(self) -> None:
-        self.metrics.set_job_counts(await self.queue.counts())
 
     # -- uploads --------------------------------------------------------------------------------
 
@@ -227,17 +253,19 @@ class Control:
                         form.setdefault("filename", part.filename)
                     stored = await self._store_part(part, key, room, digest)
                     continue
+                if part.name not in FORM_FIELDS:
+                    raise self._reject_upload("bad_request", 400, f"unknown form field "
+                                              f"{part.name!r}: send file, {', '.join(FORM_FIELDS)}")
                 data = await _read_small(part, small_budget)
                 if data is None:
                     raise self._reject_upload("bad_request", 400,
                                               "form fields other than `file` are too large")
                 small_budget -= len(data)
-                if part.name in FORM_FIELDS:
-                    try:
-                        form[part.name] = data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise self._reject_upload("bad_request", 400,
-                                                  f"`{part.name}` must be UTF-8") from None
+                try:
+                    form[part.name] = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self._reject_upload("bad_request", 400,
+                                              f"`{part.name}` must be UTF-8") from None
             if "title" not in form:
                 form["title"] = title_from(form.get("filename"))
             try:  # refuse bad metadata here, while the source can still be undone
@@ -273,86 +301,6 @@ class Control:
 
         async with aclosing(hashed(chunks(), digest)) as body:
             return await self.store.write(key, body, max_bytes=room)
-
-    # -- worker job API -------------------------------------------------------------------------
-
-    def _job_json(self, job: Job) -> dict[str, Any]:
-        return {
-            "id": job.handle,
-            "video_id": job.video_id,
-            "source_key": source_key(job.video_id),
-            "output_prefix": output_prefix(job.video_id),
-            "lease_seconds": self.queue.lease_seconds,
-            "attempt": job.attempts,
-        }
-
-    async def claim_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        worker = field(body, "worker", str, "a string", default="unnamed")[:128]
-        job = await self.queue.claim(worker)
-        if job is None:
-            return web.Response(status=204)
-        self.metrics.job_events.labels("claimed").inc()
-        await self.refresh_job_gauge()
-        return web.json_response({"job": self._job_json(job)})
-
-    async def heartbeat_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        progress = None
-        raw = field(body, "progress", dict, "an object {done, total}", default=None)
-        if raw is not None:
-            done = field(raw, "done", int, "an integer")
-            total = field(raw, "total", int, "an integer")
-            if done < 0 or total < 0:
-                raise ProblemError(400, "`progress` counts must not be negative")
-            progress = (done, total)
-        preview = field(body, "preview", str, "a playlist path such as v144/index.m3u8",
-                        default=None)
-        if preview is not None and PREVIEW.fullmatch(preview) is None:
-            raise ProblemError(400, "`preview` must be <rendition>/index.m3u8, such as "
-                                    "v144/index.m3u8")
-        with _job_errors(request.match_info["job_id"]):
-            await self.queue.heartbeat(request.match_info["job_id"], progress, preview)
-        self.metrics.job_events.labels("heartbeat").inc()
-        return web.json_response({"lease_seconds": self.queue.lease_seconds})
-
-    async def complete_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        duration = float(field(body, "duration", (int, float), "a number of seconds"))
-        if not math.isfinite(duration) or duration < 0:
-            raise ProblemError(400, "`duration` must be a finite number >= 0")
-        renditions = field(body, "renditions", list, "a list of strings", default=[])
-        if not all(isinstance(r, str) for r in renditions):
-            raise ProblemError(400, "`renditions` must be a list of strings")
-        with _job_errors(request.match_info["job_id"]):
-            job = await self.queue.complete(request.match_info["job_id"],
-                                            {"duration": duration, "renditions": renditions})
-        self.metrics.job_events.labels("completed").inc()
-        await self.refresh_job_gauge()
-        return web.json_response({"job": {"id": job.id, "state": job.state},
-                                  "video": {"id": job.video_id, "state": "ready"}})
-
-    async def fail_job(self, request: web.Request) -> web.Response:
-        self._require_worker(request)
-        body = await read_json(request)
-        reason = field(body, "reason", str, "a short string such as not_a_video").strip()[:64] or "error"
-        detail = field(body, "detail", str, "a string", default="").strip()[:2000]
-        permanent = field(body, "permanent", bool, "a boolean", default=False)
-        message = f"{reason}: {detail}" if detail else reason
-        with _job_errors(request.match_info["job_id"]):
-            job = await self.queue.fail(request.match_info["job_id"], message,
-                                        permanent=permanent)
-        retrying = job.state == "queued"
-        self.metrics.job_events.labels("retried" if retrying else "failed").inc()
-        await self.refresh_job_gauge()
-        answer: dict[str, Any] = {"job": {"id": job.id, "state": job.state,
-                                          "attempts": job.attempts, "retry": retrying}}
-        if retrying:
-            answer["job"]["retry_in_seconds"] = max(0.0, round(job.not_before - time.time(), 3))
-        return web.json_response(answer)
 
     # -- pages and plumbing ---------------------------------------------------------------------
 
@@ -395,7 +343,7 @@ class Control:
         return web.json_response({"status": "ok"})
 
     async def openapi_json(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi.document())
+        return web.json_response(request.app[API_KEY].document())
 
 
 async def _read_small(part: BodyPartReader, limit: int) -> bytes | None:
@@ -486,23 +434,26 @@ def make_app(
     trending_seconds: float = 86400,
     database: str | None = None,
     rate_limits: RateLimits | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
-    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname)."""
+    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
+    time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views)."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
         raise ValueError("max_upload_bytes must be positive")
     db = open_database(database or Path(data_dir) / "control.sqlite3")
-    queue = JobQueue(db, VideoJobHooks(), lease_seconds=lease_seconds, max_attempts=max_attempts,
-                     retry_backoff_seconds=retry_backoff_seconds)
+    queue = JobQueue(db, VideoJobHooks(clock), lease_seconds=lease_seconds,
+                     max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds,
+                     clock=clock)
     app = web.Application()
     registry = metrics.install(app)
     control_metrics = ControlMetrics(registry)
     control_metrics.set_job_counts(dict.fromkeys(JOB_STATES, 0))
-    videos = Videos(db)
+    videos = Videos(db, clock)
     accounts = Accounts(db, session_seconds=session_seconds, hasher=password_hasher,
-                        admin_emails=admin_emails)
+                        admin_emails=admin_emails, clock=clock)
     auth = Auth(accounts)
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
 
@@ -512,26 +463,30 @@ def make_app(
     ingest = Ingest(store=store, videos=videos, queue=queue, max_upload_bytes=max_upload_bytes,
                     quota_bytes=quota_bytes, on_queued=refresh_job_gauge)
     handlers = Control(
-        store=store, videos=videos, queue=queue, ingest=ingest, auth=auth, geo_url=geo_url,
-        worker_token=worker_token, metrics=control_metrics,
+        store=store, videos=videos, ingest=ingest, auth=auth, geo_url=geo_url,
+        metrics=control_metrics,
         watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
         hlsjs=_hlsjs_path(hlsjs_path),
     )
     staging = Path(data_dir) / "uploads"
-    tus = TusHandlers(db, LocalStaging(staging), auth, ingest,
-                      max_size=max_upload_bytes, expiry_seconds=upload_expiry_seconds)
+    tus = TusHandlers(db, LocalStaging(staging), auth, ingest, max_size=max_upload_bytes,
+                      expiry_seconds=upload_expiry_seconds, clock=clock)
     video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
                                    purger=purger, render=handlers.video_json)
+    api = Api(app.router, INFO)
+    api.guard("user", auth.require)
+    api.guard("optional", auth.user)
     app[DB_KEY] = db
     app[STAGING_KEY] = staging
-    limiter = RateLimiter(rate_limits or RateLimits(), auth)
+    app[API_KEY] = api
+    limiter = RateLimiter(rate_limits or RateLimits(), api)
     app.middlewares.extend([cors_middleware, _metrics_middleware(control_metrics),
                             problem_middleware, limiter.middleware])
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await db.open()
         await accounts.promote_admins()
-        await handlers.refresh_job_gauge()
+        await refresh_job_gauge()
         await purger.start()
         log.info("database open", extra=fields(database=repr(db)))
         sweeper = asyncio.create_task(_sweep(tus, accounts, sweep_seconds))
@@ -545,23 +500,18 @@ def make_app(
 
     app.cleanup_ctx.append(database)
 
-    r = app.router
-    r.add_post("/api/v1/videos", handlers.create_video, expect_handler=handlers.expect_upload)
-    video_handlers.add_routes(r)
-    AccountHandlers(accounts, auth).add_routes(r)
-    SearchHandlers(db, auth, handlers.video_json).add_routes(r)
+    handlers.add_routes(api)
+    video_handlers.add_routes(api)
+    AccountHandlers(accounts, auth).add_routes(api)
+    SearchHandlers(db, auth, handlers.video_json).add_routes(api)
     SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
                    render=handlers.video_json, view_window_seconds=view_window_seconds,
-                   trending_seconds=trending_seconds).add_routes(r)
-    tus.add_routes(r)
-    r.add_post("/api/v1/jobs/claim", handlers.claim_job)
-    r.add_post("/api/v1/jobs/{job_id}/heartbeat", handlers.heartbeat_job)
-    r.add_post("/api/v1/jobs/{job_id}/complete", handlers.complete_job)
-    r.add_post("/api/v1/jobs/{job_id}/fail", handlers.fail_job)
-    r.add_get("/api/v1/openapi.json", handlers.openapi_json)
-    r.add_get("/watch/{video_id}", handlers.watch)
-    r.add_get("/static/hls.min.js", handlers.hlsjs_file)
-    r.add_get("/healthz", handlers.healthz)
+                   trending_seconds=trending_seconds, clock=clock).add_routes(api)
+    tus.add_routes(api)
+    JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge).add_routes(api)
+    api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
+              responses={200: {"description": "Prometheus text format",
+                               "content": {"text/plain": {}}}})
     return app
 
 

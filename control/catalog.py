@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
+import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from control.accounts import Accounts, Auth, User
+from control.api import PROBLEM, Api
 from control.jobs import Job, JobQueue
+from control.models import MAX_TITLE_CHARS, Copied, Copies, VideoEdit, VideoFields, VideoPage
+from control.models import Video as VideoJson
 from control.problems import ProblemError
 from control.purge import EdgePurger
-from control.requests import clean_text, decode_cursor, page, page_size, read_json
+from control.requests import KEYSET, LIMIT, invalid, keyset, keyset_cursor, page, page_size, path_id
 from control.staging import Staging
 from control.tus import UploadRecord
 from control.videos import (
-    PRIVACY,
     Upload,
     Video,
     Videos,
@@ -36,15 +39,8 @@ from origin.store import ObjectInfo, Store
 from reel.logs import fields
 
 log = logging.getLogger("reel.control")
+VIDEO_ID = path_id("video_id", "^[A-Za-z0-9_-]{6,64}$")
 
-MAX_TITLE_CHARS = 200
-MAX_DESCRIPTION_CHARS = 5000
-MAX_TAGS = 20
-MAX_TAG_CHARS = 40
-MAX_COPIES = 100  # per request
-_LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
-CATEGORIES = ("music", "gaming", "education", "sports", "news", "entertainment", "film",
-              "science", "travel", "people", "comedy", "howto", "animals", "other")
 
 
 def _limit_text(limit: int) -> str:
@@ -52,54 +48,24 @@ def _limit_text(limit: int) -> str:
     return f"{limit // mib} MiB" if limit % mib == 0 else f"{limit} bytes"
 
 
-def video_fields(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The editable video fields present in `body`, checked; 400 on anything wrong.
-
-    Values may be JSON-typed (the API) or strings (multipart and tus metadata, where tags are
-    comma-separated).
-    """
-    out: dict[str, Any] = {}
-    for name, limit, multiline in (("title", MAX_TITLE_CHARS, False),
-                                   ("description", MAX_DESCRIPTION_CHARS, True)):
-        if body.get(name) is not None:
-            if not isinstance(body[name], str):
-                raise ProblemError(400, f"`{name}` must be a string")
-            out[name] = clean_text(body[name], name, max_chars=limit, multiline=multiline,
-                                   required=name == "title")
-    if body.get("tags") is not None:
-        tags = body["tags"]
-        if isinstance(tags, str):
-            tags = tags.split(",")
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ProblemError(400, "`tags` must be a list of strings")
-        cleaned = [clean_text(t, "tags", max_chars=MAX_TAG_CHARS) for t in tags]
-        cleaned = list(dict.fromkeys(t for t in cleaned if t))
-        if len(cleaned) > MAX_TAGS:
-            raise ProblemError(400, f"at most {MAX_TAGS} `tags`")
-        out["tags"] = cleaned
-    if "language" in body:
-        lang = body["language"]
-        if lang is not None and (not isinstance(lang, str) or len(lang) > 35
-                                 or _LANGUAGE.fullmatch(lang) is None):
-            raise ProblemError(400, "`language` must be a BCP 47 tag such as en or pt-BR")
-        out["language"] = lang
-    if "category" in body:
-        cat = body["category"]
-        if cat is not None and cat not in CATEGORIES:
-            raise ProblemError(400, f"`category` must be one of {', '.join(CATEGORIES)}")
-        out["category"] = cat
-    if body.get("privacy") is not None:
-        if body["privacy"] not in PRIVACY:
-            raise ProblemError(400, f"`privacy` must be one of {', '.join(PRIVACY)}")
-        out["privacy"] = body["privacy"]
-    return out
+def video_fields(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The video fields among string `metadata` (a multipart form, tus Upload-Metadata: tags
+    comma-separated), checked as the API checks them; 400 on anything wrong."""
+    given: dict[str, Any] = {k: v for k, v in metadata.items() if k in VideoFields.model_fields}
+    if "tags" in given:
+        given["tags"] = given["tags"].split(",")
+    try:
+        return VideoFields.model_validate(given).changes()
+    except ValidationError as exc:
+        raise ProblemError(400, invalid(exc)) from None
 
 
 def title_from(filename: str | None) -> str:
     if not filename:
         return "Untitled"
     stem = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
-    return "".join(ch for ch in stem if ch >= " ")[:MAX_TITLE_CHARS] or "Untitled"
+    text = "".join(ch for ch in stem if unicodedata.category(ch) != "Cc")  # no control characters
+    return text[:MAX_TITLE_CHARS].strip() or "Untitled"
 
 
 class Ingest:
@@ -201,12 +167,26 @@ class VideoHandlers:
         self.purger = purger
         self.render = render
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/api/v1/videos/{video_id}", self.get)
-        router.add_patch("/api/v1/videos/{video_id}", self.edit)
-        router.add_delete("/api/v1/videos/{video_id}", self.delete)
-        router.add_get("/api/v1/users/{user_id}/videos", self.by_creator)
-        router.add_post("/api/v1/videos/{video_id}/copies", self.copy)
+    def add_routes(self, api: Api) -> None:
+        vid = [VIDEO_ID]
+        api.route("GET", "/api/v1/videos/{video_id}", self.get, tag="videos", auth="optional",
+                  summary="A video and its processing state", params=vid,
+                  responses={200: VideoJson, 404: PROBLEM})
+        api.route("PATCH", "/api/v1/videos/{video_id}", self.edit, tag="videos", auth="user",
+                  summary="Edit a video's metadata (its owner or an admin)", params=vid,
+                  body=VideoEdit, responses={200: VideoJson, 403: PROBLEM, 404: PROBLEM})
+        api.route("DELETE", "/api/v1/videos/{video_id}", self.delete, tag="videos", auth="user",
+                  summary="Delete a video: its objects go and the edges are purged", params=vid,
+                  responses={204: "Deleted", 403: PROBLEM, 404: PROBLEM})
+        api.route("GET", "/api/v1/users/{user_id}/videos", self.by_creator, tag="videos",
+                  summary="A creator's videos, newest first (their own private ones only to them)",
+                  auth="optional", params=[path_id("user_id"), LIMIT, KEYSET],
+                  responses={200: VideoPage, 400: PROBLEM, 404: PROBLEM})
+        api.route("POST", "/api/v1/videos/{video_id}/copies", self.copy, tag="videos",
+                  summary="Admins only: new ready videos sharing a ready video's renditions, each "
+                          "with its own metadata (how load tests seed large catalogs)",
+                  auth="user", params=vid, body=Copies,
+                  responses={201: Copied, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM})
 
     async def visible(self, request: web.Request, video_id: str | None = None) -> Video:
         """The video (default: the one in the path) if the caller may see it; 404 otherwise:
@@ -231,13 +211,9 @@ class VideoHandlers:
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response(self.render(request, await self.visible(request)))
 
-    async def edit(self, request: web.Request) -> web.Response:
+    async def edit(self, request: web.Request, body: VideoEdit) -> web.Response:
         video, _ = await self.owned(request)
-        changes = video_fields(await read_json(request))
-        if not changes:
-            raise ProblemError(400, "nothing to change: send any of title, description, tags, "
-                                    "language, category, privacy")
-        updated = await self.videos.update(video.id, changes)
+        updated = await self.videos.update(video.id, body.changes())
         if updated is None:
             raise ProblemError(404, f"no video {video.id!r}")
         return web.json_response(self.render(request, updated))
@@ -253,7 +229,7 @@ class VideoHandlers:
                                                edges_purged=edges))
         return web.Response(status=204)
 
-    async def copy(self, request: web.Request) -> web.Response:
+    async def copy(self, request: web.Request, body: Copies) -> web.Response:
         """Admins only: new ready videos sharing a ready video's renditions, each with its own
         metadata. The store copies the objects (server-side; a directory store hard-links them),
         so a load test's catalog of thousands of videos costs one packaging job."""
@@ -261,14 +237,7 @@ class VideoHandlers:
         if not user.is_admin:
             raise ProblemError(403, "only an admin may copy videos")
         source = await self.visible(request)
-        body = await read_json(request)
-        copies = body.get("copies")
-        if not isinstance(copies, list) or not 1 <= len(copies) <= MAX_COPIES:
-            raise ProblemError(400, f"`copies` must be a list of 1 to {MAX_COPIES} objects of "
-                                    "video fields (title, description, tags, ...)")
-        if not all(isinstance(c, dict) for c in copies):
-            raise ProblemError(400, "each of `copies` must be an object of video fields")
-        fields_list = [video_fields(c) for c in copies]  # all checked before anything is copied
+        fields_list = [c.changes() for c in body.copies]
         if source.state != "ready":
             raise ProblemError(409, f"video {source.id!r} is {source.state}: only a ready video "
                                     "can be copied", title="Not ready")
@@ -290,9 +259,8 @@ class VideoHandlers:
             raise ProblemError(404, "no such user")
         user = await self.auth.user(request)
         limit = page_size(request)
-        after = decode_cursor(request, (float, str))
         rows = await self.videos.by_owner(
             owner_id, include_hidden=bool(user and (user.id == owner_id or user.is_admin)),
-            limit=limit + 1, after=after)  # type: ignore[arg-type]
-        return web.json_response(page(rows, limit, lambda v: (v.created_at, v.id),
-                                      lambda v: self.render(request, v)))
+            limit=limit + 1, after=keyset(request))
+        return web.json_response(page(rows, limit, lambda v: self.render(request, v),
+                                      lambda v: keyset_cursor(v.created_at, v.id)))

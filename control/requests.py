@@ -1,28 +1,79 @@
-"""Reading what clients send: JSON bodies, typed fields, text checks, cursors and page sizes.
+"""Reading what clients send: JSON bodies into models, and the query parameters lists share.
 
-Every refusal is a `ProblemError` with a 4xx status, so handlers never check by hand.
+Every refusal is a `ProblemError` with a 4xx status, so handlers never check by hand. Each
+parameter is a `Param` (what the OpenAPI document says of it) beside the function reading it.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import unicodedata
+import math
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
+from control.models import ID_PATTERN, MAX_PAGE
 from control.problems import ProblemError
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 MAX_JSON_BYTES = 64 * 1024
 DEFAULT_PAGE = 20
-MAX_PAGE = 100
+MAX_OFFSET = 1000  # deep pages of a ranked list are noise; refine the query instead
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The JSON object body of `request` ({} when empty); 400/413 problems otherwise."""
+@dataclass(frozen=True)
+class Param:
+    """A path, query or header parameter as the document states it."""
+
+    name: str
+    where: Literal["path", "query", "header"]
+    schema: Mapping[str, Any]
+    required: bool = False
+    description: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        spec = {"name": self.name, "in": self.where, "schema": dict(self.schema),
+                "required": self.required or self.where == "path"}
+        if self.description:
+            spec["description"] = self.description
+        return spec
+
+
+def path_id(name: str, pattern: str = ID_PATTERN, description: str = "") -> Param:
+    """A path segment naming something by id: anything else is a 404."""
+    return Param(name, "path", {"type": "string", "pattern": pattern}, description=description)
+
+
+def up_to(n: int) -> str:
+    """A pattern for the decimal integers 1 to `n` (no sign, no leading zero)."""
+    digits = str(n)
+    shorter = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    same = [digits]
+    for i, d in enumerate(digits):
+        low = "1" if i == 0 else "0"
+        if int(d) > int(low):
+            same.append(f"{digits[:i]}[{low}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}")
+    return "^(" + "|".join(shorter + same) + ")$"
+
+
+LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                                  "default": DEFAULT_PAGE})
+# A keyset cursor is the sort key of the last item seen, `{timestamp}~{id}`; an offset cursor is
+# how many items came before. Any cursor of that shape is a place in the list: perhaps its end.
+_KEYSET = re.compile(r"([0-9]{1,17}\.[0-9]{1,17})~([A-Za-z0-9_-]{1,64})")
+KEYSET = Param("cursor", "query", {"type": "string", "pattern": f"^{_KEYSET.pattern}$"},
+               description="next_cursor of the previous page")
+OFFSET = Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,9}$"},
+               description="next_cursor of the previous page")
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The JSON body of `request` as `model` (an empty body is `{}`); 400/413 problems otherwise."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise ProblemError(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
     raw = bytearray()
@@ -33,78 +84,44 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raw += chunk
     if len(raw) > MAX_JSON_BYTES:
         raise ProblemError(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
-    if not raw.strip():
-        return {}
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProblemError(400, f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(400, "the body must be a JSON object")
-    return body
+        return model.model_validate_json(bytes(raw) if raw.strip() else b"{}")
+    except ValidationError as exc:
+        raise ProblemError(400, invalid(exc)) from None
 
 
-def field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str,
-          default: Any = ...) -> Any:
-    """body[name] checked against `kind` (a boolean is never a number); 400 when missing/wrong."""
-    value = body.get(name)
-    if value is None:
-        if default is ...:
-            raise ProblemError(400, f"`{name}` is required: {what}")
-        return default
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ProblemError(400, f"`{name}` must be {what}")
-    return value
+def invalid(exc: ValidationError) -> str:
+    """What a client got wrong, in a sentence or three."""
+    said = []
+    for error in exc.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in error["loc"])
+        said.append(f"`{where}`: {error['msg']}" if where else error["msg"])
+    return "; ".join(said)
 
 
-def clean_text(value: str, name: str, *, max_chars: int, multiline: bool = False,
-               required: bool = False) -> str:
-    """`value` NFC-normalised and stripped; 400 on control characters, lone surrogates or length.
-
-    Newlines and tabs pass only when `multiline`.
-    """
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProblemError(400, f"`{name}` is not valid Unicode") from None
-    text = unicodedata.normalize("NFC", value).strip()
-    allowed = "\n\t" if multiline else ""
-    if any((ch < " " and ch not in allowed) or ch == "\x7f" for ch in text):
-        raise ProblemError(400, f"`{name}` has control characters")
-    if len(text) > max_chars:
-        raise ProblemError(400, f"`{name}` is limited to {max_chars} characters")
-    if required and not text:
-        raise ProblemError(400, f"`{name}` must not be empty")
-    return text
-
-
-def text_field(body: Mapping[str, Any], name: str, *, max_chars: int, multiline: bool = False,
-               required: bool = False, default: Any = ...) -> Any:
-    value = field(body, name, str, "a string", default=default)
-    if not isinstance(value, str):
-        return value
-    return clean_text(value, name, max_chars=max_chars, multiline=multiline, required=required)
-
-
-def encode_cursor(*key: Any) -> str:
-    """An opaque cursor for the keyset `key` (JSON, base64url)."""
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
-
-
-def decode_cursor(request: web.Request, shape: tuple[type, ...]) -> tuple[Any, ...] | None:
-    """The `cursor` query parameter as a tuple of `shape`, None when absent; 400 when forged."""
+def keyset(request: web.Request) -> tuple[float, str] | None:
+    """The `cursor` of a list sorted newest first, as (timestamp, id); None when absent."""
     raw = request.query.get("cursor")
-    if not raw:
+    if raw is None:
         return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(raw.encode("ascii") + b"==="))
-        if isinstance(key, list) and len(key) == len(shape) and all(
-                isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, shape, strict=True)):
-            return tuple(key)
-    except (ValueError, UnicodeError):
-        pass
-    raise ProblemError(400, "`cursor` is not a cursor this API gave out")
+    match = _KEYSET.fullmatch(raw)
+    if match is None:
+        raise ProblemError(400, "`cursor` is not a cursor this API gave out")
+    return float(match.group(1)), match.group(2)
+
+
+def keyset_cursor(timestamp: float, key: str) -> str:
+    return f"{timestamp!r}~{key}"
+
+
+def offset(request: web.Request) -> int:
+    """The `cursor` of a ranked list: how many items came before (0 when absent)."""
+    raw = request.query.get("cursor")
+    if raw is None:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise ProblemError(400, "`cursor` is not a cursor this API gave out")
+    return int(raw)
 
 
 def page_size(request: web.Request) -> int:
@@ -118,24 +135,38 @@ def page_size(request: web.Request) -> int:
 
 def query_number(request: web.Request, name: str) -> float | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
-        value = float("nan")
-    if value != value or value in (float("inf"), float("-inf")):
+        value = math.nan
+    if not math.isfinite(value):
         raise ProblemError(400, f"`{name}` must be a number")
     return value
 
 
-def page(rows: list[T], limit: int, key: Callable[[T], tuple[Any, ...]],
-         render: Callable[[T], Any]) -> dict[str, Any]:
-    """{"items": the first `limit` rows rendered, "next_cursor": the keyset after them or null}.
+def query_time(request: web.Request, name: str) -> float | None:
+    """An RFC 3339 date-time (or an ISO 8601 date), UTC when it names no zone."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ProblemError(400, f"`{name}` must be an ISO 8601 date or date-time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def page(rows: list[T], limit: int, render: Callable[[T], Any],
+         cursor: Callable[[T], str]) -> dict[str, Any]:
+    """{"items": the first `limit` rows rendered, "next_cursor": `cursor(last row)` or null}.
 
     Callers fetch limit + 1 rows: the extra one only says whether there is a next page.
     """
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [render(r) for r in rows],
-            "next_cursor": encode_cursor(*key(rows[-1])) if more and rows else None}
+            "next_cursor": cursor(rows[-1]) if more and rows else None}

@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from control.accounts import Auth
+from control.api import PROBLEM, Api
 from control.db import Database
+from control.models import ID_PATTERN, VideoPage
 from control.problems import ProblemError
-from control.requests import decode_cursor, page, page_size, query_number
+from control.requests import (
+    LIMIT,
+    MAX_OFFSET,
+    OFFSET,
+    Param,
+    offset,
+    page,
+    page_size,
+    query_number,
+    query_time,
+)
 from control.videos import COLUMNS, Video
 
 MAX_QUERY = 200
 MAX_TERMS = 8
-MAX_OFFSET = 1000  # deep pages of a ranked list are noise; refine the query instead
 CANDIDATES = 2000  # matches ranked per query, newest first (see `search`)
 _WORD = re.compile(r"\w+")
 WEIGHTS = "10.0, 2.0, 5.0"  # title, description, tags (videos_fts column order)
@@ -65,19 +75,6 @@ def _postgres_sql(columns: str, where: list[str]) -> str:
             f" LIMIT ? OFFSET ?")
 
 
-def _timestamp(request: web.Request, name: str) -> float | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ProblemError(400, f"`{name}` must be an ISO 8601 date or date-time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
 class SearchHandlers:
     def __init__(self, db: Database, auth: Auth,
                  render: Callable[[web.Request, Video], dict[str, Any]]) -> None:
@@ -85,41 +82,53 @@ class SearchHandlers:
         self.auth = auth
         self.render = render
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/api/v1/search", self.search)
+    def add_routes(self, api: Api) -> None:
+        api.route("GET", "/api/v1/search", self.search, tag="search",
+                  summary="Full-text search over public ready videos (bm25; the last word matches "
+                          "as a prefix; a query of no words finds nothing)",
+                  params=[Param("q", "query", {"type": "string", "minLength": 1,
+                                               "maxLength": MAX_QUERY}, required=True),
+                          Param("creator", "query", {"type": "string", "pattern": ID_PATTERN}),
+                          Param("min_duration", "query", {"type": "number"}),
+                          Param("max_duration", "query", {"type": "number"}),
+                          Param("uploaded_after", "query", {"type": "string", "format": "date-time"}),
+                          Param("uploaded_before", "query", {"type": "string", "format": "date-time"}),
+                          LIMIT, OFFSET],
+                  responses={200: VideoPage, 400: PROBLEM})
 
     async def search(self, request: web.Request) -> web.Response:
         q = request.query.get("q", "")
+        if not q:
+            raise ProblemError(400, "`q` is required: the words to look for")
         if len(q) > MAX_QUERY:
             raise ProblemError(400, f"`q` is limited to {MAX_QUERY} characters")
         words = query_words(q)
-        if not words:
-            raise ProblemError(400, "`q` must contain at least one letter or digit")
         limit = page_size(request)
-        cursor = decode_cursor(request, (int,))
-        offset = cursor[0] if cursor else 0
-        if not 0 <= offset <= MAX_OFFSET:
-            raise ProblemError(400, "`cursor` is not a cursor this API gave out")
+        skip = offset(request)
+        creator = request.query.get("creator")
+        if creator is not None and re.fullmatch(ID_PATTERN, creator) is None:
+            raise ProblemError(400, "`creator` must be a user id")
+        bounds = (("duration", ">=", query_number(request, "min_duration")),
+                  ("duration", "<=", query_number(request, "max_duration")),
+                  ("created_at", ">=", query_time(request, "uploaded_after")),
+                  ("created_at", "<", query_time(request, "uploaded_before")))
+        if not words or skip > MAX_OFFSET:  # punctuation only, or past the deepest page
+            return web.json_response({"items": [], "next_cursor": None})
         postgres = self.db.dialect == "postgresql"
         where: list[str] = []
         params: list[Any] = [words if postgres else match_expression(words)]
-        if creator := request.query.get("creator"):
+        if creator:
             where.append("v.owner_id = ?")
             params.append(creator)
-        for name, op in (("min_duration", ">="), ("max_duration", "<=")):
-            if (value := query_number(request, name)) is not None:
-                where.append(f"v.duration {op} ?")
+        for column, op, value in bounds:
+            if value is not None:
+                where.append(f"v.{column} {op} ?")
                 params.append(value)
-        for name, op in (("uploaded_after", ">="), ("uploaded_before", "<")):
-            if (ts := _timestamp(request, name)) is not None:
-                where.append(f"v.created_at {op} ?")
-                params.append(ts)
         columns = ", ".join("v." + c for c in COLUMNS.split(", "))
         sql = (_postgres_sql if postgres else _sqlite_sql)(columns, where)
-        rows = await self.db.fetchall(sql, (*params, CANDIDATES, limit + 1, offset))
+        rows = await self.db.fetchall(sql, (*params, CANDIDATES, limit + 1, skip))
         videos = [Video.from_row(r) for r in rows]
-        body = page(videos, limit, lambda _: (offset + limit,),
-                    lambda v: self.render(request, v))
-        if offset + limit > MAX_OFFSET:
+        body = page(videos, limit, lambda v: self.render(request, v), lambda _: str(skip + limit))
+        if skip + limit > MAX_OFFSET:
             body["next_cursor"] = None
         return web.json_response(body)

@@ -15,14 +15,26 @@ from typing import Any
 from aiohttp import web
 
 from control.accounts import Accounts, Auth
-from control.catalog import VideoHandlers
+from control.api import PROBLEM, Api
+from control.catalog import VIDEO_ID, VideoHandlers
 from control.db import Database, Row, Tx
+from control.models import (
+    Comment,
+    CommentIn,
+    CommentPage,
+    Rating,
+    RatingIn,
+    Review,
+    ReviewIn,
+    ReviewPage,
+    TrendingPage,
+    VideoPage,
+    Views,
+)
 from control.problems import ProblemError
-from control.requests import decode_cursor, field, page, page_size, read_json, text_field
+from control.requests import KEYSET, LIMIT, OFFSET, keyset, keyset_cursor, offset, page, page_size, path_id
 from control.videos import COLUMNS, Video, iso8601
 
-MAX_REVIEW = 5000
-MAX_COMMENT = 2000
 RATINGS = {"like": 1, "dislike": -1, "none": 0}
 
 
@@ -48,38 +60,62 @@ class SocialHandlers:
         self.trending_seconds = trending_seconds
         self.clock = clock
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_put("/api/v1/videos/{video_id}/review", self.put_review)
-        router.add_delete("/api/v1/videos/{video_id}/review", self.delete_review)
-        router.add_get("/api/v1/videos/{video_id}/reviews", self.reviews)
-        router.add_put("/api/v1/videos/{video_id}/rating", self.put_rating)
-        router.add_get("/api/v1/videos/{video_id}/rating", self.rating)
-        router.add_post("/api/v1/videos/{video_id}/comments", self.post_comment)
-        router.add_get("/api/v1/videos/{video_id}/comments", self.comments)
-        router.add_get("/api/v1/comments/{comment_id}/replies", self.replies)
-        router.add_delete("/api/v1/comments/{comment_id}", self.delete_comment)
-        router.add_put("/api/v1/users/{user_id}/follow", self.follow)
-        router.add_delete("/api/v1/users/{user_id}/follow", self.unfollow)
-        router.add_get("/api/v1/me/feed", self.feed)
-        router.add_post("/api/v1/videos/{video_id}/views", self.view)
-        router.add_get("/api/v1/trending", self.trending)
+    def add_routes(self, api: Api) -> None:
+        vid, user, comment = [VIDEO_ID], [path_id("user_id")], [path_id("comment_id")]
+        api.route("PUT", "/api/v1/videos/{video_id}/review", self.put_review, tag="viewers",
+                  summary="Write or edit your review (one per user)", auth="user", params=vid,
+                  body=ReviewIn, responses={200: Review, 404: PROBLEM})
+        api.route("DELETE", "/api/v1/videos/{video_id}/review", self.delete_review,
+                  summary="Delete your review", tag="viewers", auth="user", params=vid,
+                  responses={204: "Deleted", 404: PROBLEM})
+        api.route("GET", "/api/v1/videos/{video_id}/reviews", self.reviews, tag="viewers",
+                  summary="Reviews, newest first, with their count and average", auth="optional",
+                  params=[*vid, LIMIT, KEYSET], responses={200: ReviewPage, 400: PROBLEM, 404: PROBLEM})
+        api.route("PUT", "/api/v1/videos/{video_id}/rating", self.put_rating, tag="viewers",
+                  summary="Like, dislike or none", auth="user", params=vid, body=RatingIn,
+                  responses={200: Rating, 404: PROBLEM})
+        api.route("GET", "/api/v1/videos/{video_id}/rating", self.rating, tag="viewers",
+                  summary="Like and dislike counts, and yours", auth="optional", params=vid,
+                  responses={200: Rating, 404: PROBLEM})
+        api.route("POST", "/api/v1/videos/{video_id}/comments", self.post_comment, tag="viewers",
+                  summary="Comment, or reply to a top-level comment", auth="user", params=vid,
+                  body=CommentIn, responses={201: Comment, 404: PROBLEM})
+        api.route("GET", "/api/v1/videos/{video_id}/comments", self.comments, tag="viewers",
+                  summary="Top-level comments, newest first", auth="optional",
+                  params=[*vid, LIMIT, KEYSET], responses={200: CommentPage, 400: PROBLEM, 404: PROBLEM})
+        api.route("GET", "/api/v1/comments/{comment_id}/replies", self.replies, tag="viewers",
+                  summary="Replies to a comment, newest first", auth="optional",
+                  params=[*comment, LIMIT, KEYSET],
+                  responses={200: CommentPage, 400: PROBLEM, 404: PROBLEM})
+        api.route("DELETE", "/api/v1/comments/{comment_id}", self.delete_comment, tag="viewers",
+                  summary="Delete a comment (its author, the video's owner or an admin)",
+                  auth="user", params=comment, responses={204: "Deleted", 403: PROBLEM, 404: PROBLEM})
+        api.route("PUT", "/api/v1/users/{user_id}/follow", self.follow, summary="Follow",
+                  tag="viewers", auth="user", params=user,
+                  responses={204: "Following", 404: PROBLEM, 409: PROBLEM})
+        api.route("DELETE", "/api/v1/users/{user_id}/follow", self.unfollow, summary="Unfollow",
+                  tag="viewers", auth="user", params=user, responses={204: "Not following"})
+        api.route("GET", "/api/v1/me/feed", self.feed, tag="viewers", auth="user",
+                  summary="Ready public videos of the creators you follow, newest first",
+                  params=[LIMIT, KEYSET], responses={200: VideoPage, 400: PROBLEM})
+        api.route("POST", "/api/v1/videos/{video_id}/views", self.view, tag="viewers",
+                  summary="Count a view (once per viewer per window)", auth="optional",
+                  params=vid, responses={200: Views, 404: PROBLEM})
+        api.route("GET", "/api/v1/trending", self.trending, tag="viewers",
+                  summary="Public ready videos by recent views", params=[LIMIT, OFFSET],
+                  responses={200: TrendingPage, 400: PROBLEM})
 
     # -- reviews ---------------------------------------------------------------------------------
 
-    async def put_review(self, request: web.Request) -> web.Response:
+    async def put_review(self, request: web.Request, body: ReviewIn) -> web.Response:
         user = await self.auth.require(request)
         video = await self.catalog.visible(request)
-        body = await read_json(request)
-        rating = field(body, "rating", int, "an integer from 1 to 5")
-        if not 1 <= rating <= 5:
-            raise ProblemError(400, "`rating` must be an integer from 1 to 5")
-        text = text_field(body, "text", max_chars=MAX_REVIEW, multiline=True, default="")
         now = self.clock()
         await self.db.execute(
             "INSERT INTO reviews (video_id, user_id, rating, body, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (video_id, user_id) DO UPDATE SET"
             " rating = excluded.rating, body = excluded.body, updated_at = excluded.updated_at",
-            (video.id, user.id, rating, text, now, now))
+            (video.id, user.id, body.rating, body.text, now, now))
         row = await self.db.fetchone(_REVIEW_SQL + " WHERE r.video_id = ? AND r.user_id = ?",
                                      (video.id, user.id))
         return web.json_response(_review_json(row))
@@ -96,27 +132,24 @@ class SocialHandlers:
         video = await self.catalog.visible(request)
         limit = page_size(request)
         params: list[Any] = [video.id]
-        sql = _after(_REVIEW_SQL + " WHERE r.video_id = ?", params,
-                     decode_cursor(request, (float, str)), "r.updated_at", "r.user_id")
+        sql = _after(_REVIEW_SQL + " WHERE r.video_id = ?", params, keyset(request),
+                     "r.updated_at", "r.user_id")
         rows = await self.db.fetchall(sql + " ORDER BY r.updated_at DESC, r.user_id DESC"
                                       " LIMIT ?", (*params, limit + 1))
         summary = await self.db.fetchone("SELECT count(*), avg(rating) FROM reviews"
                                          " WHERE video_id = ?", (video.id,))
-        body = page(rows, limit, lambda r: (r["updated_at"], r["user_id"]), _review_json)
+        body = page(rows, limit, _review_json,
+                    lambda r: keyset_cursor(r["updated_at"], r["user_id"]))
         body.update(count=summary[0],
                     average=None if summary[1] is None else round(float(summary[1]), 2))
         return web.json_response(body)
 
     # -- like / dislike --------------------------------------------------------------------------
 
-    async def put_rating(self, request: web.Request) -> web.Response:
+    async def put_rating(self, request: web.Request, body: RatingIn) -> web.Response:
         user = await self.auth.require(request)
         video = await self.catalog.visible(request)
-        body = await read_json(request)
-        choice = field(body, "rating", str, "like, dislike or none")
-        if choice not in RATINGS:
-            raise ProblemError(400, "`rating` must be like, dislike or none")
-        value = RATINGS[choice]
+        value = RATINGS[body.rating]
 
         async def rate(tx: Tx) -> None:
             old = await tx.fetchone("SELECT value FROM ratings WHERE video_id = ? AND user_id = ?",
@@ -153,24 +186,22 @@ class SocialHandlers:
 
     # -- comments --------------------------------------------------------------------------------
 
-    async def post_comment(self, request: web.Request) -> web.Response:
+    async def post_comment(self, request: web.Request, body: CommentIn) -> web.Response:
         user = await self.auth.require(request)
         video = await self.catalog.visible(request)
-        body = await read_json(request)
-        text = text_field(body, "text", max_chars=MAX_COMMENT, multiline=True, required=True)
-        parent_id = field(body, "parent_id", str, "a comment id", default=None)
+        parent_id = body.parent_id
         if parent_id is not None:
             parent = await self.db.fetchone("SELECT video_id, parent_id FROM comments"
                                             " WHERE id = ?", (parent_id,))
             if parent is None or parent["video_id"] != video.id:
-                raise ProblemError(400, "`parent_id` is not a comment on this video")
+                raise ProblemError(404, "`parent_id` is not a comment on this video")
             if parent["parent_id"] is not None:
                 raise ProblemError(400, "replies are one level deep: reply to the top comment")
         comment_id = secrets.token_urlsafe(9)
         await self.db.execute(
             "INSERT INTO comments (id, video_id, user_id, parent_id, body, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (comment_id, video.id, user.id, parent_id, text, self.clock()))
+            (comment_id, video.id, user.id, parent_id, body.text, self.clock()))
         row = await self.db.fetchone(_COMMENT_SQL + " WHERE c.id = ?", (comment_id,))
         return web.json_response(_comment_json(row), status=201)
 
@@ -191,12 +222,12 @@ class SocialHandlers:
     async def _comment_page(self, request: web.Request, where: str, key: str) -> web.Response:
         limit = page_size(request)
         params: list[Any] = [key]
-        sql = _after(_COMMENT_SQL + " WHERE " + where, params,
-                     decode_cursor(request, (float, str)), "c.created_at", "c.id")
+        sql = _after(_COMMENT_SQL + " WHERE " + where, params, keyset(request),
+                     "c.created_at", "c.id")
         rows = await self.db.fetchall(sql + " ORDER BY c.created_at DESC, c.id DESC LIMIT ?",
                                       (*params, limit + 1))
-        return web.json_response(page(rows, limit, lambda r: (r["created_at"], r["id"]),
-                                      _comment_json))
+        return web.json_response(page(rows, limit, _comment_json,
+                                      lambda r: keyset_cursor(r["created_at"], r["id"])))
 
     async def delete_comment(self, request: web.Request) -> web.Response:
         user = await self.auth.require(request)
@@ -218,7 +249,7 @@ class SocialHandlers:
         user = await self.auth.require(request)
         target = request.match_info["user_id"]
         if target == user.id:
-            raise ProblemError(400, "you cannot follow yourself")
+            raise ProblemError(409, "you cannot follow yourself")
         if await self.accounts.get(target) is None:
             raise ProblemError(404, "no such user")
         await self.db.execute("INSERT INTO follows (follower_id, followee_id, created_at)"
@@ -240,12 +271,12 @@ class SocialHandlers:
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))} FROM follows f"
             f" JOIN videos v ON v.owner_id = f.followee_id"
             f" WHERE f.follower_id = ? AND v.state = 'ready' AND v.privacy = 'public'",
-            params, decode_cursor(request, (float, str)), "v.created_at", "v.id")
+            params, keyset(request), "v.created_at", "v.id")
         rows = await self.db.fetchall(sql + " ORDER BY v.created_at DESC, v.id DESC LIMIT ?",
                                       (*params, limit + 1))
         videos = [Video.from_row(r) for r in rows]
-        return web.json_response(page(videos, limit, lambda v: (v.created_at, v.id),
-                                      lambda v: self.render(request, v)))
+        return web.json_response(page(videos, limit, lambda v: self.render(request, v),
+                                      lambda v: keyset_cursor(v.created_at, v.id)))
 
     # -- views and trending ----------------------------------------------------------------------
 
@@ -273,19 +304,17 @@ class SocialHandlers:
     async def trending(self, request: web.Request) -> web.Response:
         """Public ready videos by views in the last `trending_seconds`, most first."""
         limit = page_size(request)
-        cursor = decode_cursor(request, (int,))
-        offset = cursor[0] if cursor else 0
+        skip = offset(request)
         rows = await self.db.fetchall(
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))}, t.recent FROM"
             f" (SELECT video_id, count(*) AS recent FROM views WHERE created_at >= ?"
             f"  GROUP BY video_id) t JOIN videos v ON v.id = t.video_id"
             f" WHERE v.state = 'ready' AND v.privacy = 'public'"
             f" ORDER BY t.recent DESC, v.id LIMIT ? OFFSET ?",
-            (self.clock() - self.trending_seconds, limit + 1, offset))
+            (self.clock() - self.trending_seconds, limit + 1, skip))
         items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
                  for r in rows]
-        body = page(items, limit, lambda _: (offset + limit,), lambda i: i)
-        return web.json_response(body)
+        return web.json_response(page(items, limit, lambda i: i, lambda _: str(skip + limit)))
 
 
 _REVIEW_SQL = ("SELECT r.user_id, u.name, r.rating, r.body, r.created_at, r.updated_at"

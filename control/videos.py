@@ -87,7 +87,10 @@ class Video:
         """The public `<video>` object of the API."""
         ready = self.state == "ready"
         progress = None
-        if self.progress_done is not None and self.progress_total is not None:
+        if ready:  # complete, whatever the worker last counted (or 1 of 1 when it never did)
+            total = self.progress_total or 1
+            progress = {"done": total, "total": total}
+        elif self.progress_done is not None and self.progress_total is not None:
             progress = {"done": self.progress_done, "total": self.progress_total}
         return {
             "id": self.id,

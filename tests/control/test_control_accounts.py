@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from aiohttp.test_utils import TestClient
 
@@ -75,10 +75,12 @@ async def test_forged_and_missing_tokens(client: TestClient) -> None:
 
 
 async def test_tokens_expire(make_client: MakeClient) -> None:
-    client = await make_client(session_seconds=0.3)
+    now = [time.time()]
+    client = await make_client(session_seconds=3600, clock=lambda: now[0])
     auth = await signup(client)
+    now[0] += 3599
     assert (await client.get("/api/v1/me", headers=auth)).status == 200
-    await asyncio.sleep(0.4)
+    now[0] += 1
     await assert_problem(await client.get("/api/v1/me", headers=auth), 401)
 
 

@@ -39,6 +39,7 @@ async def test_admin_copies_a_ready_video_with_new_metadata(make_client: MakeCli
     assert [v["title"] for v in items] == ["Tiger documentary", "Guitar lesson"]
     for copy in items:
         assert copy["id"] != source and copy["state"] == "ready" and copy["duration"] == 4.0
+        assert copy["progress"] == {"done": 1, "total": 1}  # ready is complete
         assert copy["playback_url"].endswith(f"/vod/{copy['id']}/master.m3u8")
         assert copy == await video(client, copy["id"])
         for key in ("master.m3u8", "v360/seg_00001.m4s", "thumbs/poster.jpg"):

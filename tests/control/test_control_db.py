@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from control.db import (
-    MIGRATIONS,
-    IntegrityError,
-    Migration,
-    SchemaError,
-    SQLiteDatabase,
-    Tx,
-    split_statements,
-)
+from control.db import IntegrityError, Migration, SchemaError, Tx
 from control.jobs import JobQueue
 from control.pg import MIGRATIONS as PG_MIGRATIONS
 from control.pg import PostgresDatabase, numbered
+from control.sqlite import MIGRATIONS, SQLiteDatabase, split_statements
 from control.videos import VideoJobHooks
 from tests.control.pgserver import PostgresServer
 

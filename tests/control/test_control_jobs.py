@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp.test_utils import TestClient
 
@@ -49,6 +50,7 @@ async def test_claim_heartbeat_complete(client: TestClient) -> None:
     assert ready["playback_url"] == f"{GEO}/steer/vod/{vid}/master.m3u8"
     assert ready["poster_url"] == f"{GEO}/vod/{vid}/thumbs/poster.jpg"
     assert ready["reason"] is None
+    assert ready["progress"] == {"done": 10, "total": 10}  # the worker's last count was 3 of 10
 
     # the job is over: its lease is gone
     resp = await client.post(f"/api/v1/jobs/{job['id']}/heartbeat", json={}, headers=AUTH)
@@ -92,25 +94,29 @@ async def test_retries_then_fails_after_max_attempts(make_client: MakeClient) ->
 
 
 async def test_retry_waits_for_backoff(make_client: MakeClient) -> None:
-    client = await make_client(retry_backoff_seconds=0.3)
+    now = [time.time()]
+    client = await make_client(retry_backoff_seconds=30, clock=lambda: now[0])
     await upload(client)
     job = await claim(client)
     resp = await client.post(f"/api/v1/jobs/{job['id']}/fail", headers=AUTH,
                              json={"reason": "io_error", "detail": "disk full"})
     body = await resp.json()
-    assert body["job"]["retry"] is True and 0 < body["job"]["retry_in_seconds"] <= 0.3
+    assert body["job"]["retry"] is True and body["job"]["retry_in_seconds"] == 30
+    now[0] += 29
     assert await claim(client) is None  # not before the backoff
-    await asyncio.sleep(0.35)
+    now[0] += 1
     again = await claim(client)
     assert again is not None and again["attempt"] == 2
 
 
 async def test_expired_lease_is_claimable_again(make_client: MakeClient) -> None:
-    client = await make_client(lease_seconds=0.2)
+    now = [time.time()]
+    client = await make_client(lease_seconds=60, clock=lambda: now[0])
     vid = (await upload(client))["video"]["id"]
     first = await claim(client, "slow")
+    now[0] += 59
     assert await claim(client, "other") is None  # held
-    await asyncio.sleep(0.3)
+    now[0] += 2
     second = await claim(client, "other")
     assert second is not None
     assert second["video_id"] == vid and second["attempt"] == 2
@@ -131,23 +137,25 @@ async def test_expired_lease_is_claimable_again(make_client: MakeClient) -> None
 
 
 async def test_heartbeats_keep_the_lease(make_client: MakeClient) -> None:
-    client = await make_client(lease_seconds=0.3)
+    now = [time.time()]
+    client = await make_client(lease_seconds=60, clock=lambda: now[0])
     await upload(client)
     job = await claim(client)
-    for _ in range(4):
-        await asyncio.sleep(0.15)
+    for _ in range(4):  # 180 s in all, three times the lease
+        now[0] += 45
         resp = await client.post(f"/api/v1/jobs/{job['id']}/heartbeat", json={}, headers=AUTH)
         assert resp.status == 200
         assert await claim(client, "thief") is None
 
 
 async def test_lease_expiry_counts_as_an_attempt(make_client: MakeClient) -> None:
-    client = await make_client(lease_seconds=0.1, max_attempts=2)
+    now = [time.time()]
+    client = await make_client(lease_seconds=60, max_attempts=2, clock=lambda: now[0])
     vid = (await upload(client))["video"]["id"]
     assert (await claim(client))["attempt"] == 1
-    await asyncio.sleep(0.15)
+    now[0] += 61
     assert (await claim(client))["attempt"] == 2
-    await asyncio.sleep(0.15)
+    now[0] += 61
     assert await claim(client) is None  # out of attempts: failed, not claimed a third time
     failed = await video(client, vid)
     assert failed["state"] == "failed"

@@ -58,3 +58,19 @@ def test_bucket_refills_and_memory_is_bounded() -> None:
     assert Rate.parse("0.2:20") == Rate(0.2, 20) and not Rate.parse("0").enabled
     with pytest.raises(ValueError):
         Rate.parse("fast")
+
+
+async def test_missing_or_bad_credentials_are_401_even_when_throttled(make_client: MakeClient) -> None:
+    client = await make_client(rate_limits=RateLimits(per_ip=Rate(0.01, 2)))
+    for _ in range(2):
+        assert (await client.get("/api/v1/trending")).status == 200
+    await assert_problem(await client.get("/api/v1/trending"), 429)  # this address waits now
+    # authentication comes first: a request that cannot be served is told why, not to wait
+    for method, path in (("POST", "/api/v1/videos"), ("GET", "/api/v1/me"),
+                         ("POST", "/api/v1/uploads"), ("DELETE", "/api/v1/sessions/current")):
+        resp = await client.request(method, path)
+        await assert_problem(resp, 401)
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    resp = await client.get("/api/v1/videos/abcdefgh", headers={"Authorization": "Bearer forged"})
+    await assert_problem(resp, 401)
+    await assert_problem(await client.post("/api/v1/jobs/claim"), 401)  # workers too
