@@ -134,6 +134,7 @@ class RtmpConnection:
         self._authorize = authorize
         self._limits = limits
         self._metrics = metrics
+        self._received = metrics.received.labels("rtmp")  # once: it is counted per message
         self._reader = reader
         self._writer = writer
         self._chunks = ChunkReader(reader, limits.chunks)
@@ -187,7 +188,7 @@ class RtmpConnection:
                 message = await self._chunks.read()
         except TimeoutError:
             raise CutOff("idle_timeout", seconds=self._limits.idle_timeout) from None
-        self._metrics.received.labels("rtmp").inc(self._chunks.received - self.session.received)
+        self._received.inc(self._chunks.received - self.session.received)
         self.session.received = self._chunks.received
         if self._peer_window and self._chunks.received - self._acked >= self._peer_window:
             self._acked = self._chunks.received
