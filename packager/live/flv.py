@@ -3,7 +3,8 @@ carries them in its tags): H.264 and AAC only; anything else is refused by name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 from packager.live.errors import CutOff
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
@@ -74,10 +75,10 @@ def read_audio(payload: bytes, timestamp: int) -> AudioConfig | MediaPacket | No
         raise CutOff("unsupported_codec", codec=_AUDIO_CODECS.get(sound_format, str(sound_format)))
     if len(payload) < 2:
         raise CutOff("bad_audio", detail="short AAC header")
+    if len(payload) == 2:  # nothing (ffmpeg's remuxer heads FLV so before it knows the config)
+        return None
     if payload[1] == 0:
         return audio_config(payload[2:])
-    if len(payload) == 2:
-        return None
     return MediaPacket("audio", timestamp, timestamp, payload[2:])
 
 
@@ -148,3 +149,25 @@ def tags(data: bytes, base: int) -> Iterator[tuple[int, int, bytes]]:
         first = timestamp if first is None else first
         yield tag_type, base + timestamp - first, data[pos + TAG_HEADER_SIZE : end]
         pos = end + 4
+
+
+async def stream_tags(reader: asyncio.StreamReader, max_tag: int) -> AsyncIterator[tuple[int, int, bytes]]:
+    """The tags of an FLV byte stream (a remuxer's output): (tag type, timestamp, payload), until
+    a clean end of stream between two tags."""
+    header = await reader.readexactly(9)
+    size = int.from_bytes(header[5:9], "big")
+    if header[:3] != b"FLV" or not 9 <= size <= 1024:
+        raise CutOff("bad_stream", detail="not an FLV stream")
+    await reader.readexactly(size - 9 + 4)  # the rest of the header, then PreviousTagSize0
+    while True:
+        try:
+            head = await reader.readexactly(TAG_HEADER_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise
+            return
+        tag_type, size, timestamp = tag_header(head)
+        if size > max_tag:
+            raise CutOff("message_too_large", length=size)
+        body = await reader.readexactly(size + 4)  # the payload and its PreviousTagSize
+        yield tag_type, timestamp, body[:-4]

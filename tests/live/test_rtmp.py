@@ -12,17 +12,16 @@ import signal
 import struct
 from collections.abc import AsyncIterator
 
-import av
 import pytest
 
 from packager.live.chunks import ChunkLimits
 from packager.live.publisher import MediaLimits
 from packager.live.rtmp import RtmpLimits, RtmpServer
+from tests.live.publishers import BOUND, decoded_frames, ffmpeg, finished
 from tests.live.sinks import Authorizer, RecordingSink
 
 LIMITS = RtmpLimits(max_connections=8, handshake_timeout=2.0, idle_timeout=2.0, publish_timeout=5.0,
                     media=MediaLimits(video_timeout=2.0))
-BOUND = 60  # seconds: only ever a bound on a test's waits
 
 
 @pytest.fixture
@@ -37,35 +36,6 @@ async def ingest() -> AsyncIterator[tuple[RtmpServer, Authorizer]]:
 
 def url(server: RtmpServer, key: str) -> str:
     return f"rtmp://127.0.0.1:{server.port}/live/{key}"
-
-
-async def ffmpeg(target: str, seconds: float = 3, *, video: tuple[str, ...] = ("-tune", "zerolatency"),
-                 audio_only: bool = False) -> asyncio.subprocess.Process:
-    """ffmpeg publishing a test pattern and a tone, at real time, for `seconds`."""
-    inputs = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
-    codecs = ["-c:a", "aac", "-ac", "2", "-b:a", "64k"]
-    if not audio_only:
-        inputs = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", *inputs]
-        codecs = ["-c:v", "libx264", "-preset", "ultrafast", *video, "-g", "30", *codecs]
-    return await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", *inputs, "-t", str(seconds),
-        *codecs, "-f", "flv", target, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-
-
-async def finished(process: asyncio.subprocess.Process) -> int:
-    await asyncio.wait_for(process.communicate(), BOUND)
-    assert process.returncode is not None
-    return process.returncode
-
-
-def decoded_frames(sink: RecordingSink) -> list[av.VideoFrame]:
-    assert sink.video is not None
-    codec = av.CodecContext.create("h264", "r")
-    codec.extradata = sink.video.avcc
-    frames = []
-    for packet in sink.packets_of("video"):
-        frames += codec.decode(av.Packet(packet.data))
-    return frames + codec.decode(None)
 
 
 def check_stream(sink: RecordingSink, seconds: float) -> None:
