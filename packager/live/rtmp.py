@@ -36,15 +36,13 @@ from packager.live.chunks import (
     handshake,
 )
 from packager.live.errors import CutOff
+from packager.live.lifecycle import Authorize, publishing, serve
 from packager.live.media import StreamSink
 from packager.live.publisher import MediaLimits, Publisher
 from packager.live.stats import IngestMetrics, Session, report
 from reel.logs import fields
 
 log = logging.getLogger("ingest.rtmp")
-
-Authorize = Callable[[str, str], Awaitable[StreamSink | None]]
-"""`authorize(app, stream_key)`: the sink for an accepted publish, or None to refuse it."""
 
 _WINDOW = 2_500_000  # our acknowledgement window and the peer bandwidth we announce
 _OUT_CHUNK_SIZE = 4096
@@ -105,20 +103,11 @@ class RtmpServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self.metrics.connections.labels("rtmp").inc()
-        self.metrics.open.labels("rtmp").inc()
-        connection = RtmpConnection(self._authorize, self.limits, self.metrics, reader, writer)
-        outcome: BaseException | None = None
         try:
-            outcome = await connection.run()
-        except asyncio.CancelledError:
-            pass  # close() ends connections so; nothing above this task awaits it
+            await serve(RtmpConnection(self._authorize, self.limits, self.metrics, reader, writer),
+                        self.metrics)
         finally:
-            outcome = await connection.finish(outcome)
-            writer.close()
             self._tasks.discard(task)
-            self.metrics.open.labels("rtmp").dec()
-            report(connection.session, outcome, self.metrics)
 
 
 def _remote(writer: asyncio.StreamWriter) -> str:
@@ -144,7 +133,7 @@ class RtmpConnection:
         self.session = Session("rtmp", _remote(writer))
         self._connected = False
         self._streams: set[int] = set()
-        self._publisher: Publisher | None = None
+        self.publisher: Publisher | None = None
         self._publish_stream = 0
         self._peer_window = 0
         self._acked = 0
@@ -170,17 +159,8 @@ class RtmpConnection:
             return exc
         return None
 
-    async def finish(self, outcome: BaseException | None) -> BaseException | None:
-        """End the publisher (once, on every path); the first failure is the one reported."""
-        if self._publisher is not None:
-            self._metrics.publishers.labels("rtmp").dec()
-            publisher, self._publisher = self._publisher, None
-            self.session.packets = publisher.packets
-            try:
-                await publisher.end()
-            except CutOff as exc:
-                return outcome or exc
-        return outcome
+    async def close(self) -> None:
+        self._writer.close()
 
     async def _next(self) -> Message:
         try:
@@ -196,8 +176,8 @@ class RtmpConnection:
         return message
 
     def _check_deadlines(self) -> None:
-        if self._publisher is not None:
-            self._publisher.check(self._loop.time())
+        if self.publisher is not None:
+            self.publisher.check(self._loop.time())
         elif self._loop.time() - self._opened > self._limits.publish_timeout:
             raise CutOff("publish_timeout", seconds=self._limits.publish_timeout)
 
@@ -221,12 +201,12 @@ class RtmpConnection:
             kind, payload = DATA_AMF0, payload[1:]
         if kind == DATA_AMF0:
             return self._metadata(payload)
-        if self._publisher is None or stream_id != self._publish_stream:
+        if self.publisher is None or stream_id != self._publish_stream:
             raise CutOff("not_publishing", detail="media before an accepted publish")
         if kind == VIDEO:
-            await self._publisher.video(payload, timestamp, self._loop.time())
+            await self.publisher.video(payload, timestamp, self._loop.time())
         elif kind == AUDIO:
-            await self._publisher.audio(payload, timestamp)
+            await self.publisher.audio(payload, timestamp)
 
     def _metadata(self, payload: bytes) -> None:
         values = _amf(payload)
@@ -273,7 +253,7 @@ class RtmpConnection:
 
     async def _publish(self, transaction: float, args: list, stream_id: int) -> None:
         name = args[1] if len(args) > 1 else None
-        if stream_id not in self._streams or self._publisher is not None or not isinstance(name, str):
+        if stream_id not in self._streams or self.publisher is not None or not isinstance(name, str):
             raise CutOff("bad_command", detail="publish without a stream or a name, or twice")
         self.session.key = name.split("?", 1)[0]
         sink = await self._authorized() if self.session.key else None
@@ -282,10 +262,8 @@ class RtmpConnection:
                                                      "Publishing refused."), stream_id=stream_id)
             await self._writer.drain()
             raise CutOff("unauthorized")
-        self._publisher = Publisher(sink, self._limits.media, self._loop.time())
+        publishing(self, Publisher(sink, self._limits.media, self._loop.time()), self._metrics)
         self._publish_stream = stream_id
-        self.session.published = True
-        self._metrics.publishers.labels("rtmp").inc()
         self._out.control(USER_CONTROL, struct.pack(">HI", _STREAM_BEGIN, stream_id))
         self._reply("onStatus", 0, None, _status("status", "NetStream.Publish.Start", "Publishing."),
                     stream_id=stream_id)
@@ -302,7 +280,7 @@ class RtmpConnection:
 
     async def _delete_stream(self, transaction: float, args: list, stream_id: int) -> None:
         deleted = args[1] if len(args) > 1 else None
-        if self._publisher is not None and deleted == self._publish_stream:
+        if self.publisher is not None and deleted == self._publish_stream:
             self._done = True  # a clean unpublish: run() returns, finish() ends the sink
 
     def _reply(self, name: str, transaction: float, *values: object, stream_id: int = 0) -> None:

@@ -29,9 +29,9 @@ from prometheus_client import CollectorRegistry
 from packager.live import flv
 from packager.live.chunks import AUDIO, VIDEO
 from packager.live.errors import CutOff
+from packager.live.lifecycle import Authorize, publishing, serve
 from packager.live.media import StreamSink
 from packager.live.publisher import MediaLimits, Publisher
-from packager.live.rtmp import Authorize
 from packager.live.stats import IngestMetrics, Session, report
 from reel.logs import fields
 
@@ -210,18 +210,10 @@ class SrtServer:
         session.task = asyncio.create_task(self._serve(session))
 
     async def _serve(self, session: SrtSession) -> None:
-        self.metrics.connections.labels("srt").inc()
-        self.metrics.open.labels("srt").inc()
-        outcome: BaseException | None = None
         try:
-            outcome = await session.run()
-        except asyncio.CancelledError:
-            pass  # close() ends sessions so; nothing above this task awaits it
+            await serve(session, self.metrics)
         finally:
-            outcome = await session.finish(outcome)
             del self._sessions[session.caller]
-            self.metrics.open.labels("srt").dec()
-            report(session.session, outcome, self.metrics)
 
 
 def _remote(address: Address) -> str:
@@ -251,7 +243,7 @@ class SrtSession:
         self._relay: asyncio.DatagramTransport | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._errors = b""
-        self._publisher: Publisher | None = None
+        self.publisher: Publisher | None = None
 
     def from_caller(self, data: bytes) -> None:
         self._received.inc(len(data))
@@ -279,9 +271,8 @@ class SrtSession:
         """Serve until ffmpeg's FLV ends; returns what ended it otherwise."""
         try:
             sink = await self._authorized()
-            self._publisher = Publisher(sink, self._limits.media, asyncio.get_running_loop().time())
-            self.session.published = True
-            self.server.metrics.publishers.labels("srt").inc()
+            publishing(self, Publisher(sink, self._limits.media, asyncio.get_running_loop().time()),
+                       self.server.metrics)
             await self._spawn()
             await self._handshake_child()
             log.info("publish started", extra=fields(**self.session.describe()))
@@ -345,7 +336,7 @@ class SrtSession:
 
     async def _pump(self) -> None:
         assert self._process is not None and self._process.stdout is not None
-        assert self._publisher is not None
+        assert self.publisher is not None
         loop = asyncio.get_running_loop()
         tags = flv.stream_tags(self._process.stdout, self._limits.max_tag_bytes)
         while True:
@@ -358,26 +349,17 @@ class SrtSession:
                 break
             kind, timestamp, payload = tag
             if kind == VIDEO:
-                await self._publisher.video(payload, timestamp, loop.time())
+                await self.publisher.video(payload, timestamp, loop.time())
             elif kind == AUDIO:
-                await self._publisher.audio(payload, timestamp)
-            self._publisher.check(loop.time())
+                await self.publisher.audio(payload, timestamp)
+            self.publisher.check(loop.time())
         if await self._process.wait() != 0:
             raise CutOff("remux_failed", detail=self._errors.decode("utf-8", "replace").strip())
 
-    async def finish(self, outcome: BaseException | None) -> BaseException | None:
-        """End the publisher (once, on every path), stop ffmpeg, close the relay."""
+    async def close(self) -> None:
+        """Stop ffmpeg and the relay (the publisher is ended by `serve`)."""
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
             await self._process.wait()
         if self._relay is not None:
             self._relay.close()
-        if self._publisher is not None:
-            self.server.metrics.publishers.labels("srt").dec()
-            publisher, self._publisher = self._publisher, None
-            self.session.packets = publisher.packets
-            try:
-                await publisher.end()
-            except CutOff as exc:
-                return outcome or exc
-        return outcome

@@ -4,6 +4,7 @@ and PyAV to decode what reached a sink."""
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 import av
 
@@ -40,3 +41,22 @@ def decoded_frames(sink: RecordingSink) -> list[av.VideoFrame]:
     for packet in sink.packets_of("video"):
         frames += codec.decode(av.Packet(packet.data))
     return frames + codec.decode(None)
+
+
+def check_stream(sink: RecordingSink, seconds: float, *, tail_lost: bool = False) -> None:
+    """What a good 320x240 30 fps + 48 kHz stereo push of `seconds` must have delivered: decodable
+    video of the right size, keyframes every 30 frames flagged, times rising. With `tail_lost`, its
+    last few hundred milliseconds may be missing (an SRT caller in live mode closes without
+    lingering, so what was still in flight is dropped)."""
+    assert sink.starts == 1 and sink.ends == 1
+    assert sink.audio is not None and (sink.audio.sample_rate, sink.audio.channels) == (48000, 2)
+    video, audio = sink.packets_of("video"), sink.packets_of("audio")
+    share = 0.6 if tail_lost else 1.0
+    assert int(seconds * 30 * share) - 3 <= len(video) <= seconds * 30
+    assert int(seconds * 48000 / 1024 * share) - 4 <= len(audio) <= seconds * 48000 / 1024 + 4
+    frames = decoded_frames(sink)
+    assert len(frames) == len(video) and {(f.width, f.height) for f in frames} == {(320, 240)}
+    keyframes = [i for i, packet in enumerate(video) if packet.keyframe]
+    assert keyframes[0] == 0 and {b - a for a, b in pairwise(keyframes)} <= {30}
+    assert all(b.dts > a.dts for a, b in pairwise(video)) and all(p.pts >= p.dts for p in video)
+    assert all(b.dts > a.dts for a, b in pairwise(audio))

@@ -4,6 +4,9 @@ live packager and control."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 
@@ -67,3 +70,26 @@ class Authorizer:
     async def first_packet(self) -> None:
         await self.published()
         await self.sinks[0].flowing.wait()
+
+
+class _Server(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+Server = TypeVar("Server", bound=_Server)
+
+
+@asynccontextmanager
+async def running(make: Callable[[Authorizer], Server]) -> AsyncIterator[tuple[Server, Authorizer]]:
+    """A started server whose `authorize` knows the keys "good" and "other"; once it is closed,
+    every sink it gave must have been ended exactly once."""
+    authorize = Authorizer("good", "other")
+    server = make(authorize)
+    await server.start()
+    try:
+        yield server, authorize
+    finally:
+        await server.close()
+    assert all(sink.ends == 1 for sink in authorize.sinks), [sink.ends for sink in authorize.sinks]

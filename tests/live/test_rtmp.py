@@ -17,8 +17,8 @@ import pytest
 from packager.live.chunks import ChunkLimits
 from packager.live.publisher import MediaLimits
 from packager.live.rtmp import RtmpLimits, RtmpServer
-from tests.live.publishers import BOUND, decoded_frames, ffmpeg, finished
-from tests.live.sinks import Authorizer, RecordingSink
+from tests.live.publishers import BOUND, check_stream, ffmpeg, finished
+from tests.live.sinks import Authorizer, running
 
 LIMITS = RtmpLimits(max_connections=8, handshake_timeout=2.0, idle_timeout=2.0, publish_timeout=5.0,
                     media=MediaLimits(video_timeout=2.0))
@@ -26,34 +26,12 @@ LIMITS = RtmpLimits(max_connections=8, handshake_timeout=2.0, idle_timeout=2.0, 
 
 @pytest.fixture
 async def ingest() -> AsyncIterator[tuple[RtmpServer, Authorizer]]:
-    authorize = Authorizer("good", "other")
-    server = RtmpServer(authorize, port=0, limits=LIMITS)
-    await server.start()
-    yield server, authorize
-    await server.close()
-    assert all(sink.ends == 1 for sink in authorize.sinks), [sink.ends for sink in authorize.sinks]
+    async with running(lambda authorize: RtmpServer(authorize, port=0, limits=LIMITS)) as served:
+        yield served
 
 
 def url(server: RtmpServer, key: str) -> str:
     return f"rtmp://127.0.0.1:{server.port}/live/{key}"
-
-
-def check_stream(sink: RecordingSink, seconds: float) -> None:
-    """What a good 320x240 30 fps + 48 kHz stereo push of `seconds` must have delivered."""
-    assert sink.starts == 1 and sink.ends == 1
-    assert sink.audio is not None and (sink.audio.sample_rate, sink.audio.channels) == (48000, 2)
-    video, audio = sink.packets_of("video"), sink.packets_of("audio")
-    expected = int(seconds * 30)
-    assert expected - 3 <= len(video) <= expected
-    frames = decoded_frames(sink)
-    assert len(frames) == len(video)
-    assert {(frame.width, frame.height) for frame in frames} == {(320, 240)}
-    assert video[0].keyframe and sum(p.keyframe for p in video) == -(-len(video) // 30)
-    assert all(b.dts > a.dts for a, b in zip(video, video[1:], strict=False))
-    assert all(p.pts >= p.dts for p in video)
-    assert all(b.dts > a.dts for a, b in zip(audio, audio[1:], strict=False))
-    assert abs(len(audio) - seconds * 48000 / 1024) <= 4
-    assert abs(video[-1].dts - audio[-1].dts) < 500
 
 
 async def test_ffmpeg_push_reaches_the_sink(ingest: tuple[RtmpServer, Authorizer]) -> None:
