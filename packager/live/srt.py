@@ -103,6 +103,11 @@ def with_cookie(datagram: bytes, cookie: int) -> bytes:
     return datagram[:_COOKIE_AT] + struct.pack(">I", cookie) + datagram[_COOKIE_AT + 4 :]
 
 
+def shutdown(destination: int) -> bytes:
+    """A SHUTDOWN control packet (type 5) to the socket `destination`."""
+    return struct.pack(">4I", 0x80050000, 0, 0, destination) + bytes(4)
+
+
 def is_conclusion(datagram: bytes) -> bool:
     return datagram[:4] == _HANDSHAKE and datagram[36:40] == b"\xff\xff\xff\xff"
 
@@ -357,9 +362,12 @@ class SrtSession:
             raise CutOff("remux_failed", detail=self._errors.decode("utf-8", "replace").strip())
 
     async def close(self) -> None:
-        """Stop ffmpeg and the relay (the publisher is ended by `serve`)."""
+        """Stop ffmpeg and the relay (the publisher is ended by `serve`); a caller still
+        connected is told to shut down, as ffmpeg, killed, no longer can."""
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
             await self._process.wait()
+            if self._connected.is_set():
+                self.server.send(self.caller, shutdown(self._handshake.socket_id))
         if self._relay is not None:
             self._relay.close()

@@ -20,8 +20,8 @@ from packager.live.rtmp import RtmpLimits, RtmpServer
 from tests.live.publishers import BOUND, check_stream, ffmpeg, finished
 from tests.live.sinks import Authorizer, running
 
-LIMITS = RtmpLimits(max_connections=8, handshake_timeout=2.0, idle_timeout=2.0, publish_timeout=5.0,
-                    media=MediaLimits(video_timeout=2.0))
+LIMITS = RtmpLimits(max_connections=8, handshake_timeout=3.0, idle_timeout=3.0, publish_timeout=10.0,
+                    media=MediaLimits(video_timeout=3.0))
 
 
 @pytest.fixture
@@ -136,6 +136,14 @@ async def test_publisher_without_video_is_cut_off(ingest: tuple[RtmpServer, Auth
         await finished(audio_only)
     assert sink.starts == 0 and sink.arrivals == []
     assert cut_off_reasons(caplog) == ["no_video"]
+
+
+async def test_closing_the_server_ends_live_publishers() -> None:
+    async with running(lambda authorize: RtmpServer(authorize, port=0, limits=LIMITS)) as (server, authorize):
+        publisher = await ffmpeg(url(server, "good"), 30)
+        await asyncio.wait_for(authorize.first_packet(), BOUND)
+    assert authorize.sinks[0].ends == 1  # (and `running` checked it was once)
+    assert await finished(publisher) != 0
 
 
 async def test_absurd_chunk_size_and_too_many_connections(caplog: pytest.LogCaptureFixture) -> None:

@@ -65,6 +65,17 @@ async def test_wrong_key_and_second_publisher_are_refused(ingest: tuple[SrtServe
     assert sorted(reasons) == ["bad_stream_id", "unauthorized", "unauthorized"]
 
 
+async def test_cut_off_caller_is_told_to_shut_down(ingest: tuple[SrtServer, Authorizer],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    server, authorize = ingest
+    with caplog.at_level(logging.INFO, "ingest"):
+        audio_only = await ffmpeg(url(server, "publish:good"), 30, audio_only=True, muxer="mpegts")
+        assert await finished(audio_only) != 0  # well before its 30 s: no video, cut off, shut down
+    (sink,) = authorize.sinks
+    assert sink.ends == 1 and sink.starts == 0
+    assert [r.fields["reason"] for r in caplog.records if r.msg == "publisher cut off"] == ["no_video"]
+
+
 async def test_udp_garbage_beside_a_good_stream(ingest: tuple[SrtServer, Authorizer]) -> None:
     server, authorize = ingest
     good = await ffmpeg(url(server, "publish:good"), 3, muxer="mpegts")
