@@ -1,7 +1,8 @@
-"""CPU the RTMP server spends receiving a push: `python -m packager.live.bench_rtmp [--seconds 20]
-[--mbps 6.4]`. Encodes a noisy 720p30 clip once (ffmpeg), then has ffmpeg push it at real time
-with `-c copy` into an in-process server whose sink only counts, and prints this process's CPU
-seconds (user + system; the ffmpeg children are not counted) per pushed second."""
+"""CPU ingest spends receiving a push: `python -m packager.live.bench_rtmp [--seconds 20]
+[--mbps 6.4] [--protocol rtmp|srt]`. Encodes a noisy 720p30 clip once (ffmpeg), then has ffmpeg
+push it at real time with `-c copy` (FLV over RTMP, or MPEG-TS over SRT) into an in-process
+server whose sink only counts, and prints this process's CPU seconds (user + system) and its
+children's: the pushing ffmpeg, and for SRT also the remuxing ffmpeg listener."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 from packager.live.rtmp import RtmpServer
+from packager.live.srt import SrtServer
 
 
 class CountingSink:
@@ -44,44 +46,52 @@ def make_clip(path: Path, seconds: float, mbps: float) -> None:
         check=True)
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its waited-for children)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-async def push(path: Path) -> tuple[CountingSink, float]:
+async def push(path: Path, protocol: str) -> tuple[CountingSink, float, float]:
     sink = CountingSink()
 
     async def authorize(app: str, key: str) -> CountingSink:
         return sink
 
-    server = RtmpServer(authorize, port=0)
+    server = RtmpServer(authorize, port=0) if protocol == "rtmp" else SrtServer(authorize, port=0)
     await server.start()
+    target = (["-f", "flv", f"rtmp://127.0.0.1:{server.port}/live/bench"] if protocol == "rtmp" else
+              ["-f", "mpegts", f"srt://127.0.0.1:{server.port}?streamid=publish:bench"])
     try:
-        before = cpu_seconds()
+        own, children = cpu_seconds()
         ffmpeg = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", str(path), "-c", "copy",
-            "-f", "flv", f"rtmp://127.0.0.1:{server.port}/live/bench")
+            "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", str(path), "-c", "copy", *target)
         await ffmpeg.wait()
         await asyncio.wait_for(sink.done.wait(), 30)
-        return sink, cpu_seconds() - before
     finally:
         await server.close()
+    own_after, children_after = cpu_seconds()
+    return sink, own_after - own, children_after - children
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--mbps", type=float, default=6.4)
+    parser.add_argument("--protocol", choices=("rtmp", "srt"), default="rtmp")
+    parser.add_argument("--clip", type=Path, help="push this file (made first if missing)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(tmp) / "push.flv"
-        make_clip(clip, args.seconds, args.mbps)
+        clip = args.clip or Path(tmp) / "push.flv"
+        if not clip.exists():
+            make_clip(clip, args.seconds, args.mbps)
         size = clip.stat().st_size
-        sink, cpu = asyncio.run(push(clip))
-    print(f"pushed {size * 8 / args.seconds / 1e6:.2f} Mb/s for {args.seconds:.0f} s: "
+        sink, own, children = asyncio.run(push(clip, args.protocol))
+    print(f"{args.protocol}: pushed {size * 8 / args.seconds / 1e6:.2f} Mb/s for {args.seconds:.0f} s: "
           f"{sink.packets} packets, {sink.bytes / 1e6:.1f} MB to the sink; "
-          f"server CPU {cpu:.2f} s ({cpu / args.seconds * 100:.1f} % of one core)")
+          f"ingest process CPU {own:.2f} s ({own / args.seconds * 100:.1f} % of one core), "
+          f"ffmpeg children {children:.2f} s")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -248,6 +248,7 @@ class SrtSession:
         self._relay: asyncio.DatagramTransport | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._errors = b""
+        self._stderr: asyncio.Task[None] | None = None
         self.publisher: Publisher | None = None
 
     def from_caller(self, data: bytes) -> None:
@@ -306,13 +307,15 @@ class SrtSession:
     async def _spawn(self) -> None:
         port = _free_udp_port()
         url = f"srt://127.0.0.1:{port}?mode=listener&latency={self._limits.latency_ms * 1000}"
+        # ffmpeg probes MPEG-TS for the whole analyzeduration, so it is start-up latency; 1 s
+        # still covers the 0.7 s by which TS muxers delay audio (without it, no audio config).
         self._process = await asyncio.create_subprocess_exec(
             self.server.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-            "-probesize", "500000", "-analyzeduration", "1000000", "-i", url,
+            "-probesize", "5000000", "-analyzeduration", "1000000", "-i", url,
             "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
             "-f", "flv", "-flvflags", "no_duration_filesize", "pipe:1",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        asyncio.get_running_loop().create_task(self._keep_errors())
+        self._stderr = asyncio.get_running_loop().create_task(self._keep_errors())
         self._relay, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Datagrams(self.from_child), remote_addr=("127.0.0.1", port))
 
@@ -340,10 +343,19 @@ class SrtSession:
             raise CutOff("handshake_timeout") from None
 
     async def _pump(self) -> None:
+        """ffmpeg's FLV to the publisher until it ends; ffmpeg's exit status says how."""
         assert self._process is not None and self._process.stdout is not None
+        with contextlib.suppress(asyncio.IncompleteReadError):  # ended mid-tag: see the status
+            await self._tags(flv.stream_tags(self._process.stdout, self._limits.max_tag_bytes))
+        if await self._process.wait() != 0:
+            assert self._stderr is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stderr, 1)
+            raise CutOff("remux_failed", detail=self._errors.decode("utf-8", "replace").strip())
+
+    async def _tags(self, tags: AsyncIterator[tuple[int, int, bytes]]) -> None:
         assert self.publisher is not None
         loop = asyncio.get_running_loop()
-        tags = flv.stream_tags(self._process.stdout, self._limits.max_tag_bytes)
         while True:
             try:
                 async with asyncio.timeout(self._limits.idle_timeout):
@@ -351,15 +363,13 @@ class SrtSession:
             except TimeoutError:
                 raise CutOff("idle_timeout", seconds=self._limits.idle_timeout) from None
             if tag is None:
-                break
+                return
             kind, timestamp, payload = tag
             if kind == VIDEO:
                 await self.publisher.video(payload, timestamp, loop.time())
             elif kind == AUDIO:
                 await self.publisher.audio(payload, timestamp)
             self.publisher.check(loop.time())
-        if await self._process.wait() != 0:
-            raise CutOff("remux_failed", detail=self._errors.decode("utf-8", "replace").strip())
 
     async def close(self) -> None:
         """Stop ffmpeg and the relay (the publisher is ended by `serve`); a caller still

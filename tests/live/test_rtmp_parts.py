@@ -170,8 +170,29 @@ async def test_a_failing_sink_is_a_cut_off() -> None:
 
     sink = Failing()
     publisher = Publisher(sink, MediaLimits(), now=0)
+    await publisher.audio(b"\xaf\x00\x11\x90", 0)
     await publisher.video(b"\x17\x00\x00\x00\x00" + AVCC, 0, now=0)
     with pytest.raises(CutOff, match="sink_error"):
         await publisher.video(video_tag(True), 0, now=0)
     await publisher.end()
     assert sink.ends == 1
+
+
+async def test_a_late_audio_config_is_waited_for_a_while() -> None:
+    late, silent = RecordingSink(), RecordingSink()
+    for sink in (late, silent):
+        publisher = Publisher(sink, MediaLimits(audio_wait_ms=1000), now=0)
+        await publisher.video(b"\x17\x00\x00\x00\x00" + AVCC, 0, now=0)
+        for n in range(10):  # 330 ms of video, held
+            await publisher.video(video_tag(n == 0), n * 33, now=0)
+        assert sink.starts == 0
+        if sink is late:  # as ffmpeg remuxing MPEG-TS to FLV sends it
+            await publisher.audio(b"\xaf\x00\x11\x90", 0)
+            await publisher.audio(b"\xaf\x01\x21\x00", 5)
+        else:
+            for n in range(10, 40):
+                await publisher.video(video_tag(False), n * 33, now=0)
+        await publisher.end()
+    assert late.starts == 1 and late.audio is not None
+    assert [p.kind for _, p in late.arrivals] == ["video"] * 10 + ["audio"]
+    assert silent.starts == 1 and silent.audio is None and len(silent.arrivals) == 40
