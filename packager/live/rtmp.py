@@ -65,12 +65,12 @@ class RtmpServer:
     accepted publisher's `sink.end()` is awaited first)."""
 
     def __init__(self, authorize: Authorize, host: str = "127.0.0.1", port: int = 1935, *,
-                 limits: RtmpLimits | None = None, registry: CollectorRegistry | None = None) -> None:
+                 limits: RtmpLimits | None = None, metrics: IngestMetrics | None = None) -> None:
         self._authorize = authorize
         self._host = host
         self._port = port
         self.limits = limits or RtmpLimits()
-        self.metrics = IngestMetrics(registry or CollectorRegistry())
+        self.metrics = metrics or IngestMetrics(CollectorRegistry())
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 

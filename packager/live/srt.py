@@ -152,13 +152,13 @@ class SrtServer:
 
     def __init__(self, authorize: Authorize, host: str = "127.0.0.1", port: int = 9000, *,
                  app: str = "live", limits: SrtLimits | None = None,
-                 registry: CollectorRegistry | None = None, ffmpeg: str = "ffmpeg") -> None:
+                 metrics: IngestMetrics | None = None, ffmpeg: str = "ffmpeg") -> None:
         self.authorize = authorize
         self.app = app
         self.ffmpeg = ffmpeg
         self._host, self._port = host, port
         self.limits = limits or SrtLimits()
-        self.metrics = IngestMetrics(registry or CollectorRegistry())
+        self.metrics = metrics or IngestMetrics(CollectorRegistry())
         self._cookies = Cookies()
         self._socket_id = int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF
         self._transport: asyncio.DatagramTransport | None = None

@@ -17,6 +17,9 @@ log = logging.getLogger("ingest")
 
 
 class IngestMetrics:
+    """One set per registry, labelled by protocol: give the same one to the RTMP and the SRT
+    server of a process (a second set on one registry would clash)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.connections = Counter("reel_ingest_connections_total", "Connections accepted, by protocol",
                                    ["protocol"], registry=registry)

@@ -11,9 +11,12 @@ import struct
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from packager.live.publisher import MediaLimits
+from packager.live.rtmp import RtmpServer
 from packager.live.srt import Handshake, SrtLimits, SrtServer, publish_key
+from packager.live.stats import IngestMetrics
 from tests.live.publishers import BOUND, check_stream, ffmpeg, finished
 from tests.live.sinks import Authorizer, running
 
@@ -93,3 +96,16 @@ async def test_udp_garbage_beside_a_good_stream(ingest: tuple[SrtServer, Authori
     check_stream(sink, 3, tail_lost=True)
     assert authorize.calls == [("live", "good")]
     assert server.metrics.refusals.labels("srt", "not_srt")._value.get() > 0  # (UDP: some dropped)
+
+
+async def test_rtmp_and_srt_share_one_registry() -> None:
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    servers = [RtmpServer(Authorizer(), port=0, metrics=metrics),
+               SrtServer(Authorizer(), port=0, metrics=metrics)]
+    for server in servers:
+        await server.start()
+    for server in servers:
+        await server.close()
+    text = generate_latest(registry).decode()
+    assert "reel_ingest_publishers" in text and "reel_ingest_refusals_total" in text
