@@ -267,7 +267,7 @@ class RtmpConnection:
         self._out.control(USER_CONTROL, struct.pack(">HI", _STREAM_BEGIN, stream_id))
         self._reply("onStatus", 0, None, _status("status", "NetStream.Publish.Start", "Publishing."),
                     stream_id=stream_id)
-        log.info("publish started", extra=fields(**self.session.describe()))
+        log.debug("publish started", extra=fields(**self.session.describe()))
 
     async def _authorized(self) -> StreamSink | None:
         try:

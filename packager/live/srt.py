@@ -281,7 +281,7 @@ class SrtSession:
                        self.server.metrics)
             await self._spawn()
             await self._handshake_child()
-            log.info("publish started", extra=fields(**self.session.describe()))
+            log.debug("publish started", extra=fields(**self.session.describe()))
             await self._pump()
         except Exception as exc:  # every way a session ends is reported by the caller
             return exc

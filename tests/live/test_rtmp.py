@@ -94,6 +94,8 @@ async def test_garbage_beside_a_good_stream(ingest: tuple[RtmpServer, Authorizer
     check_stream(sink, 3)
     reasons = cut_off_reasons(caplog)
     assert len(reasons) == 2 and "not_rtmp" in reasons
+    lines = [r.msg for r in caplog.records if r.name.startswith("ingest") and r.levelno >= logging.INFO]
+    assert sorted(lines) == ["publish ended", "publisher cut off", "publisher cut off"]  # one a connection
 
 
 async def test_stalled_publisher_is_cut_off(ingest: tuple[RtmpServer, Authorizer],
