@@ -4,6 +4,7 @@ and PyAV to decode what reached a sink."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 from itertools import pairwise
 
 import av
@@ -60,3 +61,50 @@ def check_stream(sink: RecordingSink, seconds: float, *, tail_lost: bool = False
     assert keyframes[0] == 0 and {b - a for a, b in pairwise(keyframes)} <= {30}
     assert all(b.dts > a.dts for a, b in pairwise(video)) and all(p.pts >= p.dts for p in video)
     assert all(b.dts > a.dts for a, b in pairwise(audio))
+
+
+def librtmp() -> ctypes.CDLL | None:
+    """librtmp (Debian's librtmp1, which curl brings), the library OBS's RTMP output is a fork of;
+    None where it is missing."""
+    try:
+        lib = ctypes.CDLL("librtmp.so.1")
+    except OSError:
+        return None
+    lib.RTMP_Alloc.restype = ctypes.c_void_p
+    for name in ("RTMP_Init", "RTMP_EnableWrite", "RTMP_Close", "RTMP_Free"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    lib.RTMP_SetupURL.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.RTMP_Connect.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.RTMP_ConnectStream.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.RTMP_Write.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    lib.RTMP_LogSetLevel.argtypes = [ctypes.c_int]
+    lib.RTMP_LogSetLevel(0)  # critical only: refusals are expected in tests
+    return lib
+
+
+def librtmp_publish(lib: ctypes.CDLL, url: str, flv: bytes) -> bool:
+    """Publish an FLV file's tags with librtmp, as OBS does (blocking: run it in a thread)."""
+    rtmp = lib.RTMP_Alloc()
+    lib.RTMP_Init(rtmp)
+    target = ctypes.create_string_buffer(url.encode())  # librtmp keeps pointers into it
+    try:
+        if not lib.RTMP_SetupURL(rtmp, target):
+            return False
+        lib.RTMP_EnableWrite(rtmp)
+        if not (lib.RTMP_Connect(rtmp, None) and lib.RTMP_ConnectStream(rtmp, 0)):
+            return False
+        return all(lib.RTMP_Write(rtmp, piece, len(piece)) > 0 for piece in _flv_tags(flv))
+    finally:
+        lib.RTMP_Close(rtmp)
+        lib.RTMP_Free(rtmp)
+
+
+def _flv_tags(flv: bytes) -> list[bytes]:
+    """The FLV header with the first tag, then each further tag, each with its trailing size:
+    RTMP_Write reads a tag header only at the start of a call."""
+    pieces, start, pos = [], 0, 13
+    while pos + 11 <= len(flv):
+        pos += 11 + int.from_bytes(flv[pos + 1 : pos + 4], "big") + 4
+        pieces.append(flv[start:pos])
+        start = pos
+    return pieces

@@ -11,13 +11,14 @@ import random
 import signal
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from packager.live.chunks import ChunkLimits
 from packager.live.publisher import MediaLimits
 from packager.live.rtmp import RtmpLimits, RtmpServer
-from tests.live.publishers import BOUND, check_stream, ffmpeg, finished
+from tests.live.publishers import BOUND, check_stream, ffmpeg, finished, librtmp, librtmp_publish
 from tests.live.sinks import Authorizer, running
 
 LIMITS = RtmpLimits(max_connections=8, handshake_timeout=3.0, idle_timeout=3.0, publish_timeout=10.0,
@@ -43,6 +44,22 @@ async def test_ffmpeg_push_reaches_the_sink(ingest: tuple[RtmpServer, Authorizer
     check_stream(sink, 3)
     assert server.metrics.received.labels("rtmp")._value.get() > 50_000
     assert server.metrics.publishers.labels("rtmp")._value.get() == 0
+
+
+async def test_librtmp_publisher_as_obs(ingest: tuple[RtmpServer, Authorizer], tmp_path: Path) -> None:
+    lib = librtmp()
+    if lib is None:
+        pytest.skip("librtmp.so.1 is not installed")
+    server, authorize = ingest
+    clip = tmp_path / "clip.flv"
+    assert await finished(await ffmpeg(str(clip), 3)) == 0
+    flv = clip.read_bytes()
+    assert not await asyncio.to_thread(librtmp_publish, lib, url(server, "wrong"), flv)
+    assert await asyncio.to_thread(librtmp_publish, lib, url(server, "good"), flv)
+    (sink,) = authorize.sinks
+    await asyncio.wait_for(sink.ended.wait(), BOUND)
+    check_stream(sink, 3)
+    assert authorize.calls == [("live", "wrong"), ("live", "good")]
 
 
 async def test_wrong_key_is_refused_before_any_media(ingest: tuple[RtmpServer, Authorizer],
