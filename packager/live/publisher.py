@@ -3,6 +3,7 @@ out, with the rules every stream must keep (video keeps coming, time does not ru
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -35,7 +36,8 @@ class Publisher:
         self._audio: AudioConfig | None = None
         self._started = False
         self._ended = False
-        self._pending: list[MediaPacket] = []
+        # bounded: audio with no video yet drops its oldest (no_video cuts such a stream off)
+        self._pending: deque[MediaPacket] = deque(maxlen=limits.pending_packets)
         self._newest: dict[str, int] = {}
         self._video_at = now
         self.packets = 0
@@ -103,7 +105,7 @@ class Publisher:
     async def _start(self) -> None:
         self._started = True
         await self._sink_call(self._sink.start(self._video, self._audio))
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, deque()
         for packet in pending:
             await self._deliver(packet)
 

@@ -196,3 +196,14 @@ async def test_a_late_audio_config_is_waited_for_a_while() -> None:
     assert late.starts == 1 and late.audio is not None
     assert [p.kind for _, p in late.arrivals] == ["video"] * 10 + ["audio"]
     assert silent.starts == 1 and silent.audio is None and len(silent.arrivals) == 40
+
+
+async def test_what_is_held_before_the_start_is_bounded() -> None:
+    sink = RecordingSink()
+    publisher = Publisher(sink, MediaLimits(pending_packets=8), now=0)
+    await publisher.audio(b"\xaf\x00\x11\x90", 0)
+    for n in range(100):  # audio, and no video config yet
+        await publisher.audio(b"\xaf\x01\x21\x00", n * 21)
+    await publisher.video(b"\x17\x00\x00\x00\x00" + AVCC, 0, now=0)
+    await publisher.video(video_tag(True), 2100, now=0)
+    assert sink.starts == 1 and [p.dts for _, p in sink.arrivals] == [n * 21 for n in range(93, 100)] + [2100]
