@@ -244,7 +244,8 @@ class SrtSession:
         self._handshake = handshake
         self._conclusion = conclusion
         self._child_cookie: int | None = None
-        self._connected = asyncio.Event()
+        self._connected = asyncio.Event()  # ffmpeg's listener answered the conclusion
+        self._refused = 0
         self._relay: asyncio.DatagramTransport | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._errors = b""
@@ -269,7 +270,10 @@ class SrtSession:
                 self._child_cookie = handshake.cookie
                 self._relay.sendto(with_cookie(self._conclusion, handshake.cookie))
             return
-        if is_conclusion(data):
+        handshake = Handshake.parse(data)
+        if handshake is not None and handshake.kind not in (INDUCTION, CONCLUSION):
+            self._refused = handshake.kind  # libsrt refused the caller (no passphrase here, say)
+        if handshake is not None:
             self._connected.set()
         self.server.send(self.caller, data)
 
@@ -341,6 +345,8 @@ class SrtSession:
                             await self._connected.wait()
         except TimeoutError:
             raise CutOff("handshake_timeout") from None
+        if self._refused:
+            raise CutOff("srt_refused", code=self._refused)
 
     async def _pump(self) -> None:
         """ffmpeg's FLV to the publisher until it ends; ffmpeg's exit status says how."""

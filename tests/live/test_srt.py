@@ -109,3 +109,14 @@ async def test_rtmp_and_srt_share_one_registry() -> None:
         await server.close()
     text = generate_latest(registry).decode()
     assert "reel_ingest_publishers" in text and "reel_ingest_refusals_total" in text
+
+
+async def test_an_encrypted_caller_is_refused_by_the_listener(ingest: tuple[SrtServer, Authorizer],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    server, authorize = ingest
+    with caplog.at_level(logging.INFO, "ingest"):
+        encrypted = url(server, "publish:good") + "&passphrase=0123456789abcdef"
+        assert await finished(await ffmpeg(encrypted, 2, muxer="mpegts")) != 0
+    (sink,) = authorize.sinks  # authorized first, then refused by libsrt: no passphrase here
+    assert sink.starts == 0 and sink.ends == 1
+    assert [r.fields["reason"] for r in caplog.records if r.msg == "publisher cut off"] == ["srt_refused"]
