@@ -1,5 +1,6 @@
-"""FLV tag payloads, as RTMP carries them in its audio and video messages (and an FLV stream
-carries them in its tags): H.264 and AAC only; anything else is refused by name."""
+"""FLV: tag payloads, as RTMP's audio and video messages carry them (H.264 and AAC only;
+anything else is refused by name), and the tags around them, back to back in an RTMP aggregate
+message or streamed by a remuxer (SRT ingest)."""
 
 from __future__ import annotations
 
