@@ -207,3 +207,35 @@ async def test_what_is_held_before_the_start_is_bounded() -> None:
     await publisher.video(b"\x17\x00\x00\x00\x00" + AVCC, 0, now=0)
     await publisher.video(video_tag(True), 2100, now=0)
     assert sink.starts == 1 and [p.dts for _, p in sink.arrivals] == [n * 21 for n in range(93, 100)] + [2100]
+
+
+def flv_tag(tag_type: int, timestamp: int, payload: bytes) -> bytes:
+    header = bytes([tag_type]) + len(payload).to_bytes(3, "big") + (timestamp & 0xFFFFFF).to_bytes(3, "big")
+    header += bytes([timestamp >> 24]) + bytes(3)
+    return header + payload + (11 + len(payload)).to_bytes(4, "big")
+
+
+def test_aggregate_tags_keep_their_spacing() -> None:
+    body = flv_tag(9, 5000, b"v1") + flv_tag(8, 5010, b"a1") + flv_tag(9, 5033, b"v2")
+    assert list(flv.tags(body, 100)) == [(9, 100, b"v1"), (8, 110, b"a1"), (9, 133, b"v2")]
+    with pytest.raises(CutOff):
+        list(flv.tags(body[:-3], 100))
+
+
+async def read_stream(data: bytes) -> list[tuple[int, int, bytes]]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return [tag async for tag in flv.stream_tags(reader, max_tag=100)]
+
+
+async def test_flv_stream() -> None:
+    head = b"FLV\x01\x05" + (9).to_bytes(4, "big") + bytes(4)
+    tags = flv_tag(9, 0, b"v") + flv_tag(8, 0x1000000, b"a")
+    assert await read_stream(head + tags) == [(9, 0, b"v"), (8, 0x1000000, b"a")]
+    with pytest.raises(asyncio.IncompleteReadError):  # ended mid-tag
+        await read_stream(head + tags[:-2])
+    too_large = head + flv_tag(9, 0, bytes(101))
+    for bad, reason in [(b"GET / HTTP/1.1\r\n\r\n", "bad_stream"), (too_large, "message_too_large")]:
+        with pytest.raises(CutOff, match=reason):
+            await read_stream(bad)
