@@ -1,4 +1,4 @@
-"""CPU ingest spends receiving a push: `python -m packager.live.bench_rtmp [--seconds 20]
+"""CPU ingest spends receiving a push: `python -m packager.live.bench_ingest [--seconds 20]
 [--mbps 6.4] [--protocol rtmp|srt]`. Encodes a noisy 720p30 clip once (ffmpeg), then has ffmpeg
 push it at real time with `-c copy` (FLV over RTMP, or MPEG-TS over SRT) into an in-process
 server whose sink only counts, and prints this process's CPU seconds (user + system) and its
