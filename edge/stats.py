@@ -7,6 +7,7 @@ bucket list here, and a collector on the app's own registry reports them when /m
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -134,15 +135,23 @@ def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(float(value))
 
 
+# How one family's samples from several workers make one: by what the family means. Counters,
+# histograms and bytes add up, as do sizes (each worker has its own cache); whether an upstream
+# is up is one fact about that upstream, so it is up when any worker finds it so.
+_COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up": max}
+
+
 def merge(texts: list[str]) -> str:
-    """Several processes' /metrics as one: samples with the same name and labels are added up."""
+    """Several worker processes' /metrics as one, each family merged by its meaning (_COMBINE;
+    anything else adds up)."""
     families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
             _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
+            combine = _COMBINE.get(family.name, operator.add)
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
-                samples[key] = samples.get(key, 0.0) + sample.value
+                samples[key] = combine(samples[key], sample.value) if key in samples else sample.value
     lines = []
     for name, (kind, documentation, samples) in families.items():
         lines += [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}"]

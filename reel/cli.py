@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     edge.flag("--cache-mb", default=256, type=int, help="cache size in MiB (per worker)")
     edge.flag("--shield", default=None, help="regional shield edge URL (the origins stay as fallback)")
     edge.flag("--purge-token", default=None, help="bearer token POST /purge requires (none: purge is off)")
-    edge.flag("--workers", default=1, type=int,
+    edge.flag("--workers", default=0, type=int,
               help="processes sharing the port (SO_REUSEPORT), each with its own cache; 0: one per CPU")
     edge.flag("--prefetch", default=3, type=int, help="media segments fetched ahead of a viewer (0: off)")
     edge.flag("--stale-while-revalidate", default=2.0, type=float,
