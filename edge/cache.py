@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+from edge.http import Stored
 from reel.http import parse_http_date
 
 # Response headers worth keeping; the rest (Date, Server, Connection, CORS) the edge makes itself.
@@ -97,7 +98,7 @@ def policy(
     return NO_STORE
 
 
-class Entry:
+class Entry(Stored):
     """One stored response. Times are time.monotonic() seconds.
 
     `wire` and `memo` are for the front and the prefetcher to keep what they derive from the
@@ -105,8 +106,8 @@ class Entry:
     """
 
     __slots__ = (
-        "status", "headers", "body", "stored_at", "policy", "initial_age", "size",
-        "etag", "modified", "prefetched", "wire", "memo", "next_prefetch",
+        "body", "stored_at", "policy", "initial_age", "size", "prefetched", "wire", "memo",
+        "next_prefetch",
     )
 
     def __init__(
@@ -118,21 +119,14 @@ class Entry:
         policy: Policy,
         initial_age: float = 0.0,  # the upstream's Age when we stored it (a shield's copy ages too)
     ) -> None:
-        self.status, self.headers, self.body = status, headers, body
+        super().__init__(status, headers)
+        self.body = body
         self.stored_at, self.policy, self.initial_age = stored_at, policy, initial_age
         self.size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers) + ENTRY_OVERHEAD
-        self.etag = self.header("ETag")
-        self.modified = parse_http_date(self.header("Last-Modified"))
         self.prefetched = False  # brought in by a prefetch and not yet asked for
         self.wire: bytes | None = None
         self.memo: object = None
         self.next_prefetch = 0.0
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
     def age(self, now: float) -> float:
         return self.initial_age + max(0.0, now - self.stored_at)
@@ -152,8 +146,8 @@ class Entry:
         out = {}
         if self.etag:
             out["If-None-Match"] = self.etag
-        if self.header("Last-Modified"):
-            out["If-Modified-Since"] = self.header("Last-Modified") or ""
+        if modified := self.header("Last-Modified"):
+            out["If-Modified-Since"] = modified
         return out
 
     def revalidated(self, headers: Mapping[str, str], swr: float, sie: float, now: float) -> Entry:
@@ -271,6 +265,10 @@ class Cache:
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
+
+    def peek(self, key: str) -> Entry | None:
+        """The entry for `key`, leaving the recency order as it is."""
+        return self._entries.get(key)
 
     def put(self, key: str, entry: Entry, admit: bool = False) -> bool:
         """Store `entry` if it fits and wins admission (`admit`: no contest, e.g. a prefetch the

@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-RESULTS = ("HIT", "MISS", "COALESCED", "STALE")
+from edge.http import XCache
+
+RESULTS = tuple(XCache)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -44,6 +46,7 @@ class Stats:
         self.prefetch_hits = 0
         self.upstream_fetches: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
+        self.fetch_ends: defaultdict[str, int] = defaultdict(int)  # by FetchEnd's value
         self.upstream_up: dict[str, Callable[[], bool]] = {}
         # Client connections the edge gave up on, by what they were doing: sending a request
         # head (head), nothing (idle), not reading a response (send), waiting on an upstream (wait).
@@ -51,7 +54,7 @@ class Stats:
         self._gauges = gauges
         registry.register(self)
 
-    def served(self, result: str, seconds: float, sent: int) -> None:
+    def served(self, result: XCache, seconds: float, sent: int) -> None:
         """One object request answered: its X-Cache, time to its last byte, body bytes sent."""
         self.requests[result] += 1
         latency = self.latency[result]
@@ -68,6 +71,9 @@ class Stats:
 
     def upstream_failed(self, origin: str) -> None:
         self.upstream_errors[origin] += 1
+
+    def fetch_ended(self, outcome: str) -> None:
+        self.fetch_ends[outcome] += 1
 
     def collect(self) -> Iterator[object]:
         requests = CounterMetricFamily("reel_edge_requests", "Object requests by cache result",
@@ -101,6 +107,11 @@ class Stats:
         for origin, count in self.upstream_errors.items():
             errors.add_metric([origin], count)
         yield errors
+        ends = CounterMetricFamily("reel_edge_fetches", "Upstream fetches ended, by how they ended",
+                                   labels=["outcome"])
+        for outcome, count in self.fetch_ends.items():
+            ends.add_metric([outcome], count)
+        yield ends
         up = GaugeMetricFamily("reel_edge_upstream_up", "1 while an upstream is considered healthy",
                                labels=["origin"])
         for origin, healthy in self.upstream_up.items():

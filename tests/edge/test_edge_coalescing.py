@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from edge.inflight import Head, InFlight
+from edge.inflight import Head, Stream
 from tests.edge.conftest import VID, metric, pattern
 
 PATH = f"/vod/{VID}/v720/seg_00001.m4s"
@@ -208,10 +208,10 @@ async def test_streamed_through_fetch_stops_when_its_last_reader_leaves(make_edg
 async def test_a_sibling_worker_is_served_before_clients():
     """A worker fetching through the key's owner has clients of its own waiting: the owner hands
     it each change before its own clients, so they are not one whole fan-out behind."""
-    flight = InFlight("vod/x/seg_00001.m4s")
+    stream = Stream("vod/x/seg_00001.m4s")
     order: list[str] = []
     for name in ("client 1", "client 2"):
-        flight.reader(lambda name=name: order.append(name))
-    flight.reader(lambda: order.append("sibling"), first=True)
-    flight.start(Head(200, (), length=0))
+        stream.cursor(lambda name=name: order.append(name))
+    stream.cursor(lambda: order.append("sibling"), first=True)
+    stream.start(Head(200, (), length=0))
     assert order == ["sibling", "client 1", "client 2"]
