@@ -555,7 +555,13 @@ class Routed(Response):
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        self.send(await self.make(self.request))
+        try:
+            out = await self.make(self.request)
+        except Exception:  # a bug of ours: log it, answer 500, never hang
+            log.exception("request failed", extra=fields(target=self.request.target[:200]))
+            self.request.keep_alive = False
+            out = local(500, "Internal Server Error")
+        self.send(out)
 
     def close(self) -> None:
         if self.task is not None:
