@@ -101,14 +101,11 @@ def policy(
 class Entry(Stored):
     """One stored response. Times are time.monotonic() seconds.
 
-    `wire` and `memo` are for the front and the prefetcher to keep what they derive from the
-    entry (serialized headers, a playlist's segment list), so they do it once per entry.
+    `memo` is for the prefetcher to keep what it derives from the entry (a playlist's segment
+    list), so it does it once per entry.
     """
 
-    __slots__ = (
-        "body", "stored_at", "policy", "initial_age", "size", "prefetched", "wire", "memo",
-        "next_prefetch",
-    )
+    __slots__ = ("body", "stored_at", "policy", "initial_age", "size", "prefetched", "memo", "next_prefetch")
 
     def __init__(
         self,
@@ -124,7 +121,6 @@ class Entry(Stored):
         self.stored_at, self.policy, self.initial_age = stored_at, policy, initial_age
         self.size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers) + ENTRY_OVERHEAD
         self.prefetched = False  # brought in by a prefetch and not yet asked for
-        self.wire: bytes | None = None
         self.memo: object = None
         self.next_prefetch = 0.0
 

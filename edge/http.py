@@ -9,6 +9,7 @@ the status, headers and byte span a request gets.
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import StrEnum
 from urllib.parse import unquote, urljoin
@@ -49,14 +50,16 @@ class XCache(StrEnum):
 
 class Stored:
     """A response as the edge keeps it, cached (`Entry`) or arriving (`Head`): the status, the
-    upstream headers worth keeping, and the validators they carry."""
+    upstream headers worth keeping, and the validators they carry. `wire` is the front's memo of
+    the heads it serialized for it, shared by every request it answers."""
 
-    __slots__ = ("status", "headers", "etag", "modified")
+    __slots__ = ("status", "headers", "etag", "modified", "wire")
 
     def __init__(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         self.status, self.headers = status, headers
         self.etag = self.header("ETag")
         self.modified = parse_http_date(self.header("Last-Modified"))
+        self.wire: dict[object, bytes] = {}
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -65,6 +68,7 @@ class Stored:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # hot objects are asked for by the same few targets
 def key_of_target(target: str) -> str | None:
     """The object key ("vod/…") a raw request target names, or None when it cannot be one."""
     if not raw_target_safe(target, MAX_PATH):

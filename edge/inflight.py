@@ -42,10 +42,10 @@ class Head(Stored):
     """Status and stored headers of an upstream response; `age` is its Age header.
 
     `x_cache` overrides every reader's X-Cache (STALE when a stale copy stands in for a failed
-    fetch); `wire` is the front's memo of serialized heads, shared by every reader.
+    fetch).
     """
 
-    __slots__ = ("length", "age", "x_cache", "wire")
+    __slots__ = ("length", "age", "x_cache")
 
     def __init__(
         self,
@@ -57,7 +57,6 @@ class Head(Stored):
     ) -> None:
         super().__init__(status, headers)
         self.length, self.age, self.x_cache = length, age, x_cache
-        self.wire: dict[object, bytes] = {}
 
 
 class FetchFailed(Exception):

@@ -145,7 +145,15 @@ class Edge:
         now = time.monotonic()
         if entry is not None:
             if entry.fresh(now):
-                self._hit(ask, entry, now)
+                if entry.prefetched:
+                    entry.prefetched = False
+                    self.stats.prefetch_hits += 1
+                # A hot segment reads the playlist once a second; CMCD's nor on every request.
+                ahead = now >= entry.next_prefetch
+                if ahead:
+                    entry.next_prefetch = now + 1.0
+                if ahead or ask.cmcd:
+                    self._look_ahead(ask, ahead)
                 return XCache.HIT, entry
             if entry.stale_while_revalidate(now):
                 if key not in self.flights:
@@ -160,17 +168,6 @@ class Edge:
         flight = self._lead(key, entry)
         self._look_ahead(ask)
         return XCache.MISS, flight.stream
-
-    def _hit(self, ask: Ask, entry: Entry, now: float) -> None:
-        if entry.prefetched:
-            entry.prefetched = False
-            self.stats.prefetch_hits += 1
-        # A hot segment reads the playlist once a second; CMCD's nor on every request.
-        ahead = now >= entry.next_prefetch
-        if ahead:
-            entry.next_prefetch = now + 1.0
-        if ahead or ask.cmcd:
-            self._look_ahead(ask, ahead)
 
     def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> Flight:
         flight = self.flights.lead(key, prefetch)

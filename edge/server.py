@@ -32,7 +32,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from enum import Enum
+from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -88,7 +88,7 @@ class Request:
         self.started = 0.0
 
 
-class Timer(Enum):
+class Timer(StrEnum):
     """What a connection is waiting for, and so which of its clocks runs (one at a time)."""
 
     HEAD = "head"  # the rest of a request head: head_timeout
@@ -204,7 +204,7 @@ class Connection(asyncio.Protocol):
         timer, self.timer = self.timer, None
         if timer is None:
             return
-        self.edge.stats.timeouts[timer.value] += 1
+        self.edge.stats.timeouts[timer] += 1
         if timer is Timer.WAIT and self.response is not None:
             self.response.expire()
         elif timer is Timer.HEAD:
@@ -347,7 +347,7 @@ class Connection(asyncio.Protocol):
             self._between_requests()
 
     def _answer(self, request: Request | _Refuse) -> None:
-        self.disarm()
+        self.timer = None  # whatever the connection waited for has come
         if isinstance(request, _Refuse):
             refused = Request()
             refused.keep_alive = False
@@ -504,7 +504,7 @@ class Response:
         self.sent = 0
 
     def start(self) -> None:
-        """Send what there is to send; call finish() once it is all handed over."""
+        """Send what there is to send; call conn.finished(self) once it is all handed over."""
         raise NotImplementedError
 
     def resume(self) -> None:
@@ -521,9 +521,6 @@ class Response:
         body = out.body if out.body and self.request.method != "HEAD" else None
         self.sent += self.conn.send_whole(_head(out, self.conn.trailer(self.request)),
                                           memoryview(body) if body else None)
-        self.finish()
-
-    def finish(self) -> None:
         self.conn.finished(self)
 
 
@@ -591,18 +588,22 @@ class FromCache(Response):
         start, end = out.span
         self.sent = self.conn.send_whole(_head(out, self.conn.trailer(self.request)),
                                          memoryview(entry.body)[start:end])
-        self.finish()
+        self.conn.finished(self)
 
     def _send_plain(self, age: int, x_cache: XCache) -> None:
-        """The common case: the same head for everyone but Age, X-Cache and Date."""
-        entry = self.entry
-        if entry.wire is None:
-            stored = [*entry.headers, *CORS.items(), ("Accept-Ranges", "bytes")]
-            entry.wire = _lines(stored) + b"Content-Length: %d\r\n" % len(entry.body)
-        head = b"".join((_STATUS[200], entry.wire, b"Age: %d\r\nX-Cache: %s\r\n" % (age, x_cache.encode()),
-                         self.conn.trailer(self.request)))
+        """The common case: every plain GET or HEAD of the entry in the same second (Age and
+        Date change by the second) gets the same head, built once."""
+        entry, trailer = self.entry, self.conn.trailer(self.request)
+        head = entry.wire.get((age, x_cache, trailer))
+        if head is None:
+            if len(entry.wire) >= 16:
+                entry.wire.clear()  # the heads of seconds gone by
+            stored = [*entry.headers, *CORS.items(), ("Accept-Ranges", "bytes"), ("X-Cache", x_cache)]
+            head = entry.wire[(age, x_cache, trailer)] = b"".join((
+                _STATUS[200], _lines(stored),
+                b"Content-Length: %d\r\nAge: %d\r\n" % (len(entry.body), age), trailer))
         self.sent = self.conn.send_whole(head, memoryview(entry.body) if self.ask.method == "GET" else None)
-        self.finish()
+        self.conn.finished(self)
 
 
 class FromFlight(Response):
@@ -729,7 +730,7 @@ class FromFlight(Response):
         if self.chunked and self.conn.transport is not None:
             self.conn.transport.write(b"0\r\n\r\n")
         self.close()
-        self.finish()
+        self.conn.finished(self)
 
 
 def _head(out: Shape, trailer: bytes) -> bytes:
