@@ -72,6 +72,7 @@ class Front:
                 async with asyncio.timeout(self.edge.settings.waiter_timeout):
                     head = await cursor.head()
             except TimeoutError:
+                self.edge.stats.timeouts["wait"] += 1
                 return await self._send(request, local(504, "Upstream Timeout", head=head_only), None)
             except FetchFailed:
                 return await self._send(request, local(502, "Bad Gateway", head=head_only), None)

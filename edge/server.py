@@ -76,14 +76,16 @@ class _Refuse(Exception):
 
 
 class Request:
+    """What the front keeps of one parsed request."""
+
     __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = True) -> None:
         self.method = ""
         self.target = ""
         self.headers: dict[bytes, str] = {}
         self.body: bytearray | None = None
-        self.keep_alive = True
+        self.keep_alive = keep_alive
         self.version = "1.1"
         self.started = 0.0
 
@@ -205,8 +207,9 @@ class Connection(asyncio.Protocol):
         if timer is None:
             return
         self.edge.stats.timeouts[timer] += 1
-        if timer is Timer.WAIT and self.response is not None:
-            self.response.expire()
+        if timer is Timer.WAIT:
+            if self.response is not None:
+                self.response.expire()
         elif timer is Timer.HEAD:
             self._refuse(_Refuse(408, "Request Timeout"))
             self._next()
@@ -346,21 +349,21 @@ class Connection(asyncio.Protocol):
         if self.response is None and self.transport is not None:
             self._between_requests()
 
-    def _answer(self, request: Request | _Refuse) -> None:
+    def _answer(self, item: Request | _Refuse) -> None:
         self.timer = None  # whatever the connection waited for has come
-        if isinstance(request, _Refuse):
-            refused = Request()
-            refused.keep_alive = False
-            self.response = response = Local(self, refused, local(request.status, request.title))
-        else:
-            self.response = response = self._route(request)
+        request = item if isinstance(item, Request) else Request(keep_alive=False)
         try:
-            response.start()
+            if isinstance(item, _Refuse):
+                self.response = Local(self, request, local(item.status, item.title))
+            else:
+                self.response = self._route(request)
+            self.response.start()
         except Exception:  # a bug of ours: log it, answer 500, never hang or leak it
-            log.exception("request failed", extra=fields(target=response.request.target[:200]))
-            response.close()
-            response.request.keep_alive = False
-            self.response = Local(self, response.request, local(500, "Internal Server Error"))
+            log.exception("request failed", extra=fields(target=request.target[:200]))
+            if self.response is not None:
+                self.response.close()
+            request.keep_alive = False
+            self.response = Local(self, request, local(500, "Internal Server Error"))
             self.response.start()
 
     def _between_requests(self) -> None:

@@ -141,6 +141,7 @@ async def test_slowloris_is_cut_off_and_does_not_slow_others(fast_edge, upstream
     assert resp.status == 200 and await resp.read() == pattern(1000)
     reply = await asyncio.wait_for(reader.read(), 5)
     assert status_of(reply) == 408
+    assert await metric(client, 'reel_edge_client_timeouts_total{phase="head"}') == 1
     dripping.cancel()
     writer.close()
 
@@ -153,6 +154,7 @@ async def test_idle_keep_alive_connections_are_closed(fast_edge, upstream):
     writer.write(f"GET {SEG} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     reply = await asyncio.wait_for(reader.read(), 5)  # returns when the edge closes the idle connection
     assert status_of(reply) == 200 and reply.endswith(pattern(10))
+    assert await metric(client, 'reel_edge_client_timeouts_total{phase="idle"}') == 1
     writer.close()
 
 
@@ -269,6 +271,7 @@ async def test_upstream_garbage_is_a_502(make_edge, raw_upstream, reply):
         assert resp.headers["X-Cache"] == "MISS"
         assert (await resp.json())["status"] == 502
     assert await metric(client, "reel_edge_cache_objects") == 0
+    assert await metric(client, 'reel_edge_fetches_total{outcome="transient_error"}') == 1
 
 
 async def test_upstream_body_broken_after_its_head_is_a_cut_connection(make_edge, raw_upstream):
@@ -311,6 +314,7 @@ async def test_upstream_that_never_answers_is_a_504(make_edge, raw_upstream):
     async with client.get(SEG) as resp:
         assert resp.status == 504
         assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert await metric(client, 'reel_edge_fetches_total{outcome="timeout"}') == 1
 
 
 async def test_upstream_stalling_mid_body_is_cut_and_not_cached(make_edge, raw_upstream):

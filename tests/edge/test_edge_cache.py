@@ -42,6 +42,7 @@ async def test_miss_then_hit_with_age(make_edge, origin_url, seg):
     assert await metric(client, 'reel_edge_requests_total{cache="MISS"}') == 1
     assert await metric(client, 'reel_edge_requests_total{cache="HIT"}') == 1
     assert await metric(client, "reel_edge_cache_objects") == 1
+    assert await metric(client, 'reel_edge_fetches_total{outcome="done"}') == 1
 
 
 async def test_range_on_cached_and_missing_objects(make_edge, origin_url, seg):

@@ -146,6 +146,8 @@ async def test_waiters_time_out_with_504(make_edge, upstream):
     client = await make_edge([url], waiter_timeout=0.2)
     responses = await asyncio.gather(*(client.get(PATH) for _ in range(3)))
     assert [r.status for r in responses] == [504, 504, 504]
+    assert all(r.headers["Content-Type"] == "application/problem+json" for r in responses)
+    assert await metric(client, 'reel_edge_client_timeouts_total{phase="wait"}') == 3
     steer.gate.set()
 
 
@@ -203,6 +205,7 @@ async def test_streamed_through_fetch_stops_when_its_last_reader_leaves(make_edg
     resp.close()
     await until(lambda: metric(client, "reel_edge_inflight_fetches"), 0)
     assert steer.finished[PATH] == 0
+    assert await metric(client, 'reel_edge_fetches_total{outcome="give_up"}') == 1
 
 
 async def test_a_sibling_worker_is_served_before_clients():
