@@ -252,12 +252,14 @@ class Edge:
             if resp.status >= 500 and self._stand_in(flight, stale):
                 return FetchEnd.TRANSIENT_ERROR
             head, rules = await self._stream_body(flight, resp)
+        # In one tick with _store and the flight's end: a new request finds the flight or the entry.
+        flight.stream.finish()
         self._store(flight, head, rules)
         return FetchEnd.DONE
 
     async def _stream_body(self, flight: Flight, resp: aiohttp.ClientResponse) -> tuple[Head, Policy]:
         """Pass the upstream's response to the flight's stream as it arrives; the head and the
-        rules it may be cached by."""
+        rules it may be cached by once the stream is finished."""
         settings, stream = self.settings, flight.stream
         head = Head(resp.status, select_headers(resp.headers), resp.content_length,
                     header_age(resp.headers.get("Age")))
@@ -276,12 +278,10 @@ class Edge:
                 stream.stop_retaining()
         if head.length is not None and stream.size != head.length:
             raise aiohttp.ClientPayloadError(f"{stream.size} of {head.length} bytes")
-        stream.finish()
         return head, (rules if keep and stream.retaining else NO_STORE)
 
     def _store(self, flight: Flight, head: Head, rules: Policy) -> None:
-        """Cache a complete response, in the same tick as its stream finished: a new request
-        finds the flight or the entry."""
+        """Cache a complete response, if its rules and a purge allow."""
         if not (rules.store and flight.cacheable):
             return
         entry = Entry(200, head.headers, flight.stream.body(), time.monotonic(), rules, head.age)
