@@ -1,6 +1,6 @@
 """Bad clients and bad upstreams: each answered cleanly, none able to hold the edge or its memory.
 
-Timeouts here are shortened through make_app's tuning; the edge checks deadlines once a second,
+Timeouts here are shortened through make_app's tuning; the edge checks its timers once a second,
 so a test waits at most a couple of seconds for one to pass.
 """
 
