@@ -182,19 +182,23 @@ class Stream:
 
     # -- the cursors' side --------------------------------------------------------------------
 
-    def chunk(self, index: int) -> bytes | memoryview | None:
-        """Chunk number `index` (counted from the first ever appended), None if not in yet."""
-        position = index - self._dropped
-        return self._chunks[position] if position < len(self._chunks) else None
-
-    def ended(self, index: int) -> bool:
-        """Is a cursor at chunk `index` past the last chunk of a complete response?"""
-        return self.done and index - self._dropped >= len(self._chunks)
-
-    def advanced(self) -> None:
-        """A cursor moved on: chunks every cursor has had may go, unless they are kept."""
+    def take(self, cursor: Cursor) -> bytes | memoryview | None:
+        """The chunk at `cursor`'s place, moving it past it; b"" past the end of a complete
+        response, None when that chunk is not in yet. Chunks every cursor has had go, unless
+        they are kept. Raises FetchFailed when the fetch broke or left this cursor behind."""
+        position = cursor.index - self._dropped
+        if position >= len(self._chunks) or cursor.cut_off:
+            if cursor.cut_off:
+                raise FetchFailed(f"{self.key}: reader fell too far behind")
+            if self.error is not None:
+                raise FetchFailed(str(self.error)) from self.error
+            return b"" if self.done else None
+        chunk = self._chunks[position]
+        cursor.index += 1
+        cursor.position += len(chunk)
         if not self.retaining:
             self._trim()
+        return chunk
 
     async def changed(self) -> None:
         """Wait for the next change (a head, a chunk, the end, a failure)."""
@@ -250,25 +254,9 @@ class Cursor:
         self.cut_off = False  # dropped for falling too far behind
         self._closed = False
 
-    @property
-    def finished(self) -> bool:
-        """Every byte of a completed response has been taken."""
-        return self.stream.ended(self.index)
-
     def take(self) -> bytes | memoryview | None:
-        """The next chunk if one is there, else None (see `finished`). Raises FetchFailed."""
-        stream = self.stream
-        if self.cut_off:
-            raise FetchFailed(f"{stream.key}: reader fell too far behind")
-        chunk = stream.chunk(self.index)
-        if chunk is not None:
-            self.index += 1
-            self.position += len(chunk)
-            stream.advanced()
-            return chunk
-        if stream.error is not None:
-            raise FetchFailed(str(stream.error)) from stream.error
-        return None
+        """The next chunk (Stream.take)."""
+        return self.stream.take(self)
 
     async def head(self) -> Head:
         """Wait for the response head. Raises FetchFailed if the fetch broke first."""
@@ -283,13 +271,11 @@ class Cursor:
         return self
 
     async def __anext__(self) -> bytes | memoryview:
-        while True:
-            chunk = self.take()
-            if chunk is not None:
-                return chunk
-            if self.stream.done:
-                raise StopAsyncIteration
+        while (chunk := self.take()) is None:
             await self.stream.changed()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     def close(self) -> None:
         if not self._closed:

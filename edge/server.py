@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from edge.app import EDGE_KEY
 from edge.cache import Entry
 from edge.http import RELAY_HEADER, Ask, Headers, Shape, XCache, key_of_target, local, shape
-from edge.inflight import Cursor, FetchFailed, Head, Stream, TooManyReaders
+from edge.inflight import Cursor, FetchFailed, Stream, TooManyReaders
 from edge.node import MAX_PURGE_BODY, Edge
 from reel import metrics
 from reel.http import CORS, PREFLIGHT
@@ -634,12 +634,37 @@ class FromFlight(Response):
         self.pump()
 
     def pump(self) -> None:
-        """Move what the stream has to the client: the head once it is in, then the bytes.
-        Called by the stream on every change and by the transport when it drains; idempotent."""
-        if self.cursor is None or self.conn.transport is None:
+        """Move what the stream has to the client: the head once it is in, then the bytes, as
+        far as the client takes them. Called by the stream on every change and by the transport
+        when it drains; idempotent."""
+        cursor, transport = self.cursor, self.conn.transport
+        if cursor is None or transport is None or not (self.head_sent or self._send_head(cursor.stream)):
             return
-        if self.head_sent or self._send_head(self.cursor.stream):
-            self._send_body(self.cursor)
+        start, end = self.span
+        stream = cursor.stream
+        while not self.conn.paused:
+            try:
+                chunk = stream.take(cursor)
+            except FetchFailed:
+                # The head is sent, so the status can't change: cut the connection so the client
+                # knows the body is incomplete (a chunked body would otherwise end cleanly).
+                self.conn.abort()
+                return
+            if chunk is None:
+                return  # the rest is not in yet
+            size = len(chunk)
+            lo, hi = max(start - self.position, 0), size if end is None else min(size, end - self.position)
+            self.position += size
+            if hi > lo:
+                piece = chunk if (lo == 0 and hi == size) else memoryview(chunk)[lo:hi]
+                if self.chunked:
+                    transport.writelines((b"%x\r\n" % (hi - lo), piece, b"\r\n"))
+                else:
+                    transport.write(piece)
+                self.sent += hi - lo
+            if not chunk or (end is not None and self.position >= end):
+                self._end()
+                return
 
     def expire(self) -> None:
         if not self.head_sent:
@@ -660,9 +685,15 @@ class FromFlight(Response):
                 self.send(local(502, "Bad Gateway", head=self.ask.method == "HEAD"))
             return False
         self.conn.disarm(Timer.WAIT)
-        self.x_cache = head.x_cache or self.x_cache
+        x_cache = self.x_cache = head.x_cache or self.x_cache
         if head.length is not None and self.ask.method == "GET" and self.ask.plain:
-            wire = self._shared_head(head)
+            # The common case, a thousand times over when a burst waits on one fetch: every
+            # plain GET of it with the same trailer gets the same bytes, built once.
+            trailer = self.conn.trailer(self.request)
+            wire = head.wire.get((x_cache, trailer))
+            if wire is None:
+                out = shape(self.ask, head, head.length, x_cache, head.age)
+                wire = head.wire[(x_cache, trailer)] = _head(out, trailer)
         else:
             out = shape(self.ask, head, head.length, self.x_cache, head.age)
             if out.body is not None or out.span is None:  # a 304, a 416, a HEAD: nothing to follow
@@ -675,17 +706,6 @@ class FromFlight(Response):
         self.head_sent = True
         return True
 
-    def _shared_head(self, head: Head) -> bytes:
-        """The common case, a thousand times over when a burst waits on one fetch: every plain
-        GET of it with the same trailer gets the same bytes, built once."""
-        assert self.x_cache is not None
-        trailer = self.conn.trailer(self.request)
-        wire = head.wire.get((self.x_cache, trailer))
-        if wire is None:
-            out = shape(self.ask, head, head.length, self.x_cache, head.age)
-            wire = head.wire[(self.x_cache, trailer)] = _head(out, trailer)
-        return wire
-
     def _own_head(self, out: Shape) -> bytes:
         """A head for this request alone (a range, a conditional, no length from upstream)."""
         assert out.span is not None
@@ -696,38 +716,6 @@ class FromFlight(Response):
             request.keep_alive = request.keep_alive and self.chunked
         framing = b"Transfer-Encoding: chunked\r\n" if self.chunked else b""
         return _head(out, framing + self.conn.trailer(request))
-
-    def _send_body(self, cursor: Cursor) -> None:
-        start, end = self.span
-        while not self.conn.paused:
-            try:
-                chunk = cursor.take()
-            except FetchFailed:
-                # The head is sent, so the status can't change: cut the connection so the client
-                # knows the body is incomplete (a chunked body would otherwise end cleanly).
-                self.conn.abort()
-                return
-            if chunk is None:
-                if cursor.finished:
-                    self._end()
-                return
-            size = len(chunk)
-            lo, hi = max(start - self.position, 0), size if end is None else min(size, end - self.position)
-            self.position += size
-            if hi > lo:
-                self._write(chunk if (lo == 0 and hi == size) else memoryview(chunk)[lo:hi])
-            if end is not None and self.position >= end:
-                self._end()
-                return
-
-    def _write(self, piece: bytes | memoryview) -> None:
-        transport = self.conn.transport
-        assert transport is not None
-        if self.chunked:
-            transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
-        else:
-            transport.write(piece)
-        self.sent += len(piece)
 
     def _end(self) -> None:
         if self.chunked and self.conn.transport is not None:
