@@ -158,6 +158,34 @@ async def test_workers_default_to_one_per_cpu_and_metrics_merge_by_meaning(start
         'reel_edge_requests_total{cache="HIT"}') >= 2 * cpus
 
 
+def running(pid: int) -> bool:
+    """Is `pid` a live process (not gone, not a zombie nobody reaped)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(start_edge, origin_url):
+    """A killed edge (kill -9, as in a failover drill) leaves no worker serving its port."""
+    edge = await start_edge("--origin", origin_url, "--workers", "2")
+    pids: set[int] = set()
+    for _ in range(200):
+        pids.add(json.loads((await edge.get("/healthz"))[2])["pid"])
+        if len(pids) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(pids) == 2
+    edge.proc.kill()
+    for _ in range(100):  # SIGTERM reaches them at once; they stop within their grace period
+        if not any(running(pid) for pid in pids):
+            break
+        await asyncio.sleep(0.1)
+    assert not any(running(pid) for pid in pids)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await edge.get("/healthz")
+
+
 def test_merged_metrics_add_counters_and_sizes_but_not_whether_an_upstream_is_up():
     def worker(up: int, hits: int, cached: int) -> str:
         return (
