@@ -613,12 +613,13 @@ class FromFlight(Response):
     """A follower of a fetch in progress: its head once it is in, then its bytes as they arrive,
     at the pace the client reads them. Raises TooManyReaders when the fetch has enough."""
 
-    __slots__ = ("ask", "cursor", "head_sent", "span", "position", "chunked")
+    __slots__ = ("ask", "plain", "cursor", "head_sent", "span", "position", "chunked")
 
     def __init__(self, conn: Connection, request: Request, x_cache: XCache, ask: Ask, stream: Stream,
                  sibling: bool) -> None:
         super().__init__(conn, request, x_cache)
         self.ask = ask
+        self.plain = ask.method == "GET" and ask.plain  # decided now, not when a thousand wait
         # A sibling worker's request is served first: it has clients of its own waiting.
         self.cursor: Cursor | None = stream.cursor(self.pump, first=sibling)
         self.head_sent = False
@@ -684,12 +685,13 @@ class FromFlight(Response):
                 self.close()
                 self.send(local(502, "Bad Gateway", head=self.ask.method == "HEAD"))
             return False
-        self.conn.disarm(Timer.WAIT)
+        conn = self.conn
+        conn.disarm(Timer.WAIT)
         x_cache = self.x_cache = head.x_cache or self.x_cache
-        if head.length is not None and self.ask.method == "GET" and self.ask.plain:
+        if self.plain and head.length is not None:
             # The common case, a thousand times over when a burst waits on one fetch: every
             # plain GET of it with the same trailer gets the same bytes, built once.
-            trailer = self.conn.trailer(self.request)
+            trailer = conn.trailer(self.request)
             wire = head.wire.get((x_cache, trailer))
             if wire is None:
                 out = shape(self.ask, head, head.length, x_cache, head.age)
@@ -701,8 +703,8 @@ class FromFlight(Response):
                 self.send(out)
                 return False
             wire = self._own_head(out)
-        assert self.conn.transport is not None
-        self.conn.transport.write(wire)
+        assert conn.transport is not None
+        conn.transport.write(wire)
         self.head_sent = True
         return True
 
