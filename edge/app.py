@@ -26,7 +26,7 @@ from reel.http import CORS, PREFLIGHT, problem
 
 EDGE_KEY = web.AppKey("edge", Edge)
 SENT = web.RequestKey("sent", int)  # body bytes written, for the metrics
-RESULT = web.RequestKey("result", XCache)  # X-Cache when the fetch overrode it (a stale stand-in)
+RESULT = web.RequestKey("result", XCache)  # X-Cache when the fetch said otherwise (Head.x_cache_for)
 
 
 class Front:
@@ -76,7 +76,7 @@ class Front:
                 return await self._send(request, local(504, "Upstream Timeout", head=head_only), None)
             except FetchFailed:
                 return await self._send(request, local(502, "Bad Gateway", head=head_only), None)
-            request[RESULT] = head.x_cache or x_cache
+            request[RESULT] = head.x_cache_for(x_cache)
             out = shape(ask, head, head.length, request[RESULT], head.age)
             return await self._send(request, out, cursor)
         finally:

@@ -42,10 +42,10 @@ class Head(Stored):
     """Status and stored headers of an upstream response; `age` is its Age header.
 
     `x_cache` overrides every reader's X-Cache (STALE when a stale copy stands in for a failed
-    fetch).
+    fetch); `relayed` is what the key's owner worker said, when the fetch went through it.
     """
 
-    __slots__ = ("length", "age", "x_cache")
+    __slots__ = ("length", "age", "x_cache", "relayed")
 
     def __init__(
         self,
@@ -57,6 +57,17 @@ class Head(Stored):
     ) -> None:
         super().__init__(status, headers)
         self.length, self.age, self.x_cache = length, age, x_cache
+        self.relayed: XCache | None = None
+
+    def x_cache_for(self, asked: XCache) -> XCache:
+        """The X-Cache of a reader Edge.answer gave `asked`: STALE for all when a stale copy
+        stands in; for the reader that led a fetch through the key's owner worker, what the owner
+        said. So an edge says MISS once per origin fetch, whatever worker each client reached."""
+        if self.x_cache is not None:
+            return self.x_cache
+        if asked is XCache.MISS and self.relayed is not None:
+            return self.relayed
+        return asked
 
 
 class FetchFailed(Exception):

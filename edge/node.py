@@ -263,6 +263,8 @@ class Edge:
         settings, stream = self.settings, flight.stream
         head = Head(resp.status, select_headers(resp.headers), resp.content_length,
                     header_age(resp.headers.get("Age")))
+        if flight.upstream == settings.owner(flight.key):
+            head.relayed = XCache.__members__.get(resp.headers.get("X-Cache", ""))
         rules = (policy(resp.headers, settings.stale_while_revalidate, settings.stale_if_error)
                  if resp.status == 200 else NO_STORE)
         limit = settings.max_object_bytes

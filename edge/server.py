@@ -687,7 +687,7 @@ class FromFlight(Response):
             return False
         conn = self.conn
         conn.disarm(Timer.WAIT)
-        x_cache = self.x_cache = head.x_cache or self.x_cache
+        x_cache = self.x_cache = head.x_cache_for(self.x_cache)
         if self.plain and head.length is not None:
             # The common case, a thousand times over when a burst waits on one fetch: every
             # plain GET of it with the same trailer gets the same bytes, built once.
