@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from edge.cache import Entry
-from edge.http import Ask, Shape, key_of_target, local, shape
-from edge.inflight import FetchFailed, Reader, TooManyReaders
+from edge.http import Ask, Shape, XCache, key_of_target, local, shape
+from edge.inflight import Cursor, FetchFailed, TooManyReaders
 from edge.node import MAX_PURGE_BODY, RELAY_HEADER, Edge, Settings
 from reel import metrics
 from reel.http import CORS, PREFLIGHT, problem
 
 EDGE_KEY = web.AppKey("edge", Edge)
 SENT = web.RequestKey("sent", int)  # body bytes written, for the metrics
-RESULT = web.RequestKey("result", str)  # X-Cache when the fetch overrode it (a stale stand-in)
+RESULT = web.RequestKey("result", XCache)  # X-Cache when the fetch said otherwise (Head.x_cache_for)
 
 
 class Front:
@@ -46,45 +46,44 @@ class Front:
                   headers.get("If-None-Match"), headers.get("If-Modified-Since"),
                   request.query.get("CMCD") or headers.get("CMCD-Request"))
         started = time.perf_counter()
-        x_cache = "MISS"
+        x_cache, source = self.edge.answer(ask)
         try:
+            if isinstance(source, Entry):
+                out = shape(ask, source, len(source.body), x_cache, int(source.age(time.monotonic())))
+                return await self._send(request, out, source)
             try:
-                x_cache, source = self.edge.answer(ask)
+                cursor = source.cursor()
             except TooManyReaders:
+                request[RESULT] = XCache.MISS
                 return await self._send(request, local(503, "Too Many Waiters", head=head_only,
                                                        extra=[("Retry-After", "1")]), None)
-            if isinstance(source, Entry):
-                now = time.monotonic()
-                out = shape(ask, source.status, source.headers, len(source.body), source.etag,
-                            source.modified, x_cache, int(source.age(now)))
-                return await self._send(request, out, source)
-            return await self._follow(request, ask, x_cache, source)
+            return await self._follow(request, ask, x_cache, cursor)
         finally:
             self.edge.stats.served(request.get(RESULT, x_cache), time.perf_counter() - started,
                                    request.get(SENT, 0))
 
     async def _follow(
-        self, request: web.Request, ask: Ask, x_cache: str, reader: Reader
+        self, request: web.Request, ask: Ask, x_cache: XCache, cursor: Cursor
     ) -> web.StreamResponse:
         """Answer from a fetch in progress as its bytes arrive."""
         head_only = ask.method == "HEAD"
         try:
             try:
                 async with asyncio.timeout(self.edge.settings.waiter_timeout):
-                    head = await reader.head()
+                    head = await cursor.head()
             except TimeoutError:
+                self.edge.stats.timeouts["wait"] += 1
                 return await self._send(request, local(504, "Upstream Timeout", head=head_only), None)
             except FetchFailed:
                 return await self._send(request, local(502, "Bad Gateway", head=head_only), None)
-            request[RESULT] = head.x_cache or x_cache
-            out = shape(ask, head.status, head.headers, head.length, head.etag, head.modified,
-                        request[RESULT], head.age)
-            return await self._send(request, out, reader)
+            request[RESULT] = head.x_cache_for(x_cache)
+            out = shape(ask, head, head.length, request[RESULT], head.age)
+            return await self._send(request, out, cursor)
         finally:
-            reader.close()
+            cursor.close()
 
     async def _send(
-        self, request: web.Request, out: Shape, source: Entry | Reader | None
+        self, request: web.Request, out: Shape, source: Entry | Cursor | None
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=out.status, headers=out.headers)
         if out.length is not None and out.status != 304:
@@ -148,10 +147,10 @@ class Front:
         return web.json_response({"purged": purged})
 
 
-async def _slices(reader: Reader, start: int, end: int | None) -> AsyncIterator[bytes | memoryview]:
+async def _slices(cursor: Cursor, start: int, end: int | None) -> AsyncIterator[bytes | memoryview]:
     """The bytes [start, end) of a fetch in progress, as they arrive."""
     position = 0
-    async for chunk in reader:
+    async for chunk in cursor:
         chunk_end = position + len(chunk)
         if chunk_end > start and (end is None or position < end):
             view = memoryview(chunk)
@@ -174,7 +173,7 @@ async def _defaults(request: web.BaseRequest, response: web.StreamResponse) -> N
     """CORS on everything, and X-Cache/Age even on answers the edge makes itself."""
     for name, value in CORS.items():
         response.headers.setdefault(name, value)
-    response.headers.setdefault("X-Cache", "MISS")
+    response.headers.setdefault("X-Cache", XCache.MISS)
     response.headers.setdefault("Age", "0")
 
 

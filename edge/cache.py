@@ -4,11 +4,11 @@ HTTP freshness."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-import cachetools
-
+from edge.http import Stored
 from reel.http import parse_http_date
 
 # Response headers worth keeping; the rest (Date, Server, Connection, CORS) the edge makes itself.
@@ -98,17 +98,14 @@ def policy(
     return NO_STORE
 
 
-class Entry:
+class Entry(Stored):
     """One stored response. Times are time.monotonic() seconds.
 
-    `wire` and `memo` are for the front and the prefetcher to keep what they derive from the
-    entry (serialized headers, a playlist's segment list), so they do it once per entry.
+    `memo` is for the prefetcher to keep what it derives from the entry (a playlist's segment
+    list), so it does it once per entry.
     """
 
-    __slots__ = (
-        "status", "headers", "body", "stored_at", "policy", "initial_age", "size",
-        "etag", "modified", "prefetched", "wire", "memo", "next_prefetch",
-    )
+    __slots__ = ("body", "stored_at", "policy", "initial_age", "size", "prefetched", "memo", "next_prefetch")
 
     def __init__(
         self,
@@ -119,21 +116,13 @@ class Entry:
         policy: Policy,
         initial_age: float = 0.0,  # the upstream's Age when we stored it (a shield's copy ages too)
     ) -> None:
-        self.status, self.headers, self.body = status, headers, body
+        super().__init__(status, headers)
+        self.body = body
         self.stored_at, self.policy, self.initial_age = stored_at, policy, initial_age
         self.size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers) + ENTRY_OVERHEAD
-        self.etag = self.header("ETag")
-        self.modified = parse_http_date(self.header("Last-Modified"))
         self.prefetched = False  # brought in by a prefetch and not yet asked for
-        self.wire: bytes | None = None
         self.memo: object = None
         self.next_prefetch = 0.0
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
     def age(self, now: float) -> float:
         return self.initial_age + max(0.0, now - self.stored_at)
@@ -153,8 +142,8 @@ class Entry:
         out = {}
         if self.etag:
             out["If-None-Match"] = self.etag
-        if self.header("Last-Modified"):
-            out["If-Modified-Since"] = self.header("Last-Modified") or ""
+        if modified := self.header("Last-Modified"):
+            out["If-Modified-Since"] = modified
         return out
 
     def revalidated(self, headers: Mapping[str, str], swr: float, sie: float, now: float) -> Entry:
@@ -236,32 +225,9 @@ class Frequency:
         return count + self._in_door(low, high, 8 * self._width - 1)
 
 
-class _ByteLRU(cachetools.LRUCache):
-    """cachetools' LRU sized in bytes (each entry weighs its `size`), reporting evictions."""
-
-    def __init__(self, max_bytes: int, on_evict: Callable[[str, Entry], None] | None) -> None:
-        super().__init__(maxsize=max_bytes, getsizeof=lambda entry: entry.size)
-        self._on_evict = on_evict
-        # cachetools keeps the recency order in LRUCache.__order, oldest first; coldest() reads
-        # it (never writes it) to see what an insertion would push out.
-        self._order: Mapping[str, None] = self._LRUCache__order  # type: ignore[attr-defined]
-
-    def coldest(self) -> Iterator[tuple[str, Entry]]:
-        """Entries from the least recently used on (the order cachetools evicts in), read
-        without marking them used."""
-        for key in self._order:
-            yield key, cachetools.Cache.__getitem__(self, key)
-
-    def popitem(self) -> tuple[str, Entry]:
-        key, entry = super().popitem()
-        if self._on_evict is not None:
-            self._on_evict(key, entry)
-        return key, entry
-
-
 class Cache:
-    """Whole responses by key, never over `max_bytes` in total: cachetools' LRU, sized in bytes,
-    behind TinyLFU admission.
+    """Whole responses by key, never over `max_bytes` in total: an LRU sized in bytes, behind
+    TinyLFU admission. The recency order is ours: an OrderedDict, least recently used first.
 
     Every request is counted (`seen`). While there is room anything is kept. Once the cache is
     full, a new object would push out the least recently used entries that free its room, and it
@@ -280,7 +246,9 @@ class Cache:
     ) -> None:
         self.max_bytes = max_bytes
         self.max_object_bytes = max_object_bytes if max_object_bytes is not None else max_bytes
-        self._lru = _ByteLRU(max_bytes, on_evict)
+        self.bytes = 0  # the sum of the entries' sizes
+        self._entries: OrderedDict[str, Entry] = OrderedDict()  # least recently used first
+        self._on_evict = on_evict
         self._frequency = Frequency(max_bytes // (16 * 1024))
 
     def seen(self, key: str) -> None:
@@ -289,7 +257,14 @@ class Cache:
 
     def get(self, key: str) -> Entry | None:
         """The entry for `key`, fresh or not (the caller decides); marks it recently used."""
-        return self._lru.get(key)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def peek(self, key: str) -> Entry | None:
+        """The entry for `key`, leaving the recency order as it is."""
+        return self._entries.get(key)
 
     def put(self, key: str, entry: Entry, admit: bool = False) -> bool:
         """Store `entry` if it fits and wins admission (`admit`: no contest, e.g. a prefetch the
@@ -297,10 +272,16 @@ class Cache:
         self.pop(key)
         if len(entry.body) > self.max_object_bytes or entry.size > self.max_bytes:
             return False
-        room = self._lru.currsize + entry.size - self.max_bytes  # bytes to free first
+        room = self.bytes + entry.size - self.max_bytes  # bytes to free first
         if room > 0 and not admit and not self._worth_more(key, entry.size, room):
             return False
-        self._lru[key] = entry  # cachetools evicts from the least recently used end
+        while self.bytes + entry.size > self.max_bytes:
+            victim, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+            if self._on_evict is not None:
+                self._on_evict(victim, evicted)
+        self._entries[key] = entry
+        self.bytes += entry.size
         return True
 
     def _worth_more(self, key: str, size: int, room: int) -> bool:
@@ -311,7 +292,7 @@ class Cache:
         if worth == 0:
             return False
         against = 0
-        for victim, entry in self._lru.coldest():
+        for victim, entry in self._entries.items():  # least recently used first, order untouched
             against += estimate(victim) * entry.size
             if against >= worth:
                 return False
@@ -321,23 +302,22 @@ class Cache:
         return False
 
     def pop(self, key: str) -> Entry | None:
-        return self._lru.pop(key, None)
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
+        return entry
 
     def purge(self, keys: set[str], prefixes: tuple[str, ...]) -> set[str]:
         """Drop `keys` and every key starting with one of `prefixes`; the keys dropped."""
-        gone = {key for key in keys if key in self._lru}
+        gone = {key for key in keys if key in self._entries}
         if prefixes:
-            gone.update(key for key in list(self._lru) if key.startswith(prefixes))
+            gone.update(key for key in self._entries if key.startswith(prefixes))
         for key in gone:
             self.pop(key)
         return gone
 
     def __contains__(self, key: str) -> bool:
-        return key in self._lru
+        return key in self._entries
 
     def __len__(self) -> int:
-        return len(self._lru)
-
-    @property
-    def bytes(self) -> int:
-        return int(self._lru.currsize)
+        return len(self._entries)

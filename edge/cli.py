@@ -19,7 +19,7 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--cache-mb", default=256, type=int, help="cache size in MiB (per worker)")
     flags.flag("--shield", default=None, help="regional shield edge URL (the origins stay as fallback)")
     flags.flag("--purge-token", default=None, help="bearer token POST /purge requires (none: purge is off)")
-    flags.flag("--workers", default=1, type=int,
+    flags.flag("--workers", default=0, type=int,
                help="processes sharing the port (SO_REUSEPORT), each with its own cache; 0: one per CPU")
     flags.flag("--prefetch", default=3, type=int, help="media segments fetched ahead of a viewer (0: off)")
     flags.flag("--stale-while-revalidate", default=2.0, type=float,

@@ -9,7 +9,9 @@ the status, headers and byte span a request gets.
 
 from __future__ import annotations
 
+import functools
 import re
+from enum import StrEnum
 from urllib.parse import unquote, urljoin
 
 from reel.http import (
@@ -17,6 +19,7 @@ from reel.http import (
     Unsatisfiable,
     if_range_applies,
     not_modified_by,
+    parse_http_date,
     parse_range,
     problem_body,
     raw_target_safe,
@@ -36,6 +39,36 @@ PROBLEM_HEADERS = (("Content-Type", "application/problem+json"), ("Cache-Control
 Headers = list[tuple[str, str]]
 
 
+class XCache(StrEnum):
+    """Where an edge response came from; every response says it (DESIGN.md)."""
+
+    HIT = "HIT"  # a fresh cached copy
+    MISS = "MISS"  # the request that started the upstream fetch, or an answer the edge made itself
+    COALESCED = "COALESCED"  # a follower of a fetch another request started
+    STALE = "STALE"  # an expired copy: refreshing behind it, or standing in for a failing upstream
+
+
+class Stored:
+    """A response as the edge keeps it, cached (`Entry`) or arriving (`Head`): the status, the
+    upstream headers worth keeping, and the validators they carry. `wire` is the front's memo of
+    the heads it serialized for it, shared by every request it answers."""
+
+    __slots__ = ("status", "headers", "etag", "modified", "wire")
+
+    def __init__(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
+        self.status, self.headers = status, headers
+        self.etag = self.header("ETag")
+        self.modified = parse_http_date(self.header("Last-Modified"))
+        self.wire: dict[object, bytes] = {}
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@functools.lru_cache(maxsize=4096)  # hot objects are asked for by the same few targets
 def key_of_target(target: str) -> str | None:
     """The object key ("vod/…") a raw request target names, or None when it cannot be one."""
     if not raw_target_safe(target, MAX_PATH):
@@ -115,8 +148,8 @@ class Shape:
 
 
 def local(
-    status: int, title: str, *, detail: str | None = None, head: bool = False, x_cache: str = "MISS",
-    age: int = 0, extra: Headers | None = None,
+    status: int, title: str, *, detail: str | None = None, head: bool = False,
+    x_cache: XCache = XCache.MISS, age: int = 0, extra: Headers | None = None,
 ) -> Shape:
     """A problem+json answer the edge makes itself (never cached), with the edge's headers."""
     body = problem_body(status, title, detail)
@@ -126,23 +159,14 @@ def local(
     return shape
 
 
-def shape(
-    ask: Ask,
-    status: int,
-    stored: tuple[tuple[str, str], ...],
-    length: int | None,
-    etag: str | None,
-    modified: int | None,
-    x_cache: str,
-    age: int,
-) -> Shape:
-    """How to answer `ask` from a response (status, stored headers, body length, validators):
-    304, 206 or 416 when the request asks for it, else the response as it is."""
+def shape(ask: Ask, stored: Stored, length: int | None, x_cache: XCache, age: int) -> Shape:
+    """How to answer `ask` from a response (its body `length` bytes, when known): 304, 206 or 416
+    when the request asks for it, else the response as it is."""
     tail = [*_CORS, ("X-Cache", x_cache), ("Age", str(age))]
-    body_span: tuple[int, int | None] | None = (0, None)
+    status, headers = stored.status, stored.headers
     if status == 200:
-        if not_modified_by(ask.if_none_match, ask.if_modified_since, etag, modified):
-            kept = [(k, v) for k, v in stored if k in NOT_MODIFIED_HEADERS]
+        if not_modified_by(ask.if_none_match, ask.if_modified_since, stored.etag, stored.modified):
+            kept = [(k, v) for k, v in headers if k in NOT_MODIFIED_HEADERS]
             return Shape(304, kept + tail, length=None)
         tail.append(("Accept-Ranges", "bytes"))
         # A range needs the size; an upstream that did not say it gets the whole object.
@@ -150,7 +174,7 @@ def shape(
             ask.range is not None
             and ask.method == "GET"
             and length is not None
-            and if_range_applies(ask.if_range, etag, modified)
+            and if_range_applies(ask.if_range, stored.etag, stored.modified)
         ):
             try:
                 span = parse_range(ask.range, length)
@@ -159,8 +183,5 @@ def shape(
                              extra=[("Content-Range", f"bytes */{length}")])
             if span is not None:
                 tail.append(("Content-Range", f"bytes {span[0]}-{span[1] - 1}/{length}"))
-                return Shape(206, [*stored, *tail], span if ask.method == "GET" else None,
-                             length=span[1] - span[0])
-    if ask.method == "HEAD":
-        body_span = None
-    return Shape(status, [*stored, *tail], body_span, length=length)
+                return Shape(206, [*headers, *tail], span, length=span[1] - span[0])
+    return Shape(status, [*headers, *tail], None if ask.method == "HEAD" else (0, None), length=length)

@@ -1,37 +1,51 @@
 """Request coalescing: one upstream fetch per key, its bytes streamed to everyone waiting on it.
 
-Like Pingora's cache lock. The first request for a missing key leads: the edge starts one fetch,
-in a task of its own so no client disconnect can cancel it. Later requests for the same key attach
-as readers of the same `InFlight`. The fetch appends chunks as they arrive and every change wakes
-the readers: an awaiting reader through an event, a subscribed one through its callback, called
-at once (the fast front writes to its socket right there, so a thousand waiters get their first
-byte within a few milliseconds of the leader). Nobody polls.
+Two pieces, as in Pingora's cache lock. `Flights` decides who fetches: the first request for a
+missing key leads (the edge starts one `Flight`, in a task of its own so no client disconnect can
+cancel it), later requests for the same key follow it; a flight ends with a named `FetchEnd`.
+A `Stream` buffers the response the fetch brings: its `Head`, then chunks as they arrive, read by
+any number of `Cursor`s. Every change wakes the cursors: an awaiting one through an event, a
+subscribed one through its callback, called at once (the fast front writes to its socket right
+there, so a thousand waiters get their first byte within a few milliseconds of the leader).
+Nobody polls.
 
-An InFlight normally keeps every chunk (the object is going into the cache, and a late joiner
-starts from byte 0); they are joined into one buffer for the cache once the body is complete, not
-before: a buffer allocated up front costs its page faults before the waiters get their first
-byte. An object too big to cache is not kept: chunks every reader
-has had are dropped, and the fetch goes at the pace of its fastest reader. A reader more than
-`window` bytes behind the others is cut off (one slow client never slows the rest or makes the
-edge buffer without bound); the fetch stops when its last reader leaves.
+A stream normally keeps every chunk (the object is going into the cache, and a late joiner starts
+from byte 0); they are joined into one buffer for the cache once the body is complete, not before:
+a buffer allocated up front costs its page faults before the waiters get their first byte. An
+object too big to cache is not kept: chunks every cursor has had are dropped, and the fetch goes
+at the pace of its fastest reader. A cursor more than `window` bytes behind the others is cut off
+(one slow client never slows the rest or makes the edge buffer without bound); the fetch stops
+when its last reader leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from enum import Enum
 
-from reel.http import parse_http_date
+from edge.http import Stored, XCache
 
 
-class Head:
+class FetchEnd(Enum):
+    """How an upstream fetch ended (Pingora's LockStatus, for the edge's fetches)."""
+
+    WAITING = "waiting"  # not yet: the fetch is running
+    DONE = "done"  # the upstream answered and its whole body is in (or a 304 refreshed our copy)
+    TRANSIENT_ERROR = "transient_error"  # no usable answer: 502 or a stale stand-in, or a broken body
+    GIVE_UP = "give_up"  # every reader left a fetch not kept for the cache: no point going on
+    DANGLING = "dangling"  # ended with nobody finishing it: the edge shut down, or a bug of ours
+    TIMEOUT = "timeout"  # no upstream answered in time: 504, or a stale stand-in
+
+
+class Head(Stored):
     """Status and stored headers of an upstream response; `age` is its Age header.
 
     `x_cache` overrides every reader's X-Cache (STALE when a stale copy stands in for a failed
-    fetch); `wire` is the front's memo of serialized headers, shared by every reader.
+    fetch); `relayed` is what the key's owner worker said, when the fetch went through it.
     """
 
-    __slots__ = ("status", "headers", "length", "age", "x_cache", "etag", "modified", "wire")
+    __slots__ = ("length", "age", "x_cache", "relayed")
 
     def __init__(
         self,
@@ -39,19 +53,21 @@ class Head:
         headers: tuple[tuple[str, str], ...],
         length: int | None = None,  # Content-Length, when the upstream said
         age: int = 0,
-        x_cache: str | None = None,
+        x_cache: XCache | None = None,
     ) -> None:
-        self.status, self.headers, self.length, self.age = status, headers, length, age
-        self.x_cache = x_cache
-        self.etag = self.header("ETag")
-        self.modified = parse_http_date(self.header("Last-Modified"))
-        self.wire: dict[object, bytes] = {}
+        super().__init__(status, headers)
+        self.length, self.age, self.x_cache = length, age, x_cache
+        self.relayed: XCache | None = None
 
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+    def x_cache_for(self, asked: XCache) -> XCache:
+        """The X-Cache of a reader Edge.answer gave `asked`: STALE for all when a stale copy
+        stands in; for the reader that led a fetch through the key's owner worker, what the owner
+        said. So an edge says MISS once per origin fetch, whatever worker each client reached."""
+        if self.x_cache is not None:
+            return self.x_cache
+        if asked is XCache.MISS and self.relayed is not None:
+            return self.relayed
+        return asked
 
 
 class FetchFailed(Exception):
@@ -66,8 +82,8 @@ class Abandoned(Exception):
     """Every reader left a fetch that is not being kept for the cache: no point going on."""
 
 
-class InFlight:
-    """One fetch in progress: a head, a growing list of chunks, and the readers following it."""
+class Stream:
+    """One response arriving: a head, a growing list of chunks, and the cursors reading them."""
 
     def __init__(self, key: str, max_readers: int = 10_000, window: int = 1 << 20) -> None:
         self.key = key
@@ -75,16 +91,14 @@ class InFlight:
         self.done = False
         self.error: BaseException | None = None
         self.retaining = True
-        self.cacheable = True  # False once purged: the old fetch must not be cached
-        self.prefetch = False  # started by the prefetcher, not by a client
         self.size = 0  # bytes appended so far
         self._max_readers = max_readers
         self._window = window
         self._chunks: list[bytes | memoryview] = []
         self._dropped = 0  # chunks released from the front (only when not retaining)
         self._buffered = 0  # bytes currently held in _chunks
-        self._readers: set[Reader] = set()
-        self._subscribers: dict[Reader, Callable[[], None]] = {}
+        self._cursors: set[Cursor] = set()
+        self._subscribers: dict[Cursor, Callable[[], None]] = {}
         # Swapped for a fresh Event on every notify: a waiter awaits the one current when it
         # found nothing to do, and is woken by the next change. No polling, no lost wake-ups.
         self._changed = asyncio.Event()
@@ -92,27 +106,27 @@ class InFlight:
 
     @property
     def joinable(self) -> bool:
-        # A streamed-through fetch can take a new reader only while it still has byte 0.
+        # A streamed-through response can take a new reader only while it still has byte 0.
         return not self.done and self.error is None and self._dropped == 0
 
     @property
     def readers(self) -> int:
-        return len(self._readers)
+        return len(self._cursors)
 
-    def reader(self, on_change: Callable[[], None] | None = None, first: bool = False) -> Reader:
-        """A new reader from byte 0; `on_change` (if given) is called on every change instead of
+    def cursor(self, on_change: Callable[[], None] | None = None, first: bool = False) -> Cursor:
+        """A new cursor from byte 0; `on_change` (if given) is called on every change instead of
         waking an await, before the others' if `first`. Raises TooManyReaders when the waiting
         list is full."""
-        if len(self._readers) >= self._max_readers:
+        if len(self._cursors) >= self._max_readers:
             raise TooManyReaders(self.key)
-        reader = Reader(self, self._dropped)
-        self._readers.add(reader)
+        cursor = Cursor(self, self._dropped)
+        self._cursors.add(cursor)
         if on_change is not None:
             if first:
-                self._subscribers = {reader: on_change, **self._subscribers}
+                self._subscribers = {cursor: on_change, **self._subscribers}
             else:
-                self._subscribers[reader] = on_change
-        return reader
+                self._subscribers[cursor] = on_change
+        return cursor
 
     # -- the fetch's side ---------------------------------------------------------------------
 
@@ -127,7 +141,7 @@ class InFlight:
         """Add a chunk; when not retaining, pace the fetch to its fastest reader."""
         if not chunk:
             return
-        if not self.retaining and not self._readers:
+        if not self.retaining and not self._cursors:
             raise Abandoned(self.key)
         size = len(chunk)
         self._chunks.append(chunk)
@@ -135,12 +149,12 @@ class InFlight:
         self._buffered += size
         self._notify()
         while not self.retaining and self._buffered > self._window:
-            if not self._readers:
+            if not self._cursors:
                 raise Abandoned(self.key)
-            behind = [r for r in self._readers if self.size - r.position > self._window]
-            if len(behind) < len(self._readers):
-                for reader in behind:
-                    reader.cut()
+            behind = [c for c in self._cursors if self.size - c.position > self._window]
+            if len(behind) < len(self._cursors):
+                for cursor in behind:
+                    self._cut(cursor)
                 self._trim()
             else:
                 await self._drained.wait()
@@ -172,12 +186,50 @@ class InFlight:
         self._notify()
 
     def body(self) -> bytes:
-        """The whole body of a finished, retained fetch, in one buffer."""
+        """The whole body of a finished, retained response, in one buffer."""
         if not (self.done and self.retaining):
-            raise RuntimeError("body of an unfinished or unretained fetch")
+            raise RuntimeError("body of an unfinished or unretained response")
         return b"".join(self._chunks)
 
+    # -- the cursors' side --------------------------------------------------------------------
+
+    def take(self, cursor: Cursor) -> bytes | memoryview | None:
+        """The chunk at `cursor`'s place, moving it past it; b"" past the end of a complete
+        response, None when that chunk is not in yet. Chunks every cursor has had go, unless
+        they are kept. Raises FetchFailed when the fetch broke or left this cursor behind."""
+        position = cursor.index - self._dropped
+        if position >= len(self._chunks) or cursor.cut_off:
+            if cursor.cut_off:
+                raise FetchFailed(f"{self.key}: reader fell too far behind")
+            if self.error is not None:
+                raise FetchFailed(str(self.error)) from self.error
+            return b"" if self.done else None
+        chunk = self._chunks[position]
+        cursor.index += 1
+        cursor.position += len(chunk)
+        if not self.retaining:
+            self._trim()
+        return chunk
+
+    async def changed(self) -> None:
+        """Wait for the next change (a head, a chunk, the end, a failure)."""
+        await self._changed.wait()
+
+    def release(self, cursor: Cursor) -> None:
+        self._cursors.discard(cursor)
+        self._subscribers.pop(cursor, None)
+        if not self.retaining:
+            self._trim()
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _cut(self, cursor: Cursor) -> None:
+        """Drop `cursor` for being too slow; its next take() raises FetchFailed."""
+        cursor.cut_off = True
+        callback = self._subscribers.pop(cursor, None)
+        self._cursors.discard(cursor)
+        if callback is not None:
+            callback()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -187,15 +239,9 @@ class InFlight:
         for callback in tuple(self._subscribers.values()):
             callback()
 
-    def _release(self, reader: Reader) -> None:
-        self._readers.discard(reader)
-        self._subscribers.pop(reader, None)
-        if not self.retaining:
-            self._trim()
-
     def _trim(self) -> None:
         end = self._dropped + len(self._chunks)
-        low = min((r.index for r in self._readers), default=end)
+        low = min((c.index for c in self._cursors), default=end)
         drop = low - self._dropped
         if drop <= 0:
             return
@@ -207,100 +253,86 @@ class InFlight:
             self._drained = asyncio.Event()
 
 
-class Reader:
-    """One request's cursor over an InFlight. Always close() it (a finally block)."""
+class Cursor:
+    """One request's place in a Stream. Always close() it (a finally block)."""
 
-    __slots__ = ("_flight", "index", "position", "_closed", "_cut")
+    __slots__ = ("stream", "index", "position", "cut_off", "_closed")
 
-    def __init__(self, flight: InFlight, index: int) -> None:
-        self._flight = flight
+    def __init__(self, stream: Stream, index: int) -> None:
+        self.stream = stream
         self.index = index  # absolute number of the next chunk to read
         self.position = 0  # bytes read so far
+        self.cut_off = False  # dropped for falling too far behind
         self._closed = False
-        self._cut = False
-
-    @property
-    def flight(self) -> InFlight:
-        return self._flight
-
-    @property
-    def finished(self) -> bool:
-        """Every byte of a completed fetch has been taken."""
-        flight = self._flight
-        return flight.done and self.index - flight._dropped >= len(flight._chunks)
 
     def take(self) -> bytes | memoryview | None:
-        """The next chunk if one is there, else None (see `finished`). Raises FetchFailed."""
-        flight = self._flight
-        if self._cut:
-            raise FetchFailed(f"{flight.key}: reader fell too far behind")
-        position = self.index - flight._dropped
-        if position < len(flight._chunks):
-            chunk = flight._chunks[position]
-            self.index += 1
-            self.position += len(chunk)
-            if not flight.retaining:
-                flight._trim()
-            return chunk
-        if flight.error is not None:
-            raise FetchFailed(str(flight.error)) from flight.error
-        return None
+        """The next chunk (Stream.take)."""
+        return self.stream.take(self)
 
     async def head(self) -> Head:
         """Wait for the response head. Raises FetchFailed if the fetch broke first."""
-        flight = self._flight
-        while flight.head is None:
-            if flight.error is not None:
-                raise FetchFailed(str(flight.error)) from flight.error
-            await flight._changed.wait()
-        return flight.head
+        stream = self.stream
+        while stream.head is None:
+            if stream.error is not None:
+                raise FetchFailed(str(stream.error)) from stream.error
+            await stream.changed()
+        return stream.head
 
-    def __aiter__(self) -> Reader:
+    def __aiter__(self) -> Cursor:
         return self
 
     async def __anext__(self) -> bytes | memoryview:
-        while True:
-            chunk = self.take()
-            if chunk is not None:
-                return chunk
-            if self._flight.done:
-                raise StopAsyncIteration
-            await self._flight._changed.wait()
-
-    def cut(self) -> None:
-        """Drop this reader for being too slow; its next take() raises FetchFailed."""
-        self._cut = True
-        callback = self._flight._subscribers.get(self)
-        self._flight._readers.discard(self)
-        self._flight._subscribers.pop(self, None)
-        if callback is not None:
-            callback()
+        while (chunk := self.take()) is None:
+            await self.stream.changed()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._flight._release(self)
+            self.stream.release(self)
+
+
+class Flight:
+    """One key's upstream fetch: who it is for, where it went, how it ended, and its Stream."""
+
+    __slots__ = ("key", "stream", "outcome", "cacheable", "prefetch", "upstream")
+
+    def __init__(self, key: str, stream: Stream, prefetch: bool) -> None:
+        self.key, self.stream = key, stream
+        self.outcome = FetchEnd.WAITING
+        self.cacheable = True  # False once purged: the fetch must not be cached
+        self.prefetch = prefetch  # started by the prefetcher, and no viewer has joined it yet
+        self.upstream = "-"  # the URL that answered, once one did
+
+    def end(self, outcome: FetchEnd, error: BaseException | None = None) -> None:
+        """The fetch is over; a stream not complete by now fails with `error`."""
+        self.outcome = outcome
+        if not self.stream.done and self.stream.error is None:
+            self.stream.fail(error or FetchFailed(f"{self.key}: {outcome.value}"))
 
 
 class Flights:
-    """The fetches in progress, by key: join one, or lead a new one."""
+    """The fetches in progress, by key: who leads (fetches) and who follows (reads)."""
 
     def __init__(self, max_readers: int = 10_000, window: int = 1 << 20) -> None:
         self._max_readers = max_readers
         self._window = window
-        self._table: dict[str, InFlight] = {}
+        self._table: dict[str, Flight] = {}
 
-    def get(self, key: str) -> InFlight | None:
+    def get(self, key: str) -> Flight | None:
+        """The fetch of `key` a new request may follow, if any."""
         flight = self._table.get(key)
-        return flight if flight is not None and flight.joinable else None
+        return flight if flight is not None and flight.stream.joinable else None
 
-    def lead(self, key: str) -> InFlight:
+    def lead(self, key: str, prefetch: bool = False) -> Flight:
         """A new flight for `key`; the caller must start its fetch."""
-        flight = InFlight(key, self._max_readers, self._window)
+        flight = Flight(key, Stream(key, self._max_readers, self._window), prefetch)
         self._table[key] = flight
         return flight
 
-    def forget(self, flight: InFlight) -> None:
+    def forget(self, flight: Flight) -> None:
         if self._table.get(flight.key) is flight:
             del self._table[flight.key]
 
@@ -319,4 +351,4 @@ class Flights:
 
     @property
     def readers(self) -> int:
-        return sum(flight.readers for flight in self._table.values())
+        return sum(flight.stream.readers for flight in self._table.values())

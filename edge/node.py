@@ -2,7 +2,7 @@
 
 The fronts (app.py on aiohttp, server.py on its own protocol) turn requests into `Ask`s and call
 `Edge.answer`, which says where the answer comes from: a cached entry (HIT, or STALE while a
-refresh runs behind it), or a reader of the one fetch of that key (MISS for the request that
+refresh runs behind it), or the stream of the one fetch of that key (MISS for the request that
 started it, COALESCED for the rest). The fronts shape and send; everything else is here.
 """
 
@@ -16,16 +16,16 @@ import os
 import posixpath
 import time
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from edge.cache import NO_STORE, Cache, Entry, header_age, policy, select_headers
-from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, cmcd_nor, relative_key
-from edge.inflight import Abandoned, FetchFailed, Flights, Head, InFlight, Reader
+from edge.cache import NO_STORE, Cache, Entry, Policy, header_age, policy, select_headers
+from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache, cmcd_nor, relative_key
+from edge.inflight import Abandoned, FetchEnd, FetchFailed, Flight, Flights, Head, Stream
 from edge.stats import Stats, merge
 from edge.upstream import Upstream, UpstreamError
 from reel.http import problem_body
@@ -85,7 +85,7 @@ class Settings:
         return None if index == self.worker else self.workers[index]
 
 
-Source = Entry | Reader
+Source = Entry | Stream
 
 
 class Edge:
@@ -133,14 +133,12 @@ class Edge:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- answering ------------------------------------------------------------------------------
+    # -- answering: who serves a request, and who fetches -----------------------------------------
 
-    def answer(
-        self, ask: Ask, on_change: Callable[[], None] | None = None, sibling: bool = False
-    ) -> tuple[str, Source]:
-        """(X-Cache, source) for `ask`. A Reader must be closed by the caller; `on_change` makes
-        it a subscribed one, and a `sibling` worker's is served before clients (it has clients
-        of its own waiting). Raises TooManyReaders when the key's waiting list is full."""
+    def answer(self, ask: Ask) -> tuple[XCache, Source]:
+        """Where `ask`'s answer comes from: a cached entry (HIT; STALE while a refresh runs behind
+        it), or the stream of the one fetch of its key (MISS for the request that started it,
+        COALESCED for the rest), which the front reads through a Cursor of its own."""
         key = ask.key
         self.cache.seen(key)
         entry = self.cache.get(key)
@@ -156,27 +154,24 @@ class Edge:
                     entry.next_prefetch = now + 1.0
                 if ahead or ask.cmcd:
                     self._look_ahead(ask, ahead)
-                return "HIT", entry
+                return XCache.HIT, entry
             if entry.stale_while_revalidate(now):
                 if key not in self.flights:
                     self._lead(key, entry)  # the one background refresh
-                return "STALE", entry
+                return XCache.STALE, entry
         flight = self.flights.get(key)
         if flight is not None:
-            reader = flight.reader(on_change, first=sibling)
             if flight.prefetch:
                 flight.prefetch = False  # a viewer got here first: count it once
                 self.stats.prefetch_hits += 1
-            return "COALESCED", reader
+            return XCache.COALESCED, flight.stream
         flight = self._lead(key, entry)
-        reader = flight.reader(on_change, first=sibling)
         self._look_ahead(ask)
-        return "MISS", reader
+        return XCache.MISS, flight.stream
 
-    def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> InFlight:
-        flight = self.flights.lead(key)
-        flight.prefetch = prefetch
-        self._spawn(self._fetch(flight, stale, prefetch), f"fetch {key}")
+    def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> Flight:
+        flight = self.flights.lead(key, prefetch)
+        self._spawn(self._fetch(flight, stale), f"fetch {key}")
         return flight
 
     # -- prefetch -------------------------------------------------------------------------------
@@ -210,94 +205,115 @@ class Edge:
 
     # -- the one upstream fetch per key -------------------------------------------------------
 
-    async def _fetch(self, flight: InFlight, stale: Entry | None, prefetch: bool = False) -> None:
-        """Fetch `flight.key` upstream, feed its readers, and cache the result if we may.
-
-        With a `stale` entry this is a refresh: conditional, and the stale copy stands in when
-        the upstream fails (stale-if-error)."""
-        settings, key = self.settings, flight.key
-        origin, cached, asked = "-", False, time.perf_counter()
+    async def _fetch(self, flight: Flight, stale: Entry | None) -> None:
+        """Fetch `flight.key` upstream, feed its stream, cache the result if we may, and name
+        how it ended. With a `stale` entry this is a refresh: conditional, and the stale copy
+        stands in when the upstream fails (stale-if-error)."""
+        prefetch = flight.prefetch
         try:
-            try:
-                resp, origin = await self.upstream.open(
-                    "/" + key, stale.validators if stale else None, via=settings.owner(key)
-                )
-                self.stats.upstream_head(time.perf_counter() - asked)
-            except UpstreamError as exc:
-                if not self._stand_in(flight, stale):
-                    self._answer_locally(flight, 504 if exc.timed_out else 502, str(exc))
-                return
-            async with resp:
-                now = time.monotonic()
-                if resp.status == 304 and stale is not None:
-                    entry = stale.revalidated(
-                        resp.headers, settings.stale_while_revalidate, settings.stale_if_error, now
-                    )
-                    cached = flight.cacheable and self.cache.put(key, entry)
-                    flight.complete(Head(200, entry.headers, len(entry.body), int(entry.age(now))),
-                                    entry.body)
-                    return
-                if resp.status >= 500 and self._stand_in(flight, stale):
-                    return
-                head = Head(resp.status, select_headers(resp.headers), resp.content_length,
-                            header_age(resp.headers.get("Age")))
-                rules = (policy(resp.headers, settings.stale_while_revalidate, settings.stale_if_error)
-                         if resp.status == 200 else NO_STORE)
-                limit = settings.max_object_bytes
-                keep = (
-                    rules.store
-                    and (head.length is None or head.length <= limit)
-                    and (rules.ttl > head.age or bool(head.etag or head.modified))
-                )
-                flight.start(head, keep)
-                while chunk := await self.upstream.read(resp):
-                    await flight.append(chunk)
-                    if flight.retaining and flight.size > limit:
-                        flight.stop_retaining()
-            if head.length is not None and flight.size != head.length:
-                raise aiohttp.ClientPayloadError(f"{flight.size} of {head.length} bytes")
-            flight.finish()
-            # Same tick as finish() and forget(): a new request finds the flight or the entry.
-            if keep and flight.retaining and flight.cacheable:
-                entry = Entry(200, head.headers, flight.body(), time.monotonic(), rules, head.age)
-                entry.prefetched = flight.prefetch
-                # A prefetch is asked for next by the viewer it was made for: no contest for room.
-                cached = self.cache.put(key, entry, admit=prefetch)
+            flight.end(await self._fetch_into(flight, stale))
         except Abandoned:
-            flight.fail(FetchFailed("abandoned"))
+            flight.end(FetchEnd.GIVE_UP, FetchFailed("abandoned"))
         except asyncio.CancelledError:
-            flight.fail(FetchFailed("edge shutting down"))
+            flight.end(FetchEnd.DANGLING, FetchFailed("edge shutting down"))
             raise
         except (aiohttp.ClientError, TimeoutError, OSError, FetchFailed) as exc:
-            self.upstream.failed(origin)
-            log.warning("upstream body failed", extra=fields(key=key, upstream=origin, error=repr(exc)))
-            flight.fail(exc)
+            self.upstream.failed(flight.upstream)
+            log.warning("upstream body failed",
+                        extra=fields(key=flight.key, upstream=flight.upstream, error=repr(exc)))
+            flight.end(FetchEnd.TRANSIENT_ERROR, exc)
         except Exception as exc:  # never leave readers hanging on a bug
-            log.exception("fetch failed", extra=fields(key=key))
-            flight.fail(exc)
+            log.exception("fetch failed", extra=fields(key=flight.key))
+            flight.end(FetchEnd.DANGLING, exc)
         finally:
             self.flights.forget(flight)
             if prefetch:
                 self._prefetching -= 1
-            if stale is not None and not cached and self.cache.get(key) is stale and flight.done:
-                self.cache.pop(key)  # a newer answer that may not be kept replaces the old one
+            self.stats.fetch_ended(flight.outcome.value)
+            if stale is not None and flight.outcome is FetchEnd.DONE and self.cache.peek(flight.key) is stale:
+                self.cache.pop(flight.key)  # a newer answer that may not be kept replaces the old one
 
-    def _stand_in(self, flight: InFlight, stale: Entry | None) -> bool:
+    async def _fetch_into(self, flight: Flight, stale: Entry | None) -> FetchEnd:
+        asked = time.perf_counter()
+        try:
+            resp, flight.upstream = await self.upstream.open(
+                "/" + flight.key, stale.validators if stale else None, via=self.settings.owner(flight.key)
+            )
+        except UpstreamError as exc:
+            outcome = FetchEnd.TIMEOUT if exc.timed_out else FetchEnd.TRANSIENT_ERROR
+            if not self._stand_in(flight, stale):
+                self._answer_locally(flight, 504 if exc.timed_out else 502, str(exc))
+            return outcome
+        self.stats.upstream_head(time.perf_counter() - asked)
+        async with resp:
+            if resp.status == 304 and stale is not None:
+                self._revalidated(flight, stale, resp.headers)
+                return FetchEnd.DONE
+            if resp.status >= 500 and self._stand_in(flight, stale):
+                return FetchEnd.TRANSIENT_ERROR
+            head, rules = await self._stream_body(flight, resp)
+        # In one tick with _store and the flight's end: a new request finds the flight or the entry.
+        flight.stream.finish()
+        self._store(flight, head, rules)
+        return FetchEnd.DONE
+
+    async def _stream_body(self, flight: Flight, resp: aiohttp.ClientResponse) -> tuple[Head, Policy]:
+        """Pass the upstream's response to the flight's stream as it arrives; the head and the
+        rules it may be cached by once the stream is finished."""
+        settings, stream = self.settings, flight.stream
+        head = Head(resp.status, select_headers(resp.headers), resp.content_length,
+                    header_age(resp.headers.get("Age")))
+        if flight.upstream == settings.owner(flight.key):
+            head.relayed = XCache.__members__.get(resp.headers.get("X-Cache", ""))
+        rules = (policy(resp.headers, settings.stale_while_revalidate, settings.stale_if_error)
+                 if resp.status == 200 else NO_STORE)
+        limit = settings.max_object_bytes
+        keep = (
+            rules.store
+            and (head.length is None or head.length <= limit)
+            and (rules.ttl > head.age or bool(head.etag or head.modified))
+        )
+        stream.start(head, keep)
+        while chunk := await self.upstream.read(resp):
+            await stream.append(chunk)
+            if stream.retaining and stream.size > limit:
+                stream.stop_retaining()
+        if head.length is not None and stream.size != head.length:
+            raise aiohttp.ClientPayloadError(f"{stream.size} of {head.length} bytes")
+        return head, (rules if keep and stream.retaining else NO_STORE)
+
+    def _store(self, flight: Flight, head: Head, rules: Policy) -> None:
+        """Cache a complete response, if its rules and a purge allow."""
+        if not (rules.store and flight.cacheable):
+            return
+        entry = Entry(200, head.headers, flight.stream.body(), time.monotonic(), rules, head.age)
+        entry.prefetched = flight.prefetch
+        # A prefetch is asked for next by the viewer it was made for: no contest for room.
+        self.cache.put(flight.key, entry, admit=flight.prefetch)
+
+    def _revalidated(self, flight: Flight, stale: Entry, headers: Mapping[str, str]) -> None:
+        """A 304: the stale copy, fresh again, for every reader and the cache."""
+        settings, now = self.settings, time.monotonic()
+        entry = stale.revalidated(headers, settings.stale_while_revalidate, settings.stale_if_error, now)
+        if flight.cacheable:
+            self.cache.put(flight.key, entry)
+        flight.stream.complete(Head(200, entry.headers, len(entry.body), int(entry.age(now))), entry.body)
+
+    def _stand_in(self, flight: Flight, stale: Entry | None) -> bool:
         """stale-if-error: answer every reader with the stale copy, if it may still be used."""
         now = time.monotonic()
         if stale is None or not stale.stale_if_error(now):
             return False
-        head = Head(stale.status, stale.headers, len(stale.body), int(stale.age(now)), x_cache="STALE")
-        flight.complete(head, stale.body)
+        head = Head(stale.status, stale.headers, len(stale.body), int(stale.age(now)), x_cache=XCache.STALE)
+        flight.stream.complete(head, stale.body)
         log.warning("serving stale", extra=fields(key=flight.key))
         return True
 
     @staticmethod
-    def _answer_locally(flight: InFlight, status: int, detail: str) -> None:
+    def _answer_locally(flight: Flight, status: int, detail: str) -> None:
         """Every reader gets the same problem+json when no upstream answered."""
         body = problem_body(status, "Bad Gateway" if status == 502 else "Gateway Timeout")
-        head = Head(status, PROBLEM_HEADERS, len(body))
-        flight.complete(head, body)
+        flight.stream.complete(Head(status, PROBLEM_HEADERS, len(body)), body)
         log.warning("no upstream answered", extra=fields(key=flight.key, detail=detail))
 
     # -- purge, health, metrics -----------------------------------------------------------------

@@ -4,16 +4,20 @@ Why not aiohttp's server: a cache hit is a dictionary lookup and one socket writ
 spends several times that on each request (a request object, a handler task, a response object),
 which caps an edge process at about half of nginx's hot-object rate. And a fetch with a thousand
 waiters must reach every one of them within a few milliseconds of its first byte: here a waiter is
-not a task but a callback on the fetch (`InFlight`), which writes to its socket as bytes arrive.
+not a task but a callback on the fetch's stream, which writes to its socket as bytes arrive.
 
-So a hit is answered inside `data_received`, with no task and no await; a miss subscribes the
-connection to the fetch; /metrics and /purge, which may ask sibling workers, run in a task.
+Three parts. A `Connection` parses requests as they come, queues them (pipelining), answers them
+one at a time, in order, and applies flow control both ways. Each request's answer is a small
+object of its own, made when its turn comes and dropped once handed to the transport: `FromCache`
+(a cached entry, sent at once, inside `data_received`: no task, no await), `FromFlight` (follows
+a fetch in progress, subscribed to its stream) or `Local` (an answer the edge makes itself;
+`Routed` for /metrics and /purge, which may ask sibling workers and so run in a task).
 Everything a client can make the edge hold is bounded: the request head (`max_head`), a request
-body (only /purge has one), requests queued behind a response (pipelining), and the bytes queued
-for a slow reader (the transport's high-water mark; a response starts only once the previous one
-is below it). Timeouts, checked by one clock tick a second: a request head must arrive within
-`head_timeout`, an idle keep-alive connection goes after `keepalive_timeout`, a reader that takes
-nothing for `send_timeout` is dropped, and a waiter gets 504 after the edge's `waiter_timeout`.
+body (only /purge has one), requests queued behind a response (`MAX_PIPELINE`), and the bytes
+queued for a slow reader (the transport's high-water mark; a response starts only once the
+previous one is below it). A connection runs at most one `Timer` at a time, named for what it
+waits for (a request head, the next request on an idle keep-alive connection, an upstream's
+head for a waiter, a client that stopped reading), checked by one clock tick a second.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from enum import StrEnum
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs
 
 import httptools
@@ -38,8 +44,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from edge.app import EDGE_KEY
 from edge.cache import Entry
-from edge.http import RELAY_HEADER, Ask, Headers, Shape, key_of_target, local, shape
-from edge.inflight import FetchFailed, Reader, TooManyReaders
+from edge.http import RELAY_HEADER, Ask, Headers, Shape, XCache, key_of_target, local, shape
+from edge.inflight import Cursor, FetchFailed, Stream, TooManyReaders
 from edge.node import MAX_PURGE_BODY, Edge
 from reel import metrics
 from reel.http import CORS, PREFLIGHT
@@ -54,10 +60,11 @@ _WANTED = {b"range", b"if-range", b"if-none-match", b"if-modified-since", b"cmcd
 _NO_BODY = (204, 304)
 _RELAY = RELAY_HEADER.lower().encode()
 # What every answer the edge makes itself carries (DESIGN.md: X-Cache and Age on everything).
-_PLAIN = (*CORS.items(), ("X-Cache", "MISS"), ("Age", "0"))
+_PLAIN = (*CORS.items(), ("X-Cache", XCache.MISS), ("Age", "0"))
 SMALL = 16 * 1024  # bodies up to this go out in one write with their head (one syscall)
 MAX_PIPELINE = 32  # requests parsed ahead of the response being sent; past it we stop reading
 MAX_DISCARD = 64 * 1024  # body bytes tolerated (and dropped) on a GET or HEAD
+_ALLOW = "GET, HEAD, OPTIONS"
 
 
 class _Refuse(Exception):
@@ -69,16 +76,27 @@ class _Refuse(Exception):
 
 
 class Request:
+    """What the front keeps of one parsed request."""
+
     __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = True) -> None:
         self.method = ""
         self.target = ""
         self.headers: dict[bytes, str] = {}
         self.body: bytearray | None = None
-        self.keep_alive = True
+        self.keep_alive = keep_alive
         self.version = "1.1"
         self.started = 0.0
+
+
+class Timer(StrEnum):
+    """What a connection is waiting for, and so which of its clocks runs (one at a time)."""
+
+    HEAD = "head"  # the rest of a request head: head_timeout
+    IDLE = "idle"  # a next request on a kept-alive connection: keepalive_timeout
+    WAIT = "wait"  # an upstream's response head, for a waiter: the edge's waiter_timeout
+    SEND = "send"  # a client that stopped reading what is queued for it: send_timeout
 
 
 class Server:
@@ -94,8 +112,9 @@ class Server:
     ) -> None:
         self.edge, self.registry, self.access_log = edge, registry, access_log
         settings = edge.settings
-        self.max_head, self.head_timeout = settings.max_head, settings.head_timeout
-        self.keepalive_timeout, self.send_timeout = settings.keepalive_timeout, settings.send_timeout
+        self.max_head = settings.max_head
+        self.timeouts = {Timer.HEAD: settings.head_timeout, Timer.IDLE: settings.keepalive_timeout,
+                         Timer.WAIT: settings.waiter_timeout, Timer.SEND: settings.send_timeout}
         self.high_water = high_water
         self.connections: set[Connection] = set()
         self.date = b""
@@ -125,13 +144,13 @@ class Server:
                          self.date + b"Connection: keep-alive\r\n\r\n")
 
     async def tick_forever(self) -> None:
-        """Once a second: the Date header, and every connection's deadline."""
+        """Once a second: the Date header, and every connection's timer."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)
             self._clock()
             now = loop.time()
-            for conn in [c for c in self.connections if c.deadline and c.deadline < now]:
+            for conn in [c for c in self.connections if c.timer is not None and c.due < now]:
                 conn.expire()
 
     async def shutdown(self, grace: float = 5.0) -> None:
@@ -156,30 +175,48 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server, self.edge = server, server.edge
         self.transport: asyncio.Transport | None = None
-        self.deadline = 0.0  # loop time at which expire() is due; 0: none
+        self.timer: Timer | None = None  # what the connection waits for, if it has a limit
+        self.due = 0.0  # loop time at which `timer` runs out
         self.closing = False
+        self.paused = False  # the transport's buffer is over its high-water mark
+        self.response: Response | None = None  # the request being answered
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._parsing: Request | None = None
         self._head_bytes = 0
         self._queue: deque[Request | _Refuse] = deque()
-        self._current: Request | None = None  # the request being answered
-        self._paused = False  # the transport's buffer is over its high-water mark
         self._reading_paused = False
         self._broken = False  # the parser refused the stream: nothing more is read from it
         self._eof = False
         self._answering = False  # inside _next's loop
-        # The response in progress, when it comes from a fetch (or a task).
-        self._ask: Ask | None = None
-        self._x_cache = "MISS"
-        self._reader: Reader | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._head_sent = False
-        self._span: tuple[int, int | None] | None = None
-        self._position = 0  # bytes of the source passed so far
-        self._chunked = False
-        self._sent = 0
         self._after_drain: Callable[[], None] | None = None
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def arm(self, timer: Timer) -> None:
+        self.timer, self.due = timer, self._loop.time() + self.server.timeouts[timer]
+
+    def disarm(self, timer: Timer | None = None) -> None:
+        """Stop `timer` (any, if None)."""
+        if timer is None or self.timer is timer:
+            self.timer = None
+
+    def expire(self) -> None:
+        """The running timer ran out: what to do is what it was waiting for."""
+        timer, self.timer = self.timer, None
+        if timer is None:
+            return
+        self.edge.stats.timeouts[timer] += 1
+        if timer is Timer.WAIT:
+            if self.response is not None:
+                self.response.expire()
+        elif timer is Timer.HEAD:
+            self._refuse(_Refuse(408, "Request Timeout"))
+            self._next()
+        elif timer is Timer.SEND:
+            self.abort()  # a reader that stopped reading
+        else:
+            self.close()  # an idle keep-alive connection
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -187,17 +224,14 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
         transport.set_write_buffer_limits(high=self.server.high_water)  # TCP_NODELAY: the loop's
         self.server.connections.add(self)
-        self.deadline = self._loop.time() + self.server.head_timeout
+        self.arm(Timer.HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
         self.transport = None
-        self.deadline = 0.0
-        if self._reader is not None:
-            self._reader.close()  # the client left; the shared fetch goes on without it
-            self._reader = None
-        if self._task is not None:
-            self._task.cancel()
+        self.disarm()
+        if self.response is not None:
+            self.response.close()  # a shared fetch goes on without this client
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -228,23 +262,23 @@ class Connection(asyncio.Protocol):
         return True  # keep the transport to finish what was asked
 
     def pause_writing(self) -> None:
-        self._paused = True
-        self.deadline = self._loop.time() + self.server.send_timeout
+        self.paused = True
+        self.arm(Timer.SEND)
 
     def resume_writing(self) -> None:
-        self._paused = False
-        self.deadline = 0.0
+        self.paused = False
+        self.disarm(Timer.SEND)
         if self._after_drain is not None:
             after, self._after_drain = self._after_drain, None
             after()
-        elif self._reader is not None:
-            self._pump()
+        elif self.response is not None:
+            self.response.resume()
 
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         if self.idle:
-            self.deadline = self._loop.time() + self.server.head_timeout
+            self.arm(Timer.HEAD)
         self._parsing = Request()
         self._parsing.started = time.perf_counter()
         self._head_bytes = 0
@@ -300,7 +334,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return self._current is None and not self._queue and self._parsing is None
+        return self.response is None and not self._answering and not self._queue and self._parsing is None
 
     def _next(self) -> None:
         """Answer queued requests while each is answered at once (hits), until one must wait."""
@@ -308,239 +342,116 @@ class Connection(asyncio.Protocol):
             return  # the loop below is on the stack and goes on by itself
         self._answering = True
         try:
-            while self._current is None and self._queue and not self._paused and self.transport is not None:
-                request = self._queue.popleft()
-                if isinstance(request, _Refuse):
-                    self._current = Request()
-                    self._current.keep_alive = False
-                    self._respond(local(request.status, request.title))
-                else:
-                    self._current = request
-                    try:
-                        self._dispatch(request)
-                    except Exception:  # a bug of ours: log it, answer 500, never hang or leak it
-                        log.exception("request failed", extra=fields(target=request.target[:200]))
-                        self._drop_reader()
-                        request.keep_alive = False
-                        self._respond(local(500, "Internal Server Error"))
+            while self.response is None and self._queue and not self.paused and self.transport is not None:
+                self._answer(self._queue.popleft())
         finally:
             self._answering = False
-        if self._current is None and self.transport is not None:
-            if self._eof or self.closing:
-                if not self._queue:
-                    self.close()
-                return
-            if self._reading_paused and len(self._queue) < MAX_PIPELINE // 2:
-                self._reading_paused = False
-                self.transport.resume_reading()
-            if self._parsing is None and not self._queue:
-                self.deadline = self._loop.time() + self.server.keepalive_timeout
+        if self.response is None and self.transport is not None:
+            self._between_requests()
 
-    def _dispatch(self, request: Request) -> None:
-        method, target = request.method, request.target
-        self.deadline = 0.0
-        if method in ("GET", "HEAD"):
-            path = target.partition("?")[0]
-            if path == "/healthz":
-                self._respond(_json(self.edge.health(self.server.load())))
-            elif path == "/metrics":
-                self._spawn(self._metrics(request))
-            elif (key := key_of_target(target)) is not None:
-                self._object(request, key)
+    def _answer(self, item: Request | _Refuse) -> None:
+        self.timer = None  # whatever the connection waited for has come
+        request = item if isinstance(item, Request) else Request(keep_alive=False)
+        try:
+            if isinstance(item, _Refuse):
+                self.response = Local(self, request, local(item.status, item.title))
             else:
-                self._respond(local(404, "Not Found", head=method == "HEAD"))
-        elif method == "OPTIONS":
-            self._respond(Shape(204, [*PREFLIGHT.items(), *_PLAIN], body=b""))
-        elif method == "POST" and target.partition("?")[0] == "/purge":
-            self._spawn(self._purge(request))
-        elif key_of_target(target) is not None:
-            self._respond(local(405, "Method Not Allowed", extra=[("Allow", "GET, HEAD, OPTIONS")]))
-        else:
-            self._respond(local(404, "Not Found"))
+                self.response = self._route(request)
+            self.response.start()
+        except Exception:  # a bug of ours: log it, answer 500, never hang or leak it
+            log.exception("request failed", extra=fields(target=request.target[:200]))
+            if self.response is not None:
+                self.response.close()
+            request.keep_alive = False
+            self.response = Local(self, request, local(500, "Internal Server Error"))
+            self.response.start()
 
-    def _object(self, request: Request, key: str) -> None:
+    def _between_requests(self) -> None:
+        """Nothing is being answered: close if asked to, read again, and start the idle clock."""
+        assert self.transport is not None
+        if self._eof or self.closing:
+            if not self._queue:
+                self.close()
+            return
+        if self._reading_paused and len(self._queue) < MAX_PIPELINE // 2:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self._parsing is None and not self._queue:
+            self.arm(Timer.IDLE)
+
+    def _route(self, request: Request) -> Response:
+        method, path = request.method, request.target.partition("?")[0]
+        if method in ("GET", "HEAD"):
+            if path == "/healthz":
+                return Local(self, request, _json(self.edge.health(self.server.load())))
+            if path == "/metrics":
+                return Routed(self, request, self._metrics)
+            if (key := key_of_target(request.target)) is not None:
+                return self._object(request, key)
+            return Local(self, request, local(404, "Not Found", head=method == "HEAD"))
+        if method == "OPTIONS":
+            return Local(self, request, Shape(204, [*PREFLIGHT.items(), *_PLAIN], body=b""))
+        if method == "POST" and path == "/purge":
+            return Routed(self, request, self._purge)
+        if key_of_target(request.target) is not None:
+            return Local(self, request, local(405, "Method Not Allowed", extra=[("Allow", _ALLOW)]))
+        return Local(self, request, local(404, "Not Found"))
+
+    def _object(self, request: Request, key: str) -> Response:
         headers = request.headers
         cmcd = headers.get(b"cmcd-request")
         if "CMCD=" in request.target:
             cmcd = _query_value(request.target, "CMCD") or cmcd
         ask = Ask(request.method, key, headers.get(b"range"), headers.get(b"if-range"),
                   headers.get(b"if-none-match"), headers.get(b"if-modified-since"), cmcd)
-        try:
-            x_cache, source = self.edge.answer(ask, self._pump, _RELAY in headers)
-        except TooManyReaders:
-            self._x_cache = "MISS"
-            self._ask = ask
-            self._respond(local(503, "Too Many Waiters", head=ask.method == "HEAD",
-                                extra=[("Retry-After", "1")]))
-            return
-        self._ask, self._x_cache = ask, x_cache
+        x_cache, source = self.edge.answer(ask)
         if isinstance(source, Entry):
-            self._from_entry(ask, x_cache, source)
-        else:
-            self._reader = source
-            self.deadline = self._loop.time() + self.edge.settings.waiter_timeout
-            self._pump()
+            return FromCache(self, request, x_cache, ask, source)
+        try:
+            return FromFlight(self, request, x_cache, ask, source, sibling=_RELAY in headers)
+        except TooManyReaders:
+            out = local(503, "Too Many Waiters", head=ask.method == "HEAD", extra=[("Retry-After", "1")])
+            return Local(self, request, out, XCache.MISS)
 
-    def _from_entry(self, ask: Ask, x_cache: str, entry: Entry) -> None:
-        age = int(entry.age(time.monotonic()))
-        if ask.plain and entry.status == 200:
-            # The common case: the same head for everyone but Age, X-Cache and Date.
-            if entry.wire is None:
-                stored = [*entry.headers, *CORS.items(), ("Accept-Ranges", "bytes")]
-                entry.wire = _lines(stored) + b"Content-Length: %d\r\n" % len(entry.body)
-            head = b"".join((_STATUS[200], entry.wire,
-                             b"Age: %d\r\nX-Cache: %s\r\n" % (age, x_cache.encode()), self._trailer()))
-            body = memoryview(entry.body) if ask.method == "GET" else None
-            self._send_whole(head, body)
-            return
-        out = shape(ask, entry.status, entry.headers, len(entry.body), entry.etag, entry.modified,
-                    x_cache, age)
-        if out.body is not None or out.span is None:
-            self._respond(out)
-            return
-        start, end = out.span
-        self._send_whole(self._head(out), memoryview(entry.body)[start:end])
-
-    def _pump(self) -> None:
-        """Move what the fetch has to this client: the head once it is in, then the bytes.
-        Called by the fetch on every change and by the transport when it drains; idempotent."""
-        reader = self._reader
-        if reader is None or self.transport is None:
-            return
-        ask = self._ask
-        assert ask is not None
-        if not self._head_sent:
-            head = reader.flight.head
-            if head is None:
-                if reader.flight.error is not None:
-                    self._drop_reader()
-                    self._respond(local(502, "Bad Gateway", head=ask.method == "HEAD"))
-                return
-            self.deadline = 0.0
-            x_cache = self._x_cache = head.x_cache or self._x_cache
-            if head.length is not None and ask.method == "GET" and ask.plain:
-                # The common case, a thousand times over when a burst waits on one fetch: every
-                # plain GET of it with the same trailer gets the same bytes, built once.
-                trailer = self._trailer()
-                whole = head.wire.get((x_cache, trailer))
-                if whole is None:
-                    out = shape(ask, head.status, head.headers, head.length, head.etag, head.modified,
-                                x_cache, head.age)
-                    whole = head.wire[(x_cache, trailer)] = self._head(out, framing=False) + trailer
-                self._span = (0, None)
-            else:
-                out = shape(ask, head.status, head.headers, head.length, head.etag, head.modified,
-                            x_cache, head.age)
-                if out.body is not None or out.span is None:
-                    self._drop_reader()
-                    self._respond(out)
-                    return
-                request = self._current
-                assert request is not None
-                if out.length is None:  # the upstream did not say: chunked, or the close ends the body
-                    self._chunked = request.version == "1.1"
-                    request.keep_alive = request.keep_alive and self._chunked
-                chunked = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
-                self._span = out.span
-                whole = self._head(out, framing=False) + chunked + self._trailer()
-            self.transport.write(whole)
-            self._head_sent = True
-        start, end = self._span or (0, None)
-        while not self._paused:
-            try:
-                chunk = reader.take()
-            except FetchFailed:
-                # The head is sent, so the status can't change: cut the connection so the client
-                # knows the body is incomplete (a chunked body would otherwise end cleanly).
-                self.abort()
-                return
-            if chunk is None:
-                if reader.finished:
-                    self._end_body()
-                return
-            size = len(chunk)
-            lo, hi = max(start - self._position, 0), size if end is None else min(size, end - self._position)
-            self._position += size
-            if hi > lo:
-                piece = chunk if (lo == 0 and hi == size) else memoryview(chunk)[lo:hi]
-                if self._chunked:
-                    self.transport.writelines((b"%x\r\n" % (hi - lo), piece, b"\r\n"))
-                else:
-                    self.transport.write(piece)
-                self._sent += hi - lo
-            if end is not None and self._position >= end:
-                self._end_body()
-                return
-
-    def _end_body(self) -> None:
-        if self._chunked and self.transport is not None:
-            self.transport.write(b"0\r\n\r\n")
-        self._drop_reader()
-        self._done()
-
-    def _drop_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    # -- writing --------------------------------------------------------------------------------
-
-    def _trailer(self) -> bytes:
-        """Date, Connection when needed, and the blank line that ends a head."""
-        request = self._current
-        trailers = self.server.trailers
-        if request is None or not request.keep_alive or self.closing:
-            return trailers[1]
-        return trailers[2] if request.version == "1.0" else trailers[0]
-
-    def _head(self, out: Shape, framing: bool = True) -> bytes:
-        lines = _STATUS.get(out.status) or f"HTTP/1.1 {out.status} Unknown\r\n".encode()
-        head = lines + _lines(out.headers)
-        if out.length is not None and out.status not in _NO_BODY:
-            head += b"Content-Length: %d\r\n" % out.length
-        return head + self._trailer() if framing else head
-
-    def _respond(self, out: Shape) -> None:
-        """A response whose body is at hand (a local answer, a 304, a HEAD)."""
-        body = out.body if out.body and self._current is not None and self._current.method != "HEAD" else None
-        self._send_whole(self._head(out), memoryview(body) if body else None)
-
-    def _send_whole(self, head: bytes, body: memoryview | None) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        if body is None or not len(body):
-            transport.write(head)
-        elif len(body) <= SMALL:
-            transport.write(head + body)
-        else:
-            transport.writelines((head, body))
-        self._sent += len(body) if body is not None else 0
-        self._done()
-
-    def _done(self) -> None:
-        """The response is handed to the transport: account for it, then the next request."""
-        request = self._current
-        if request is None:
-            return
-        if self._ask is not None:
-            elapsed = time.perf_counter() - request.started
-            self.edge.stats.served(self._x_cache, elapsed, self._sent)
+    def finished(self, response: Response) -> None:
+        """`response` is handed to the transport: account for it, then the next request."""
+        request = response.request
+        if response.x_cache is not None:
+            self.edge.stats.served(response.x_cache, time.perf_counter() - request.started, response.sent)
         if self.server.access_log:
-            access.info("access", extra=fields(method=request.method, path=request.target.partition("?")[0],
-                                               x_cache=self._x_cache if self._ask else None, bytes=self._sent,
-                                               ms=round((time.perf_counter() - request.started) * 1000, 2)))
-        self._current, self._ask, self._task = None, None, None
-        self._head_sent, self._span, self._position, self._chunked, self._sent = False, None, 0, False, 0
+            access.info("access", extra=fields(
+                method=request.method, path=request.target.partition("?")[0], x_cache=response.x_cache,
+                bytes=response.sent, ms=round((time.perf_counter() - request.started) * 1000, 2)))
+        self.response = None
         if not request.keep_alive:
             self.closing = True
-        if self._paused:
+        if self.paused:
             self._after_drain = self._next  # a slow reader holds at most one response
         else:
             self._next()
 
-    def _spawn(self, coro) -> None:
-        self._task = self._loop.create_task(coro)
+    # -- writing --------------------------------------------------------------------------------
+
+    def trailer(self, request: Request) -> bytes:
+        """Date, Connection when needed, and the blank line that ends a head."""
+        trailers = self.server.trailers
+        if not request.keep_alive or self.closing:
+            return trailers[1]
+        return trailers[2] if request.version == "1.0" else trailers[0]
+
+    def send_whole(self, head: bytes, body: memoryview | None) -> int:
+        """Write a head and a body at hand; the body's length."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        if body is None or not len(body):
+            transport.write(head)
+            return 0
+        if len(body) <= SMALL:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))  # the body is not copied
+        return len(body)
 
     def _refuse(self, refusal: _Refuse) -> None:
         self._parsing = None
@@ -553,25 +464,6 @@ class Connection(asyncio.Protocol):
             self._reading_paused = True
             self.transport.pause_reading()
 
-    def expire(self) -> None:
-        """The deadline passed: what that means depends on what the connection is doing."""
-        timeouts = self.edge.stats.timeouts
-        if self._reader is not None and not self._head_sent:
-            timeouts["wait"] += 1
-            self._drop_reader()
-            head_only = self._ask is not None and self._ask.method == "HEAD"
-            self._respond(local(504, "Upstream Timeout", head=head_only))
-        elif self._paused:
-            timeouts["send"] += 1
-            self.abort()  # a reader that stopped reading
-        elif self._parsing is not None and self._current is None:
-            timeouts["head"] += 1
-            self._refuse(_Refuse(408, "Request Timeout"))
-            self._next()
-        else:
-            timeouts["idle"] += 1
-            self.close()  # an idle keep-alive connection
-
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -582,27 +474,265 @@ class Connection(asyncio.Protocol):
 
     # -- routes that await ----------------------------------------------------------------------
 
-    async def _metrics(self, request: Request) -> None:
+    async def _metrics(self, request: Request) -> Shape:
         text = generate_latest(self.server.registry).decode()
         text = await self.edge.metrics(text, _RELAY in request.headers)
-        body = text.encode()
-        self._respond(Shape(200, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), *_PLAIN],
-                            body=body))
+        return Shape(200, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), *_PLAIN],
+                     body=text.encode())
 
-    async def _purge(self, request: Request) -> None:
+    async def _purge(self, request: Request) -> Shape:
         refused = self.edge.authorize(request.headers.get(b"authorization"))
         if refused == 403:
-            self._respond(local(403, "Purge Disabled", detail="this edge has no purge token"))
-            return
+            return local(403, "Purge Disabled", detail="this edge has no purge token")
         if refused == 401:
-            self._respond(local(401, "Unauthorized", extra=[("WWW-Authenticate", 'Bearer realm="purge"')]))
-            return
+            return local(401, "Unauthorized", extra=[("WWW-Authenticate", 'Bearer realm="purge"')])
         try:
             purged = await self.edge.purge(bytes(request.body or b""), _RELAY in request.headers)
         except ValueError as exc:
-            self._respond(local(400, "Bad Purge Request", detail=str(exc)))
+            return local(400, "Bad Purge Request", detail=str(exc))
+        return _json({"purged": purged})
+
+
+# -- responses: one per request, made when its turn comes ------------------------------------------
+
+
+class Response:
+    """One request's answer. `x_cache` is None for anything but an object (not counted as one);
+    `sent` counts body bytes handed to the transport."""
+
+    __slots__ = ("conn", "request", "x_cache", "sent")
+
+    def __init__(self, conn: Connection, request: Request, x_cache: XCache | None = None) -> None:
+        self.conn, self.request, self.x_cache = conn, request, x_cache
+        self.sent = 0
+
+    def start(self) -> None:
+        """Send what there is to send; call conn.finished(self) once it is all handed over."""
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        """The transport drained below its high-water mark."""
+
+    def expire(self) -> None:
+        """Its wait for an upstream ran out."""
+
+    def close(self) -> None:
+        """The connection is gone, or the response is abandoned: let go of what it holds."""
+
+    def send(self, out: Shape) -> None:
+        """Answer with a response whose body is at hand, and be done."""
+        body = out.body if out.body and self.request.method != "HEAD" else None
+        self.sent += self.conn.send_whole(_head(out, self.conn.trailer(self.request)),
+                                          memoryview(body) if body else None)
+        self.conn.finished(self)
+
+
+class Local(Response):
+    """An answer the edge makes itself: a problem, /healthz, a preflight."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, conn: Connection, request: Request, out: Shape, x_cache: XCache | None = None) -> None:
+        super().__init__(conn, request, x_cache)
+        self.out = out
+
+    def start(self) -> None:
+        self.send(self.out)
+
+
+class Routed(Response):
+    """An answer that awaits (/metrics and /purge may ask sibling workers): it runs in a task."""
+
+    __slots__ = ("make", "task")
+
+    def __init__(self, conn: Connection, request: Request,
+                 make: Callable[[Request], Coroutine[Any, Any, Shape]]) -> None:
+        super().__init__(conn, request)
+        self.make = make
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            out = await self.make(self.request)
+        except Exception:  # a bug of ours: log it, answer 500, never hang
+            log.exception("request failed", extra=fields(target=self.request.target[:200]))
+            self.request.keep_alive = False
+            out = local(500, "Internal Server Error")
+        self.send(out)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class FromCache(Response):
+    """A cached entry: the whole answer at once, with no task and no await."""
+
+    __slots__ = ("ask", "entry")
+
+    def __init__(self, conn: Connection, request: Request, x_cache: XCache, ask: Ask, entry: Entry) -> None:
+        super().__init__(conn, request, x_cache)
+        self.ask, self.entry = ask, entry
+
+    def start(self) -> None:
+        ask, entry, x_cache = self.ask, self.entry, self.x_cache
+        assert x_cache is not None
+        age = int(entry.age(time.monotonic()))
+        if ask.plain and entry.status == 200:
+            self._send_plain(age, x_cache)
             return
-        self._respond(_json({"purged": purged}))
+        out = shape(ask, entry, len(entry.body), x_cache, age)
+        if out.body is not None or out.span is None:
+            self.send(out)
+            return
+        start, end = out.span
+        self.sent = self.conn.send_whole(_head(out, self.conn.trailer(self.request)),
+                                         memoryview(entry.body)[start:end])
+        self.conn.finished(self)
+
+    def _send_plain(self, age: int, x_cache: XCache) -> None:
+        """The common case: every plain GET or HEAD of the entry in the same second (Age and
+        Date change by the second) gets the same head, built once."""
+        entry, trailer = self.entry, self.conn.trailer(self.request)
+        head = entry.wire.get((age, x_cache, trailer))
+        if head is None:
+            if len(entry.wire) >= 16:
+                entry.wire.clear()  # the heads of seconds gone by
+            stored = [*entry.headers, *CORS.items(), ("Accept-Ranges", "bytes"), ("X-Cache", x_cache)]
+            head = entry.wire[(age, x_cache, trailer)] = b"".join((
+                _STATUS[200], _lines(stored),
+                b"Content-Length: %d\r\nAge: %d\r\n" % (len(entry.body), age), trailer))
+        self.sent = self.conn.send_whole(head, memoryview(entry.body) if self.ask.method == "GET" else None)
+        self.conn.finished(self)
+
+
+class FromFlight(Response):
+    """A follower of a fetch in progress: its head once it is in, then its bytes as they arrive,
+    at the pace the client reads them. Raises TooManyReaders when the fetch has enough."""
+
+    __slots__ = ("ask", "plain", "cursor", "head_sent", "span", "position", "chunked")
+
+    def __init__(self, conn: Connection, request: Request, x_cache: XCache, ask: Ask, stream: Stream,
+                 sibling: bool) -> None:
+        super().__init__(conn, request, x_cache)
+        self.ask = ask
+        self.plain = ask.method == "GET" and ask.plain  # decided now, not when a thousand wait
+        # A sibling worker's request is served first: it has clients of its own waiting.
+        self.cursor: Cursor | None = stream.cursor(self.pump, first=sibling)
+        self.head_sent = False
+        self.span: tuple[int, int | None] = (0, None)
+        self.position = 0  # bytes of the stream passed so far
+        self.chunked = False
+
+    def start(self) -> None:
+        self.conn.arm(Timer.WAIT)
+        self.pump()
+
+    def resume(self) -> None:
+        self.pump()
+
+    def pump(self) -> None:
+        """Move what the stream has to the client: the head once it is in, then the bytes, as
+        far as the client takes them. Called by the stream on every change and by the transport
+        when it drains; idempotent."""
+        cursor, transport = self.cursor, self.conn.transport
+        if cursor is None or transport is None or not (self.head_sent or self._send_head(cursor.stream)):
+            return
+        start, end = self.span
+        stream = cursor.stream
+        while not self.conn.paused:
+            try:
+                chunk = stream.take(cursor)
+            except FetchFailed:
+                # The head is sent, so the status can't change: cut the connection so the client
+                # knows the body is incomplete (a chunked body would otherwise end cleanly).
+                self.conn.abort()
+                return
+            if chunk is None:
+                return  # the rest is not in yet
+            size = len(chunk)
+            lo, hi = max(start - self.position, 0), size if end is None else min(size, end - self.position)
+            self.position += size
+            if hi > lo:
+                piece = chunk if (lo == 0 and hi == size) else memoryview(chunk)[lo:hi]
+                if self.chunked:
+                    transport.writelines((b"%x\r\n" % (hi - lo), piece, b"\r\n"))
+                else:
+                    transport.write(piece)
+                self.sent += hi - lo
+            if not chunk or (end is not None and self.position >= end):
+                self._end()
+                return
+
+    def expire(self) -> None:
+        if not self.head_sent:
+            self.close()
+            self.send(local(504, "Upstream Timeout", head=self.ask.method == "HEAD"))
+
+    def close(self) -> None:
+        if self.cursor is not None:
+            self.cursor.close()
+            self.cursor = None
+
+    def _send_head(self, stream: Stream) -> bool:
+        """Write the response head if it is in; False when there is no body to follow it."""
+        head = stream.head
+        if head is None:
+            if stream.error is not None:
+                self.close()
+                self.send(local(502, "Bad Gateway", head=self.ask.method == "HEAD"))
+            return False
+        conn = self.conn
+        conn.disarm(Timer.WAIT)
+        x_cache = self.x_cache = head.x_cache_for(self.x_cache)
+        if self.plain and head.length is not None:
+            # The common case, a thousand times over when a burst waits on one fetch: every
+            # plain GET of it with the same trailer gets the same bytes, built once.
+            trailer = conn.trailer(self.request)
+            wire = head.wire.get((x_cache, trailer))
+            if wire is None:
+                out = shape(self.ask, head, head.length, x_cache, head.age)
+                wire = head.wire[(x_cache, trailer)] = _head(out, trailer)
+        else:
+            out = shape(self.ask, head, head.length, self.x_cache, head.age)
+            if out.body is not None or out.span is None:  # a 304, a 416, a HEAD: nothing to follow
+                self.close()
+                self.send(out)
+                return False
+            wire = self._own_head(out)
+        assert conn.transport is not None
+        conn.transport.write(wire)
+        self.head_sent = True
+        return True
+
+    def _own_head(self, out: Shape) -> bytes:
+        """A head for this request alone (a range, a conditional, no length from upstream)."""
+        assert out.span is not None
+        self.span = out.span
+        request = self.request
+        if out.length is None:  # the upstream did not say: chunked, or the close ends the body
+            self.chunked = request.version == "1.1"
+            request.keep_alive = request.keep_alive and self.chunked
+        framing = b"Transfer-Encoding: chunked\r\n" if self.chunked else b""
+        return _head(out, framing + self.conn.trailer(request))
+
+    def _end(self) -> None:
+        if self.chunked and self.conn.transport is not None:
+            self.conn.transport.write(b"0\r\n\r\n")
+        self.close()
+        self.conn.finished(self)
+
+
+def _head(out: Shape, trailer: bytes) -> bytes:
+    """A response head: the status line, the headers, Content-Length, then `trailer`."""
+    lines = _STATUS.get(out.status) or f"HTTP/1.1 {out.status} Unknown\r\n".encode()
+    head = lines + _lines(out.headers)
+    if out.length is not None and out.status not in _NO_BODY:
+        head += b"Content-Length: %d\r\n" % out.length
+    return head + trailer
 
 
 def _lines(headers: Headers | tuple[tuple[str, str], ...]) -> bytes:

@@ -7,6 +7,7 @@ bucket list here, and a collector on the app's own registry reports them when /m
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -15,7 +16,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-RESULTS = ("HIT", "MISS", "COALESCED", "STALE")
+from edge.http import XCache
+
+RESULTS = tuple(XCache)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -43,6 +46,7 @@ class Stats:
         self.prefetch_hits = 0
         self.upstream_fetches: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
+        self.fetch_ends: defaultdict[str, int] = defaultdict(int)  # by FetchEnd's value
         self.upstream_up: dict[str, Callable[[], bool]] = {}
         # Client connections the edge gave up on, by what they were doing: sending a request
         # head (head), nothing (idle), not reading a response (send), waiting on an upstream (wait).
@@ -50,7 +54,7 @@ class Stats:
         self._gauges = gauges
         registry.register(self)
 
-    def served(self, result: str, seconds: float, sent: int) -> None:
+    def served(self, result: XCache, seconds: float, sent: int) -> None:
         """One object request answered: its X-Cache, time to its last byte, body bytes sent."""
         self.requests[result] += 1
         latency = self.latency[result]
@@ -67,6 +71,9 @@ class Stats:
 
     def upstream_failed(self, origin: str) -> None:
         self.upstream_errors[origin] += 1
+
+    def fetch_ended(self, outcome: str) -> None:
+        self.fetch_ends[outcome] += 1
 
     def collect(self) -> Iterator[object]:
         requests = CounterMetricFamily("reel_edge_requests", "Object requests by cache result",
@@ -100,6 +107,11 @@ class Stats:
         for origin, count in self.upstream_errors.items():
             errors.add_metric([origin], count)
         yield errors
+        ends = CounterMetricFamily("reel_edge_fetches", "Upstream fetches ended, by how they ended",
+                                   labels=["outcome"])
+        for outcome, count in self.fetch_ends.items():
+            ends.add_metric([outcome], count)
+        yield ends
         up = GaugeMetricFamily("reel_edge_upstream_up", "1 while an upstream is considered healthy",
                                labels=["origin"])
         for origin, healthy in self.upstream_up.items():
@@ -134,15 +146,23 @@ def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(float(value))
 
 
+# How one family's samples from several workers make one: by what the family means. Counters,
+# histograms and bytes add up, as do sizes (each worker has its own cache); whether an upstream
+# is up is one fact about that upstream, so it is up when any worker finds it so.
+_COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up": max}
+
+
 def merge(texts: list[str]) -> str:
-    """Several processes' /metrics as one: samples with the same name and labels are added up."""
+    """Several worker processes' /metrics as one, each family merged by its meaning (_COMBINE;
+    anything else adds up)."""
     families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
             _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
+            combine = _COMBINE.get(family.name, operator.add)
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
-                samples[key] = samples.get(key, 0.0) + sample.value
+                samples[key] = combine(samples[key], sample.value) if key in samples else sample.value
     lines = []
     for name, (kind, documentation, samples) in families.items():
         lines += [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}"]

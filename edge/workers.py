@@ -1,4 +1,4 @@
-"""`reel edge --workers N`: N edge processes on one port (SO_REUSEPORT), one per core.
+"""`reel edge --workers N`: N edge processes on one port (SO_REUSEPORT), by default one per core.
 
 Each worker is a whole edge with its own cache (so a hot object is cached once per worker) and
 its own upstream pool; they share no memory and no lock, and a crash takes one worker. They talk
@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -59,6 +60,8 @@ def run(
         privates.append(sock)
     urls = [f"http://127.0.0.1:{sock.getsockname()[1]}" for sock in privates]
 
+    supervisor = os.getpid()
+
     def start(index: int) -> int:
         pid = os.fork()
         if pid:
@@ -70,6 +73,7 @@ def run(
                     sock.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _stop_with_supervisor(supervisor)
             serve(build(workers=tuple(urls), worker=index), host, port, reuse_port=True,
                   sockets=(privates[index],), access_log=access_log)
             code = 0
@@ -115,6 +119,19 @@ def run(
         children[start(index)] = (index, time.monotonic())
     signal.alarm(0)
     return status
+
+
+def _stop_with_supervisor(supervisor: int) -> None:
+    """A worker gets SIGTERM when the supervisor dies, even by SIGKILL, so a killed edge does not
+    leave its workers serving the port (Linux: PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the call above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _kill(pid: int, sig: int) -> None:

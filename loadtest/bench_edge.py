@@ -24,10 +24,11 @@ Figures 1 to 3 are taken in `--rounds` rounds, the peers' order rotated each rou
 median is printed: on a shared machine the load drifts, and a fixed order would hand the quiet
 moments to one peer.
 
-reel runs one worker per CPU for 1 to 3 (each key has an owner worker that alone fetches it from
-the origin, so a burst still makes one origin fetch: edge/workers.py), and one worker for 4, since
-its workers keep a cache each and the comparison is at equal cache size. nginx runs one worker
-per CPU with proxy_cache_lock on; Varnish its defaults with malloc storage.
+Every peer gets the same number of workers for 1 to 3 (`--workers`, by default one per CPU):
+reel `--workers N` (each key has an owner worker that alone fetches it from the origin, so a
+burst still makes one origin fetch: edge/workers.py), nginx `worker_processes N` with
+proxy_cache_lock on, Varnish `thread_pools=N` with malloc storage. For 4 reel runs one worker,
+since its workers keep a cache each and the comparison is at equal cache size.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Processes:
                 proc.kill()
 
 
-def nginx_conf(workdir: Path, port: int, origin: int, cache_mb: int) -> Path:
+def nginx_conf(workdir: Path, port: int, origin: int, cache_mb: int, workers: int) -> Path:
     tmp = workdir / "nginx"
     for sub in ("cache", "beat", "tmp"):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def nginx_conf(workdir: Path, port: int, origin: int, cache_mb: int) -> Path:
     # 10 ms and the main zone is pruned back to max_size within milliseconds of each miss.
     conf.write_text(f"""
 user root;
-worker_processes auto;
+worker_processes {workers};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
@@ -262,7 +263,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000, help="requests in the Zipf replay")
     parser.add_argument("--concurrency", type=int, default=16, help="replay concurrency")
     parser.add_argument("--delay", type=float, default=0.2, help="origin delay, seconds")
-    parser.add_argument("--workers", type=int, default=0, help="reel workers for throughput (0: per CPU)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="workers of every peer for 1-3: reel --workers, nginx worker_processes, "
+                             "Varnish thread_pools (default: one per CPU)")
     args = parser.parse_args()
     for tool in ("nginx", "varnishd", "wrk"):
         if shutil.which(tool) is None:
@@ -289,13 +292,13 @@ def main() -> None:
                              "--cache-mb", "256"])
         procs.start("reel1", [*edge, "--port", str(ports["reel1"]), "--workers", "1",
                               "--cache-mb", str(args.cache_mb)])
-        conf = nginx_conf(workdir, ports["nginx"], ports["origin"], args.cache_mb)
+        conf = nginx_conf(workdir, ports["nginx"], ports["origin"], args.cache_mb, args.workers)
         procs.start("nginx", ["nginx", "-c", str(conf), "-p", str(workdir / "nginx")])
         beat = HeartBeat(ports["nginx"], workdir / "nginx" / "beat")
         procs.start("varnish", ["varnishd", "-F", "-a", f"127.0.0.1:{ports['varnish']}",
                                 "-f", str(varnish_vcl(workdir, ports["origin"])),
                                 "-s", f"malloc,{args.cache_mb}m", "-n", str(workdir / "varnish"),
-                                "-p", "thread_pool_min=200"])
+                                "-p", f"thread_pools={args.workers}", "-p", "thread_pool_min=200"])
         for name in ("reel", "reel1"):
             procs.wait_http(name, urls[name] + "/healthz")
         for name in ("nginx", "varnish"):
@@ -399,6 +402,8 @@ def report(results: dict[str, dict[str, object]], args: argparse.Namespace) -> N
     print(f"{'byte hit ratio, Zipf(1.1)':34}{reel['byte_hit']:12.3f}{nginx['byte_hit']:12.3f}"
           f"{varnish['byte_hit']:12.3f}   {reel['byte_hit'] - nginx['byte_hit']:+.3f} vs nginx (goal >= 0)")
     print(f"{'':34}(all configured for {args.cache_mb} MiB; nginx{nginx['held']})")
+    print(f"{'':34}(1-3: {args.workers} workers each: reel --workers, nginx worker_processes, "
+          "Varnish thread_pools)")
     sys.stdout.flush()
 
 

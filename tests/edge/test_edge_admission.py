@@ -84,3 +84,18 @@ def test_frequency_counts_after_the_doorkeeper_and_fades():
         frequency.add("other")
     assert frequency.estimate("hot") <= 8
     assert frequency.estimate("hot") >= 1
+
+
+def test_the_least_recently_used_goes_first_and_peeking_does_not_count_as_use():
+    evicted: list[str] = []
+    cache = Cache(3 * entry(100_000).size, on_evict=lambda key, _: evicted.append(key))
+    for key in ("a", "b", "c"):
+        cache.put(key, entry(100_000), admit=True)
+    cache.get("a")  # used: "b" is now the least recently used
+    cache.peek("b")  # looked at, not used
+    cache.put("d", entry(100_000), admit=True)
+    assert evicted == ["b"]
+    assert [key in cache for key in "abcd"] == [True, False, True, True]
+    assert cache.bytes == 3 * entry(100_000).size
+    cache.pop("a")
+    assert cache.bytes == 2 * entry(100_000).size and len(cache) == 2

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from edge.inflight import Head, InFlight
+from edge.inflight import Head, Stream
 from tests.edge.conftest import VID, metric, pattern
 
 PATH = f"/vod/{VID}/v720/seg_00001.m4s"
@@ -146,6 +146,8 @@ async def test_waiters_time_out_with_504(make_edge, upstream):
     client = await make_edge([url], waiter_timeout=0.2)
     responses = await asyncio.gather(*(client.get(PATH) for _ in range(3)))
     assert [r.status for r in responses] == [504, 504, 504]
+    assert all(r.headers["Content-Type"] == "application/problem+json" for r in responses)
+    assert await metric(client, 'reel_edge_client_timeouts_total{phase="wait"}') == 3
     steer.gate.set()
 
 
@@ -203,15 +205,16 @@ async def test_streamed_through_fetch_stops_when_its_last_reader_leaves(make_edg
     resp.close()
     await until(lambda: metric(client, "reel_edge_inflight_fetches"), 0)
     assert steer.finished[PATH] == 0
+    assert await metric(client, 'reel_edge_fetches_total{outcome="give_up"}') == 1
 
 
 async def test_a_sibling_worker_is_served_before_clients():
     """A worker fetching through the key's owner has clients of its own waiting: the owner hands
     it each change before its own clients, so they are not one whole fan-out behind."""
-    flight = InFlight("vod/x/seg_00001.m4s")
+    stream = Stream("vod/x/seg_00001.m4s")
     order: list[str] = []
     for name in ("client 1", "client 2"):
-        flight.reader(lambda name=name: order.append(name))
-    flight.reader(lambda: order.append("sibling"), first=True)
-    flight.start(Head(200, (), length=0))
+        stream.cursor(lambda name=name: order.append(name))
+    stream.cursor(lambda: order.append("sibling"), first=True)
+    stream.start(Head(200, (), length=0))
     assert order == ["sibling", "client 1", "client 2"]
