@@ -208,6 +208,17 @@ class LaneThread(threading.Thread):
             raise self.error
         self._queue.put((frame, pts, keyframe))
 
+    def offer(self, *item: object) -> bool:
+        """`submit` without waiting: False, and nothing queued, when the lane is that far behind
+        (a live stream drops the picture rather than fall further behind real time)."""
+        if self.error is not None:
+            raise self.error
+        try:
+            self._queue.put_nowait(item)  # type: ignore[arg-type]
+        except queue.Full:
+            return False
+        return True
+
     def close_quietly(self) -> None:
         self.error = self.error or RuntimeError("job abandoned")
         self._queue.put(None)

@@ -1,0 +1,72 @@
+"""Cutting one track's encoded samples into CMAF parts, on the encoding thread.
+
+Samples arrive in decode order, which is presentation order (the live encoders make no
+B-frames), each labelled with the grid part it falls in. A part is written when the first sample
+of the next one arrives: only then is its last sample's duration known. Decode times stay on the
+stream's timeline (`tfdt` = ticks since the first picture), so every rendition's part N starts at
+the same time and a player switches at any part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from packager import cmaf
+from packager.live.playlist import Part
+
+
+@dataclass
+class _Sample:
+    data: bytes
+    pts: int
+    sync: bool
+
+
+@dataclass
+class PartWriter:
+    """Gathers one track's samples and hands each finished part to `emit` (from this thread)."""
+
+    track: cmaf.Track
+    emit: Callable[[Part], None]
+    frame_ticks: int  # the duration of the very last sample, at the end of the stream
+    _pending: list[_Sample] = field(default_factory=list)
+    _grid: tuple[int, int] = (-1, -1)  # (segment, part) on the stream's grid of what is pending
+    _msn: int = -1
+    _index: int = 0
+    _fragments: int = 0
+
+    def add(self, data: bytes, pts: int, sync: bool, grid: tuple[int, int]) -> None:
+        """`grid`: the (segment, part) numbers this sample's time falls in."""
+        if self._pending and grid != self._grid:
+            self._flush(end=pts, last=grid[0] != self._grid[0])
+        if not self._pending:
+            self._open(grid)
+        self._pending.append(_Sample(data, pts, sync))
+
+    def _open(self, grid: tuple[int, int]) -> None:
+        if grid[0] != self._grid[0]:
+            # Segments are numbered on from the first one's grid position (audio that starts
+            # late starts at the video's segment number), then one by one.
+            self._msn = grid[0] if self._msn < 0 else self._msn + 1
+            self._index = 0
+        else:
+            self._index += 1
+        self._grid = grid
+
+    def close(self) -> None:
+        """The stream ended: the pending samples are the last part of the last segment."""
+        if self._pending:
+            self._flush(end=self._pending[-1].pts + self.frame_ticks, last=True)
+
+    def _flush(self, end: int, last: bool) -> None:
+        pending, self._pending = self._pending, []
+        times = [s.pts for s in pending] + [end]
+        samples = [cmaf.Sample(s.data, times[i + 1] - s.pts, 0, s.sync) for i, s in enumerate(pending)]
+        self._fragments += 1
+        fragment = cmaf.media_segment(self.track, self._fragments, pending[0].pts, samples,
+                                      styp=self._index == 0)
+        scale = self.track.timescale
+        self.emit(Part(self._msn, self._index, (end - pending[0].pts) / scale, pending[0].sync,
+                       fragment.data, pending[0].pts / scale, last,
+                       fragment.key_offset, fragment.key_length))

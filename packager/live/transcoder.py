@@ -1,0 +1,290 @@
+"""Decode once, encode every rung, in real time: the thread between ingest's packets and the
+encoders.
+
+Packets arrive from the event loop (`feed`, never blocking it). The first pictures tell the frame
+rate, hence the cadence of parts and segments; the first picture's size chooses the ladder.
+Every picture is placed on the stream's grid (segment, part) by its timestamp and handed to each
+lane. Falling behind is answered, never queued: a picture that finds a lane's queue full is
+dropped for that lane (never a segment's first: that is the IDR every rung cuts at); at each
+segment start a lane that dropped or lags takes a faster preset, and when the fastest is not
+enough the top rung is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol
+
+import av
+
+from packager import cmaf
+from packager.ladder import AUDIO_NAME, Rendition, choose
+from packager.lanes import LaneThread
+from packager.live.config import VIDEO_TIMESCALE, Cadence, LiveConfig, snap_rate
+from packager.live.encode import LiveAudioLane, LiveMetrics, LiveVideoLane, Tick
+from packager.live.media import AudioConfig, MediaPacket, VideoConfig
+from packager.live.playlist import Part
+
+log = logging.getLogger("reel.live")
+
+RATE_SAMPLES = 5  # pictures read before the frame rate is known (~150 ms, at the start only)
+LANE_DEPTH = 8  # pictures a lane may have waiting before new ones are dropped for it
+MS = Fraction(1, 1000)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rendition as the playlists describe it."""
+
+    name: str
+    codecs: str
+    width: int = 0
+    height: int = 0
+    kbps: int = 0
+    peak_kbps: int = 0
+    frame_rate: float = 0.0
+
+
+class Events(Protocol):
+    """What the transcoder reports, called from its threads; LiveStream forwards them to its loop."""
+
+    def started(self, cadence: Cadence, wall_start: float, variants: list[Variant]) -> None: ...
+    def init(self, name: str, data: bytes) -> None: ...
+    def part(self, name: str, part: Part) -> None: ...
+    def dropped(self, name: str) -> None: ...
+    def finished(self) -> None: ...
+
+
+class Transcoder(threading.Thread):
+    def __init__(self, stream_id: str, video: VideoConfig | None, audio: AudioConfig | None,
+                 config: LiveConfig, events: Events, metrics: LiveMetrics) -> None:
+        super().__init__(name=f"live-{stream_id}", daemon=True)
+        self.stream_id, self.config, self.events, self.metrics = stream_id, config, events, metrics
+        self._queue: queue.SimpleQueue[tuple[MediaPacket, float, float] | None] = queue.SimpleQueue()
+        self.video_decoder = _decoder("h264", video.avcc) if video else None
+        self.audio_decoder = _decoder("aac", audio.asc) if audio else None
+        self.cadence: Cadence | None = None
+        self.lanes: list[LaneThread] = []
+        self.audio: LiveAudioLane | None = None
+        self._t0: int | None = None  # ms: the first picture's presentation time
+        self._first_arrival: tuple[int, float] | None = None  # (dts ms, wall time)
+        self._held: list[tuple[str, av.frame.Frame, float]] = []
+        self._last_ticks = -1
+        self._segment = -1
+        self._dropped: dict[str, int] = {}  # since the last segment start, per lane
+        self._delays: dict[str, float] = {}  # newest picture's delay, per lane
+
+    # --- from the event loop -------------------------------------------------------------------
+
+    def feed(self, packet: MediaPacket) -> None:
+        self._queue.put((packet, time.monotonic(), time.time()))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+
+    # --- on the thread ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                self._handle(*item)
+            self._flush()
+        except Exception:
+            log.exception("live transcoding failed", extra={"stream": self.stream_id})
+        finally:
+            for lane in self.lanes:
+                if lane.is_alive():
+                    lane.close_quietly()
+            self.events.finished()
+
+    def _handle(self, packet: MediaPacket, arrival: float, wall: float) -> None:
+        if self._first_arrival is None:
+            self._first_arrival = (packet.pts, wall)
+        decoder = self.video_decoder if packet.kind == "video" else self.audio_decoder
+        if decoder is None:
+            return
+        av_packet = av.Packet(packet.data)
+        av_packet.pts, av_packet.dts, av_packet.time_base = packet.pts, packet.dts, MS
+        try:
+            frames = decoder.decode(av_packet)
+        except av.error.InvalidDataError:
+            return  # a damaged access unit: skipped, as players do
+        for frame in frames:
+            self._frame(packet.kind, frame, arrival)
+
+    def _frame(self, kind: str, frame: av.frame.Frame, arrival: float) -> None:
+        if self.cadence is None:
+            self._held.append((kind, frame, arrival))
+            if self._ready():
+                self._begin()
+            return
+        if kind == "video":
+            self._video(frame, arrival)  # type: ignore[arg-type]
+        else:
+            self._audio(frame)  # type: ignore[arg-type]
+
+    def _ready(self) -> bool:
+        pictures = sum(1 for kind, _, _ in self._held if kind == "video")
+        return pictures >= RATE_SAMPLES or (self.video_decoder is None and bool(self._held))
+
+    def _begin(self) -> None:
+        pictures = [f for kind, f, _ in self._held if kind == "video"]
+        if pictures:
+            times = sorted(f.pts for f in pictures)
+            self._t0 = times[0]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            rate = snap_rate(statistics.median(gaps) / 1000)
+        else:
+            self._t0, rate = self._held[0][1].pts, Fraction(30)
+        self.cadence = Cadence.of(rate, self.config)
+        variants = self._start_lanes(pictures[0] if pictures else None)
+        assert self._first_arrival is not None
+        first_pts, first_wall = self._first_arrival
+        self.events.started(self.cadence, first_wall + (self._t0 - first_pts) / 1000, variants)
+        held, self._held = self._held, []
+        for kind, frame, arrival in held:
+            self._frame(kind, frame, arrival)
+
+    def _start_lanes(self, picture: av.VideoFrame | None) -> list[Variant]:
+        assert self.cadence is not None
+        variants = []
+        if picture is not None:
+            for rendition in self._renditions(picture):
+                variants.append(self._start_lane(rendition))
+        if self.audio_decoder is not None:
+            self.audio = LiveAudioLane(self.cadence, self.config.audio_kbps,
+                                       lambda part: self._part(AUDIO_NAME, part))
+            self.events.init(AUDIO_NAME, cmaf.init_segment(self.audio.track))
+            variants.append(Variant(AUDIO_NAME, self.audio.track.codecs,
+                                    kbps=self.config.audio_kbps, peak_kbps=self.config.audio_kbps))
+        return variants
+
+    def _renditions(self, picture: av.VideoFrame) -> list[Rendition]:
+        chosen = choose(picture.width, picture.height, self.config.ladder)
+        if self.config.rung_names:
+            chosen = [r for r in chosen if r.name in self.config.rung_names] or chosen[-1:]
+        return chosen[:self.config.max_rungs]
+
+    def _start_lane(self, rendition: Rendition) -> Variant:
+        assert self.cadence is not None
+        name = rendition.name
+        presets = (self.config.preset, *self.config.faster_presets)
+        lane = LiveVideoLane(rendition, self.cadence, presets,
+                             lambda part: self._part(name, part), self._reporter(name))
+        self.events.init(name, cmaf.init_segment(lane.track))
+        thread = LaneThread(lane, depth=LANE_DEPTH)  # type: ignore[arg-type]
+        thread.start()
+        self.lanes.append(thread)
+        self._dropped[name] = 0
+        return Variant(name, lane.track.codecs, rendition.width, rendition.height,
+                       rendition.rung.kbps, rendition.rung.maxrate_kbps,
+                       float(self.cadence.frame_rate))
+
+    def _reporter(self, name: str) -> Callable[[float, float], None]:
+        delay = self.metrics.delay.labels(self.stream_id, name)
+        speed = self.metrics.speed.labels(self.stream_id, name)
+
+        def report(seconds: float, times_real_time: float) -> None:
+            self._delays[name] = seconds
+            delay.set(seconds)
+            speed.set(times_real_time)
+
+        return report
+
+    def _part(self, name: str, part: Part) -> None:
+        self.metrics.parts.labels(self.stream_id, name).inc()
+        self.events.part(name, part)
+
+    def _video(self, frame: av.VideoFrame, arrival: float) -> None:
+        assert self.cadence is not None and self._t0 is not None
+        ticks = round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000)
+        if ticks <= self._last_ticks or not self.lanes:
+            return  # a repeated or backwards timestamp cannot be presented
+        self._last_ticks = ticks
+        index = round(ticks / self.cadence.frame_ticks)
+        part = index // self.cadence.part_frames
+        tick = Tick((part // self.cadence.segment_parts, part), arrival)
+        key = tick.grid[0] != self._segment
+        if key:
+            self._segment = tick.grid[0]
+            self._review()
+        for lane in self.lanes:
+            self._offer(lane, frame, ticks, tick, key)
+
+    def _offer(self, lane: LaneThread, frame: av.VideoFrame, ticks: int, tick: Tick,
+               key: bool) -> None:
+        if not lane.is_alive() or lane.offer(frame, ticks, tick):
+            return
+        if key:
+            lane.submit(frame, ticks, tick)  # a segment's IDR is never dropped: wait for room
+            return
+        name = lane.lane.rendition.name
+        self._dropped[name] += 1
+        self.metrics.dropped.labels(self.stream_id, name).inc()
+
+    def _review(self) -> None:
+        """At a segment start: a lane that dropped pictures or lags goes faster; past the
+        fastest preset, the top rung goes."""
+        behind = [t for t in self.lanes if t.is_alive() and self._behind(t)]
+        for thread in behind:
+            lane: LiveVideoLane = thread.lane  # type: ignore[assignment]
+            if lane.can_go_faster:
+                lane.faster()
+                self.metrics.degraded.labels(self.stream_id, "preset").inc()
+                log.warning("live rung behind: faster preset", extra={
+                    "stream": self.stream_id, "rendition": lane.rendition.name})
+        if behind and all(not t.lane.can_go_faster for t in behind):  # type: ignore[attr-defined]
+            self._drop_top()
+        self._dropped = dict.fromkeys(self._dropped, 0)
+
+    def _behind(self, thread: LaneThread) -> bool:
+        name = thread.lane.rendition.name
+        return self._dropped.get(name, 0) > 0 or self._delays.get(name, 0.0) > self.config.max_lag
+
+    def _drop_top(self) -> None:
+        alive = [t for t in self.lanes if t.is_alive()]
+        if len(alive) < 2:
+            return
+        top = alive[0]
+        top.stop()
+        self.metrics.degraded.labels(self.stream_id, "drop_rung").inc()
+        log.warning("live rung dropped", extra={"stream": self.stream_id,
+                                                "rendition": top.lane.rendition.name})
+        self.events.dropped(top.lane.rendition.name)
+
+    def _audio(self, frame: av.AudioFrame) -> None:
+        if self.audio is None or frame.pts is None or self._t0 is None:
+            return
+        self.audio.encode(frame, (frame.pts - self._t0) / 1000)
+
+    def _flush(self) -> None:
+        """The publisher is gone: drain the decoders, then every encoder."""
+        for decoder, kind in ((self.video_decoder, "video"), (self.audio_decoder, "audio")):
+            if decoder is not None:
+                for frame in decoder.decode(None):
+                    self._frame(kind, frame, time.monotonic())
+        if self.cadence is None and self._held:
+            self._begin()
+        for lane in self.lanes:
+            if lane.is_alive():
+                lane.stop()
+        for lane in self.lanes:
+            lane.join()
+        if self.audio is not None:
+            end = (self._last_ticks + self.cadence.frame_ticks) / VIDEO_TIMESCALE \
+                if self.cadence and self._last_ticks >= 0 else None
+            self.audio.finish(end)
+
+
+def _decoder(codec: str, extradata: bytes) -> av.CodecContext:
+    decoder = av.CodecContext.create(codec, "r")
+    decoder.extradata = extradata
+    return decoder
+
