@@ -38,7 +38,8 @@ class LiveConfig:
     max_rungs: int = 3  # real time on one machine: the top three rungs the source allows
     preset: str = "veryfast"
     faster_presets: tuple[str, ...] = ("superfast", "ultrafast")  # degrade steps, in order
-    max_lag: float = 1.0  # seconds behind real time before frames are dropped and we degrade
+    max_lag: float = 1.0  # seconds a picture may take to its encoded sample before we degrade
+    min_rungs: int = 1  # degrading never drops the ladder below this many rungs
     memory_segments: int = 4  # newest segments whose parts (and bytes) stay in memory
     audio_kbps: int = 128
     hold_back_parts: int = 3
@@ -86,9 +87,10 @@ class Cadence:
 
     @property
     def part_target(self) -> float:
-        """Half a frame of slack over the nominal part: millisecond timestamps jitter, and
-        a part must never be longer than its declared target."""
-        return math.ceil((self.part_seconds + 0.5 / float(self.frame_rate)) * 1000) / 1000
+        """Slack over the nominal part: half a frame (millisecond timestamps jitter) or one AAC
+        frame (audio parts end on whole frames), as a part may never outlast its target."""
+        slack = max(0.5 / float(self.frame_rate), AAC_FRAME / AUDIO_RATE)
+        return math.ceil((self.part_seconds + slack) * 1000) / 1000
 
     @property
     def target_duration(self) -> int:

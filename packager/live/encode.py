@@ -183,8 +183,8 @@ class LiveAudioLane:
             if self._first_pts is None:
                 self._first_pts = packet.pts  # the encoder's priming delay, removed
             pts = packet.pts - self._first_pts + (self.start or 0)
-            if self.end is not None and pts >= self.end:
-                continue
+            if self.end is not None and pts + AAC_FRAME // 2 > self.end:
+                continue  # mostly past the last picture: codec padding, or a tail to nowhere
             part = int(pts // self.part_ticks)
             self.writer.add(bytes(packet), pts, True, (part // self.segment_parts, part))
 

@@ -101,8 +101,7 @@ class Timeline:
             old = self.segments[aged]
             old.data = None
             old.parts = [replace(p, data=b"") for p in old.parts]
-        while len(self.segments) > 2 and self._duration - self.segments[0].duration > \
-                self.config.dvr_seconds:
+        while len(self.segments) > 2 and self._duration > self.config.dvr_seconds + 0.001:
             self._duration -= self.segments.popleft().duration
 
     # --- what exists -------------------------------------------------------------------------

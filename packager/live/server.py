@@ -123,8 +123,7 @@ class LiveHandler:
     async def _master(self, stream: LiveStream) -> web.StreamResponse:
         if not await _until(stream, lambda: stream.master is not None, START_WAIT):
             return _problem(503, "Stream Not Started", retry=True)
-        return web.Response(text=stream.master, content_type="application/vnd.apple.mpegurl",
-                            headers={**CORS, "Cache-Control": MASTER})
+        return _m3u8(stream.master or "", MASTER)
 
     async def _playlist(self, request: web.Request, stream: LiveStream,
                         rendition: Rendition) -> web.StreamResponse:
@@ -149,8 +148,7 @@ class LiveHandler:
             return _problem(503, "Part Not Ready", retry=True)
         text = stream.playlist(rendition.name, skip=wanted.skip)
         cache = BLOCKING if wanted.msn is not None else RELOAD
-        return web.Response(text=text, content_type="application/vnd.apple.mpegurl",
-                            headers={**CORS, "Cache-Control": cache})
+        return _m3u8(text, cache)
 
     async def _part(self, request: web.Request, stream: LiveStream, rendition: Rendition,
                     msn: int, index: int) -> web.StreamResponse:
@@ -197,6 +195,11 @@ async def _until(stream: LiveStream, ready: Callable[[], bool], within: float) -
     if stream.changes is None:
         return False
     return await stream.changes.until(ready, within)
+
+
+def _m3u8(text: str, cache: str) -> web.Response:
+    return web.Response(body=text.encode(), headers={
+        **CORS, "Content-Type": "application/vnd.apple.mpegurl", "Cache-Control": cache})
 
 
 def _problem(status: int, title: str, detail: str | None = None,

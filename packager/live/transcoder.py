@@ -62,6 +62,53 @@ class Events(Protocol):
     def finished(self) -> None: ...
 
 
+class Governor:
+    """Keeps a stream at real time: reviews the lanes at each segment start. A lane behind at
+    STRIKES reviews in a row (it dropped pictures, or its newest picture came out more than
+    `max_lag` after it arrived) takes the next faster preset; one behind at the fastest makes
+    the top rung go, down to `min_rungs`. Brief hiccups (a neighbour's burst of CPU) do nothing."""
+
+    STRIKES = 2
+
+    def __init__(self, stream_id: str, config: LiveConfig, metrics: LiveMetrics,
+                 events: Events) -> None:
+        self.stream_id, self.config, self.metrics, self.events = stream_id, config, metrics, events
+        self.delays: dict[str, float] = {}  # newest picture's delay, per lane (set by the lanes)
+        self._dropped: dict[str, int] = {}  # since the last review
+        self._strikes: dict[str, int] = {}
+
+    def dropped(self, name: str) -> None:
+        self._dropped[name] = self._dropped.get(name, 0) + 1
+        self.metrics.dropped.labels(self.stream_id, name).inc()
+
+    def review(self, lanes: list[LaneThread]) -> None:
+        alive = [t for t in lanes if t.is_alive()]
+        exhausted = False
+        for thread in alive:
+            lane: LiveVideoLane = thread.lane  # type: ignore[assignment]
+            name = lane.rendition.name
+            behind = self._dropped.get(name, 0) > 0 or self.delays.get(name, 0.0) > self.config.max_lag
+            self._strikes[name] = self._strikes.get(name, 0) + 1 if behind else 0
+            if self._strikes[name] < self.STRIKES:
+                continue
+            self._strikes[name] = 0
+            if lane.can_go_faster:
+                lane.faster()
+                self._step("preset", name)
+            else:
+                exhausted = True
+        if exhausted and len(alive) > self.config.min_rungs:
+            alive[0].stop()
+            self._step("drop_rung", alive[0].lane.rendition.name)
+            self.events.dropped(alive[0].lane.rendition.name)
+        self._dropped.clear()
+
+    def _step(self, action: str, name: str) -> None:
+        self.metrics.degraded.labels(self.stream_id, action).inc()
+        log.warning("live stream behind real time", extra={
+            "stream": self.stream_id, "rendition": name, "action": action})
+
+
 class Transcoder(threading.Thread):
     def __init__(self, stream_id: str, video: VideoConfig | None, audio: AudioConfig | None,
                  config: LiveConfig, events: Events, metrics: LiveMetrics) -> None:
@@ -78,8 +125,7 @@ class Transcoder(threading.Thread):
         self._held: list[tuple[str, av.frame.Frame, float]] = []
         self._last_ticks = -1
         self._segment = -1
-        self._dropped: dict[str, int] = {}  # since the last segment start, per lane
-        self._delays: dict[str, float] = {}  # newest picture's delay, per lane
+        self.governor = Governor(stream_id, config, metrics, events)
 
     # --- from the event loop -------------------------------------------------------------------
 
@@ -182,7 +228,6 @@ class Transcoder(threading.Thread):
         thread = LaneThread(lane, depth=LANE_DEPTH)  # type: ignore[arg-type]
         thread.start()
         self.lanes.append(thread)
-        self._dropped[name] = 0
         return Variant(name, lane.track.codecs, rendition.width, rendition.height,
                        rendition.rung.kbps, rendition.rung.maxrate_kbps,
                        float(self.cadence.frame_rate))
@@ -192,7 +237,7 @@ class Transcoder(threading.Thread):
         speed = self.metrics.speed.labels(self.stream_id, name)
 
         def report(seconds: float, times_real_time: float) -> None:
-            self._delays[name] = seconds
+            self.governor.delays[name] = seconds
             delay.set(seconds)
             speed.set(times_real_time)
 
@@ -214,7 +259,7 @@ class Transcoder(threading.Thread):
         key = tick.grid[0] != self._segment
         if key:
             self._segment = tick.grid[0]
-            self._review()
+            self.governor.review(self.lanes)
         for lane in self.lanes:
             self._offer(lane, frame, ticks, tick, key)
 
@@ -225,39 +270,7 @@ class Transcoder(threading.Thread):
         if key:
             lane.submit(frame, ticks, tick)  # a segment's IDR is never dropped: wait for room
             return
-        name = lane.lane.rendition.name
-        self._dropped[name] += 1
-        self.metrics.dropped.labels(self.stream_id, name).inc()
-
-    def _review(self) -> None:
-        """At a segment start: a lane that dropped pictures or lags goes faster; past the
-        fastest preset, the top rung goes."""
-        behind = [t for t in self.lanes if t.is_alive() and self._behind(t)]
-        for thread in behind:
-            lane: LiveVideoLane = thread.lane  # type: ignore[assignment]
-            if lane.can_go_faster:
-                lane.faster()
-                self.metrics.degraded.labels(self.stream_id, "preset").inc()
-                log.warning("live rung behind: faster preset", extra={
-                    "stream": self.stream_id, "rendition": lane.rendition.name})
-        if behind and all(not t.lane.can_go_faster for t in behind):  # type: ignore[attr-defined]
-            self._drop_top()
-        self._dropped = dict.fromkeys(self._dropped, 0)
-
-    def _behind(self, thread: LaneThread) -> bool:
-        name = thread.lane.rendition.name
-        return self._dropped.get(name, 0) > 0 or self._delays.get(name, 0.0) > self.config.max_lag
-
-    def _drop_top(self) -> None:
-        alive = [t for t in self.lanes if t.is_alive()]
-        if len(alive) < 2:
-            return
-        top = alive[0]
-        top.stop()
-        self.metrics.degraded.labels(self.stream_id, "drop_rung").inc()
-        log.warning("live rung dropped", extra={"stream": self.stream_id,
-                                                "rendition": top.lane.rendition.name})
-        self.events.dropped(top.lane.rendition.name)
+        self.governor.dropped(lane.lane.rendition.name)
 
     def _audio(self, frame: av.AudioFrame) -> None:
         if self.audio is None or frame.pts is None or self._t0 is None:

@@ -24,9 +24,10 @@ from packager.live.stream import LiveStream
 from packager.output import DirectoryOutput
 from packager.testclip import make_test_clip
 
-# Small and quick, so real time holds on a shared two-core machine: two low rungs, ultrafast.
+# Small and quick, so real time holds on a shared two-core machine: two low rungs, ultrafast;
+# both rungs kept whatever a busy neighbour does (the degrade path has a test of its own).
 TEST_CONFIG = LiveConfig(rung_names=("v360", "v240"), preset="ultrafast", faster_presets=(),
-                         max_lag=3.0, dvr_seconds=120.0)
+                         max_lag=3.0, dvr_seconds=120.0, min_rungs=2)
 
 
 @dataclass
@@ -126,5 +127,6 @@ def running(source: Publication, root: Path, **kwargs: object) -> Iterator[LiveR
         yield rig
     finally:
         if rig.published is not None and not rig.published.done():
-            rig.published.cancel()
+            rig.published.cancel()  # the publisher goes away mid-stream
+            rig.call(rig.stream.end())
         rig.stop()
