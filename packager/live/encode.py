@@ -25,7 +25,7 @@ from packager import cmaf
 from packager.ladder import Rendition
 from packager.live.config import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE, Cadence
 from packager.live.playlist import Part
-from packager.live.track import PartWriter
+from packager.live.track import PartWriter, SegmentDone
 
 LIVE_X264 = ("keyint=infinite:scenecut=0:open-gop=0:bframes=0:ref=1:weightp=0:cabac=1:"
              "8x8dct=1:deblock=1:rc-lookahead=0")
@@ -74,14 +74,15 @@ class LiveVideoLane:
     the next segment start (an IDR), where a new encoder changes nothing a decoder sees."""
 
     def __init__(self, rendition: Rendition, cadence: Cadence, presets: tuple[str, ...],
-                 emit: Callable[[Part], None], report: Callable[[float, float], None]) -> None:
+                 emit: Callable[[Part], None], report: Callable[[float, float], None],
+                 on_segment: SegmentDone | None = None) -> None:
         self.rendition, self.cadence, self.presets = rendition, cadence, presets
         self.level = 0
         self.wanted = 0
         self.encoder = self._open(presets[0])
         self.track = cmaf.VideoTrack(cmaf.AvcConfig.from_extradata(self.encoder.extradata),
                                      rendition.width, rendition.height, VIDEO_TIMESCALE)
-        self.writer = PartWriter(self.track, emit, round(cadence.frame_ticks))
+        self.writer = PartWriter(self.track, emit, round(cadence.frame_ticks), on_segment)
         self.scaler = VideoReformatter()
         self.report = report  # (delay, speed) after each picture
         self._grids: dict[int, Tick] = {}
@@ -146,7 +147,8 @@ class LiveVideoLane:
 class LiveAudioLane:
     """Stereo AAC at 48 kHz, cut on the same grid of parts and segments as the pictures."""
 
-    def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None]) -> None:
+    def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None],
+                 on_segment: SegmentDone | None = None) -> None:
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE,
                                            frame_size=AAC_FRAME)
         enc = av.CodecContext.create("aac", "w")
@@ -157,7 +159,7 @@ class LiveAudioLane:
         enc.open()
         self.encoder = enc
         self.track = cmaf.AudioTrack(bytes(enc.extradata), 2, AUDIO_RATE, kbps * 1000)
-        self.writer = PartWriter(self.track, emit, AAC_FRAME)
+        self.writer = PartWriter(self.track, emit, AAC_FRAME, on_segment)
         self.part_ticks = Fraction(cadence.part_frames * AUDIO_RATE) / cadence.frame_rate
         self.segment_parts = cadence.segment_parts
         self.start: int | None = None  # where the first sample falls on the timeline

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from packager import cmaf
 from packager.hls import START_BITRATE
 from packager.ladder import AUDIO_NAME
 from packager.live.config import Cadence, LiveConfig
@@ -26,6 +27,7 @@ from packager.live.encode import LiveMetrics
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 from packager.live.playlist import Part, Report, Segment, Timeline
 from packager.live.transcoder import Transcoder, Variant
+from packager.live.vod import VodRecorder
 from packager.output import Output
 
 log = logging.getLogger("reel.live")
@@ -90,11 +92,17 @@ class LiveStream:
     """Implements packager.live.media.StreamSink for one published stream."""
 
     def __init__(self, video_id: str, output: Output | None = None, *,
-                 config: LiveConfig | None = None, metrics: LiveMetrics | None = None) -> None:
+                 vod_output: Output | None = None, config: LiveConfig | None = None,
+                 metrics: LiveMetrics | None = None) -> None:
+        """`output`: where `live/{video_id}/` goes; `vod_output`: `vod/{video_id}/`, the video
+        the stream becomes when it ends."""
         self.video_id = video_id
         self.config = config or LiveConfig()
         self.metrics = metrics or LiveMetrics(CollectorRegistry())
         self.store = _Store(output)
+        self.vod_output = vod_output
+        self.vod_store = _Store(vod_output)
+        self.vod = VodRecorder(self.vod_store.write) if vod_output is not None else None
         self.renditions: dict[str, Rendition] = {}
         self.cadence: Cadence | None = None
         self.master: str | None = None
@@ -114,7 +122,7 @@ class LiveStream:
         self.changes, self._done = Changes(), asyncio.Event()
         self.started_at = time.time()
         self._transcoder = Transcoder(self.video_id, video, audio, self.config, self,
-                                      self.metrics)
+                                      self.metrics, thumbs=self.vod_output)
         self._transcoder.start()
 
     async def packet(self, packet: MediaPacket) -> None:
@@ -126,7 +134,9 @@ class LiveStream:
             return
         self._transcoder.finish()
         await self._done.wait()
-        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.store.close)
+        await loop.run_in_executor(None, self.vod_store.close)
         self.metrics.forget(self.video_id, list(self.renditions))
 
     # --- from the transcoder's threads (Events) --------------------------------------------------
@@ -146,6 +156,10 @@ class LiveStream:
 
     def dropped(self, name: str) -> None:
         self._call(self._dropped, name)
+
+    def segment(self, name: str, fragment: cmaf.Fragment, duration: float) -> None:
+        if self.vod is not None:
+            self._call(self.vod.segment, name, fragment, duration)
 
     def finished(self) -> None:
         self._call(self._ended)
@@ -168,6 +182,8 @@ class LiveStream:
         if name in self.renditions:
             self.renditions[name].init = data
         self.store.write(f"{name}/init.mp4", data)
+        if self.vod is not None:
+            self.vod.init(name, data)
 
     def _part(self, name: str, part: Part) -> None:
         rendition = self.renditions[name]
@@ -193,6 +209,8 @@ class LiveStream:
             rendition.timeline.ended = True
             self.store.write(f"{rendition.name}/index.m3u8",
                              rendition.timeline.render_plain().encode())
+        if self.vod is not None:
+            self.vod.finish([r.variant for r in self.renditions.values() if not r.dropped])
         assert self._done is not None
         self._done.set()
         self._notify()

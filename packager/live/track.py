@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from packager import cmaf
 from packager.live.playlist import Part
 
+SegmentDone = Callable[[int, cmaf.Fragment, float], None]
+
 
 @dataclass
 class _Sample:
@@ -30,11 +32,15 @@ class PartWriter:
     track: cmaf.Track
     emit: Callable[[Part], None]
     frame_ticks: int  # the duration of the very last sample, at the end of the stream
+    # Each whole segment as one fragment (one moof), for the VOD the stream becomes.
+    on_segment: SegmentDone | None = None
     _pending: list[_Sample] = field(default_factory=list)
     _grid: tuple[int, int] = (-1, -1)  # (segment, part) on the stream's grid of what is pending
     _msn: int = -1
     _index: int = 0
     _fragments: int = 0
+    _segment: list[cmaf.Sample] = field(default_factory=list)
+    _segment_start: int = 0
 
     def add(self, data: bytes, pts: int, sync: bool, grid: tuple[int, int]) -> None:
         """`grid`: the (segment, part) numbers this sample's time falls in."""
@@ -70,3 +76,15 @@ class PartWriter:
         self.emit(Part(self._msn, self._index, (end - pending[0].pts) / scale, pending[0].sync,
                        fragment.data, pending[0].pts / scale, last,
                        fragment.key_offset, fragment.key_length))
+        if self.on_segment is not None:
+            self._whole(samples, pending[0].pts, end, last)
+
+    def _whole(self, samples: list[cmaf.Sample], start: int, end: int, last: bool) -> None:
+        if self._index == 0:
+            self._segment, self._segment_start = [], start
+        self._segment += samples
+        if last and self.on_segment is not None:
+            fragment = cmaf.media_segment(self.track, self._msn + 1, self._segment_start,
+                                          self._segment)
+            self.on_segment(self._msn, fragment, (end - self._segment_start) / self.track.timescale)
+            self._segment = []

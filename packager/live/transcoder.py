@@ -31,6 +31,9 @@ from packager.live.config import VIDEO_TIMESCALE, Cadence, LiveConfig, snap_rate
 from packager.live.encode import LiveAudioLane, LiveMetrics, LiveVideoLane, Tick
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 from packager.live.playlist import Part
+from packager.live.track import SegmentDone
+from packager.output import Output
+from packager.thumbs import Thumbnails
 
 log = logging.getLogger("reel.live")
 
@@ -58,6 +61,7 @@ class Events(Protocol):
     def started(self, cadence: Cadence, wall_start: float, variants: list[Variant]) -> None: ...
     def init(self, name: str, data: bytes) -> None: ...
     def part(self, name: str, part: Part) -> None: ...
+    def segment(self, name: str, fragment: cmaf.Fragment, duration: float) -> None: ...
     def dropped(self, name: str) -> None: ...
     def finished(self) -> None: ...
 
@@ -111,7 +115,8 @@ class Governor:
 
 class Transcoder(threading.Thread):
     def __init__(self, stream_id: str, video: VideoConfig | None, audio: AudioConfig | None,
-                 config: LiveConfig, events: Events, metrics: LiveMetrics) -> None:
+                 config: LiveConfig, events: Events, metrics: LiveMetrics,
+                 thumbs: Output | None = None) -> None:
         super().__init__(name=f"live-{stream_id}", daemon=True)
         self.stream_id, self.config, self.events, self.metrics = stream_id, config, events, metrics
         self._queue: queue.SimpleQueue[tuple[MediaPacket, float, float] | None] = queue.SimpleQueue()
@@ -126,6 +131,8 @@ class Transcoder(threading.Thread):
         self._last_ticks = -1
         self._segment = -1
         self.governor = Governor(stream_id, config, metrics, events)
+        self.thumbs_output = thumbs  # where poster and storyboard go, at the end
+        self.thumbs: Thumbnails | None = None
 
     # --- from the event loop -------------------------------------------------------------------
 
@@ -204,9 +211,13 @@ class Transcoder(threading.Thread):
         if picture is not None:
             for rendition in self._renditions(picture):
                 variants.append(self._start_lane(rendition))
+            if self.thumbs_output is not None:
+                self.thumbs = Thumbnails(picture.width, picture.height, None,
+                                         (variants[0].width, variants[0].height), self.thumbs_output)
         if self.audio_decoder is not None:
             self.audio = LiveAudioLane(self.cadence, self.config.audio_kbps,
-                                       lambda part: self._part(AUDIO_NAME, part))
+                                       lambda part: self._part(AUDIO_NAME, part),
+                                       self._whole(AUDIO_NAME))
             self.events.init(AUDIO_NAME, cmaf.init_segment(self.audio.track))
             variants.append(Variant(AUDIO_NAME, self.audio.track.codecs,
                                     kbps=self.config.audio_kbps, peak_kbps=self.config.audio_kbps))
@@ -223,7 +234,8 @@ class Transcoder(threading.Thread):
         name = rendition.name
         presets = (self.config.preset, *self.config.faster_presets)
         lane = LiveVideoLane(rendition, self.cadence, presets,
-                             lambda part: self._part(name, part), self._reporter(name))
+                             lambda part: self._part(name, part), self._reporter(name),
+                             self._whole(name))
         self.events.init(name, cmaf.init_segment(lane.track))
         thread = LaneThread(lane, depth=LANE_DEPTH)  # type: ignore[arg-type]
         thread.start()
@@ -242,6 +254,9 @@ class Transcoder(threading.Thread):
             speed.set(times_real_time)
 
         return report
+
+    def _whole(self, name: str) -> SegmentDone:
+        return lambda _msn, fragment, duration: self.events.segment(name, fragment, duration)
 
     def _part(self, name: str, part: Part) -> None:
         self.metrics.parts.labels(self.stream_id, name).inc()
@@ -262,6 +277,8 @@ class Transcoder(threading.Thread):
             self.governor.review(self.lanes)
         for lane in self.lanes:
             self._offer(lane, frame, ticks, tick, key)
+        if self.thumbs is not None:
+            self.thumbs.offer(frame, ticks / VIDEO_TIMESCALE)
 
     def _offer(self, lane: LaneThread, frame: av.VideoFrame, ticks: int, tick: Tick,
                key: bool) -> None:
@@ -290,10 +307,12 @@ class Transcoder(threading.Thread):
                 lane.stop()
         for lane in self.lanes:
             lane.join()
+        end = (self._last_ticks + self.cadence.frame_ticks) / VIDEO_TIMESCALE \
+            if self.cadence and self._last_ticks >= 0 else None
         if self.audio is not None:
-            end = (self._last_ticks + self.cadence.frame_ticks) / VIDEO_TIMESCALE \
-                if self.cadence and self._last_ticks >= 0 else None
             self.audio.finish(end)
+        if self.thumbs is not None and end is not None:
+            self.thumbs.finish(end)
 
 
 def _decoder(codec: str, extradata: bytes) -> av.CodecContext:

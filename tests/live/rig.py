@@ -79,7 +79,8 @@ class LiveRig:
                  config: LiveConfig = TEST_CONFIG) -> None:
         self.source, self.video_id = source, video_id
         self.store = root
-        self.stream = LiveStream(video_id, DirectoryOutput(root / "live" / video_id), config=config)
+        self.stream = LiveStream(video_id, DirectoryOutput(root / "live" / video_id),
+                                 vod_output=DirectoryOutput(root / "vod" / video_id), config=config)
         self.streams = {video_id: self.stream}
         self.loop = asyncio.new_event_loop()
         self.url = ""

@@ -13,7 +13,7 @@ import pytest
 
 from packager.live.playlist import part_uri
 from tests.live.rig import LiveRig, publication, running
-from tests.media import ffprobe_json, fragment_timing
+from tests.media import check_hls, ffprobe_json, fragment_timing
 
 SECONDS = 8.0
 RENDITIONS = ["v360", "v240", "a128"]
@@ -173,3 +173,16 @@ def test_blocking_after_the_end_answers_at_once(rig: LiveRig) -> None:
     rig.wait_published()
     status, _, body = rig.get("v360/index.m3u8?_HLS_msn=9&_HLS_part=0", timeout=2)
     assert status == 200 and "#EXT-X-ENDLIST" in body.decode()
+
+
+def test_the_stream_became_a_vod(rig: LiveRig, tmp_path: Path) -> None:
+    """Its segments, as the VOD packager's checks want them: master last, I-frame playlists,
+    one timeline, an IDR at each segment's start; a poster and a storyboard."""
+    rig.wait_published()
+    out = rig.store / "vod" / rig.video_id
+    master = check_hls(out, tmp_path, SECONDS, segment_seconds=1.0)
+    assert len(master.playlists) == 2 and len(master.iframe_playlists) == 2
+    assert (out / "thumbs" / "poster.jpg").stat().st_size > 0
+    assert (out / "thumbs" / "storyboard.vtt").read_text().startswith("WEBVTT")
+    assert (out / "master.m3u8").stat().st_mtime >= max(
+        p.stat().st_mtime for p in out.rglob("*") if p.is_file())
