@@ -40,7 +40,9 @@ class LiveConfig:
     faster_presets: tuple[str, ...] = ("superfast", "ultrafast")  # degrade steps, in order
     max_lag: float = 1.0  # seconds a picture may take to its encoded sample before we degrade
     min_rungs: int = 1  # degrading never drops the ladder below this many rungs
-    memory_segments: int = 4  # newest segments whose parts (and bytes) stay in memory
+    # Newest segments whose parts (and bytes) stay in memory: more than the three target
+    # durations of parts a playlist lists, so a player a little behind still finds them.
+    memory_segments: int = 6
     audio_kbps: int = 128
     hold_back_parts: int = 3
     rung_names: tuple[str, ...] = field(default_factory=tuple)  # only these, when given (tests)

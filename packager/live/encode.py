@@ -67,6 +67,8 @@ class Tick:
 
     grid: tuple[int, int]  # (segment, part)
     arrival: float  # time.monotonic() when ingest received it
+    end: int | None = None  # the picture is its part's last: where the part ends (ticks)
+    last: bool = False  # ... and that part is its segment's last
 
 
 class LiveVideoLane:
@@ -128,7 +130,7 @@ class LiveVideoLane:
         for packet in packets:
             tick = self._grids.pop(packet.pts)
             self.writer.add(cmaf.annexb_to_avcc(bytes(packet)), packet.pts, packet.is_keyframe,
-                            tick.grid)
+                            tick.grid, tick.end, tick.last)
 
     def _switch(self) -> None:
         """A new encoder at the wanted preset, if it writes the same parameter sets."""

@@ -1,8 +1,9 @@
 """Cutting one track's encoded samples into CMAF parts, on the encoding thread.
 
 Samples arrive in decode order, which is presentation order (the live encoders make no
-B-frames), each labelled with the grid part it falls in. A part is written when the first sample
-of the next one arrives: only then is its last sample's duration known. Decode times stay on the
+B-frames), each labelled with the grid part it falls in. A part is written with its last sample
+when that is known to be the last (pictures, on the frame grid), else when the first sample of
+the next part arrives (audio; a picture dropped for a lane that was behind). Decode times stay on the
 stream's timeline (`tfdt` = ticks since the first picture), so every rendition's part N starts at
 the same time and a player switches at any part.
 """
@@ -42,13 +43,18 @@ class PartWriter:
     _segment: list[cmaf.Sample] = field(default_factory=list)
     _segment_start: int = 0
 
-    def add(self, data: bytes, pts: int, sync: bool, grid: tuple[int, int]) -> None:
-        """`grid`: the (segment, part) numbers this sample's time falls in."""
+    def add(self, data: bytes, pts: int, sync: bool, grid: tuple[int, int],
+            end: int | None = None, last: bool = False) -> None:
+        """`grid`: the (segment, part) numbers this sample's time falls in. `end`: this sample
+        is known to be its part's last, which ends there (and its segment too, if `last`), so
+        the part goes out now rather than when the next one starts."""
         if self._pending and grid != self._grid:
             self._flush(end=pts, last=grid[0] != self._grid[0])
         if not self._pending:
             self._open(grid)
         self._pending.append(_Sample(data, pts, sync))
+        if end is not None:
+            self._flush(end=end, last=last)
 
     def _open(self, grid: tuple[int, int]) -> None:
         if grid[0] != self._grid[0]:

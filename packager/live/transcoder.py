@@ -128,7 +128,7 @@ class Transcoder(threading.Thread):
         self._t0: int | None = None  # ms: the first picture's presentation time
         self._first_arrival: tuple[int, float] | None = None  # (dts ms, wall time)
         self._held: list[tuple[str, av.frame.Frame, float]] = []
-        self._last_ticks = -1
+        self._last_index = -1
         self._segment = -1
         self.governor = Governor(stream_id, config, metrics, events)
         self.thumbs_output = thumbs  # where poster and storyboard go, at the end
@@ -264,13 +264,19 @@ class Transcoder(threading.Thread):
 
     def _video(self, frame: av.VideoFrame, arrival: float) -> None:
         assert self.cadence is not None and self._t0 is not None
-        ticks = round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000)
-        if ticks <= self._last_ticks or not self.lanes:
+        cadence = self.cadence
+        # On the frame grid: publishers' millisecond times jitter, a grid does not, so parts
+        # last exactly their frames and each closes with its last picture, not a frame later.
+        index = round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
+        if index <= self._last_index or not self.lanes:
             return  # a repeated or backwards timestamp cannot be presented
-        self._last_ticks = ticks
-        index = round(ticks / self.cadence.frame_ticks)
-        part = index // self.cadence.part_frames
-        tick = Tick((part // self.cadence.segment_parts, part), arrival)
+        self._last_index = index
+        ticks = round(index * cadence.frame_ticks)
+        part = index // cadence.part_frames
+        closes = (index + 1) % cadence.part_frames == 0
+        tick = Tick((part // cadence.segment_parts, part), arrival,
+                    round((index + 1) * cadence.frame_ticks) if closes else None,
+                    closes and (part + 1) % cadence.segment_parts == 0)
         key = tick.grid[0] != self._segment
         if key:
             self._segment = tick.grid[0]
@@ -307,8 +313,8 @@ class Transcoder(threading.Thread):
                 lane.stop()
         for lane in self.lanes:
             lane.join()
-        end = (self._last_ticks + self.cadence.frame_ticks) / VIDEO_TIMESCALE \
-            if self.cadence and self._last_ticks >= 0 else None
+        end = (self._last_index + 1) * self.cadence.frame_ticks / VIDEO_TIMESCALE \
+            if self.cadence and self._last_index >= 0 else None
         if self.audio is not None:
             self.audio.finish(end)
         if self.thumbs is not None and end is not None:

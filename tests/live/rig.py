@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 from aiohttp import web
 
+from origin.store import DirectoryStore
 from packager.live.config import LiveConfig
 from packager.live.media import AudioConfig, MediaPacket, StreamSink, VideoConfig
 from packager.live.server import live_app
@@ -98,7 +99,8 @@ class LiveRig:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore
 
     async def _serve(self) -> str:
-        self.runner = web.AppRunner(live_app(self.streams))
+        # What memory no longer holds comes from the store, as at an origin.
+        self.runner = web.AppRunner(live_app(self.streams, DirectoryStore(self.store)))
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
