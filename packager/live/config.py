@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from packager.ladder import DEFAULT_LADDER, Rung
+from packager.lanes import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE
 
-VIDEO_TIMESCALE = 90000
-AUDIO_RATE = 48000
-AAC_FRAME = 1024
+__all__ = ["AAC_FRAME", "AUDIO_RATE", "VIDEO_TIMESCALE", "Cadence", "LiveConfig", "snap_rate"]
 COMMON_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001),
                 Fraction(30), Fraction(50), Fraction(60000, 1001), Fraction(60))
 

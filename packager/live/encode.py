@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from packager import cmaf
 from packager.ladder import Rendition
+from packager.lanes import aac_encoder
 from packager.live.config import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE, Cadence
 from packager.live.playlist import Part
 from packager.live.track import PartWriter, SegmentDone
@@ -151,16 +152,8 @@ class LiveAudioLane:
 
     def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None],
                  on_segment: SegmentDone | None = None) -> None:
-        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE,
-                                           frame_size=AAC_FRAME)
-        enc = av.CodecContext.create("aac", "w")
-        enc.sample_rate, enc.layout, enc.format = AUDIO_RATE, "stereo", "fltp"
-        enc.bit_rate = kbps * 1000
-        enc.time_base = Fraction(1, AUDIO_RATE)
-        enc.flags |= Flags.global_header
-        enc.open()
-        self.encoder = enc
-        self.track = cmaf.AudioTrack(bytes(enc.extradata), 2, AUDIO_RATE, kbps * 1000)
+        self.resampler, self.encoder = aac_encoder(kbps)
+        self.track = cmaf.AudioTrack(bytes(self.encoder.extradata), 2, AUDIO_RATE, kbps * 1000)
         self.writer = PartWriter(self.track, emit, AAC_FRAME, on_segment)
         self.part_ticks = Fraction(cadence.part_frames * AUDIO_RATE) / cadence.frame_rate
         self.segment_parts = cadence.segment_parts
