@@ -162,18 +162,19 @@ class LiveAudioLane:
         self._samples = 0
         self._first_pts: int | None = None
 
-    def encode(self, frame: av.AudioFrame | None, seconds: float = 0.0) -> None:
+    def encode(self, frame: av.AudioFrame, seconds: float = 0.0) -> None:
         """`seconds`: where `frame` starts on the stream's timeline."""
-        if frame is not None and self.start is None:
+        if self.start is None:
             if seconds < 0:
                 return  # sound from before the first picture
             self.start = round(seconds * AUDIO_RATE)
-        for resampled in self.resampler.resample(frame):
+        self._encode(self.resampler.resample(frame))
+
+    def _encode(self, frames: list[av.AudioFrame]) -> None:
+        for resampled in frames:
             resampled.pts, resampled.time_base = self._samples, self.encoder.time_base
             self._samples += resampled.samples
             self._write(self.encoder.encode(resampled))
-        if frame is None:
-            self._write(self.encoder.encode(None))
 
     def _write(self, packets: list[av.Packet]) -> None:
         for packet in packets:
@@ -186,7 +187,11 @@ class LiveAudioLane:
             self.writer.add(bytes(packet), pts, True, (part // self.segment_parts, part))
 
     def finish(self, video_end: float | None) -> None:
-        if video_end is not None:
-            self.end = round(video_end * AUDIO_RATE)
-        self.encode(None)
+        """Flush, keeping no sound past the pictures' end (or past the sound given, without
+        pictures): the encoder's padding would be a sliver of a segment to nowhere."""
+        self._encode(self.resampler.resample(None))
+        if self.start is not None:
+            self.end = round(video_end * AUDIO_RATE) if video_end is not None \
+                else self.start + self._samples
+        self._write(self.encoder.encode(None))
         self.writer.close()

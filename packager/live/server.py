@@ -134,6 +134,10 @@ class LiveHandler:
         timeline = rendition.timeline
         assert stream.cadence is not None
         hold = 3 * stream.cadence.target_duration
+        if rendition.dropped and wanted.msn is not None:
+            # Given up to keep real time: it will never hold the part asked for. Players move
+            # to another rendition on the error (the master no longer lists it).
+            return _problem(404, "Not Found", "rendition dropped to keep up with real time")
         if wanted.msn is None:
             ready = await _until(stream, lambda: timeline.last() is not None, START_WAIT)
         else:
@@ -144,6 +148,8 @@ class LiveHandler:
                 return _problem(400, "Bad Request", "_HLS_msn is more than two segments ahead")
             ready = await _until(stream, lambda: timeline.has(msn, part) or timeline.ended
                                  or rendition.dropped, hold)
+            if rendition.dropped and not timeline.has(msn, part):
+                return _problem(404, "Not Found", "rendition dropped to keep up with real time")
         if not ready:
             return _problem(503, "Part Not Ready", retry=True)
         text = stream.playlist(rendition.name, skip=wanted.skip)

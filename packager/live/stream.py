@@ -25,7 +25,7 @@ from packager.ladder import AUDIO_NAME
 from packager.live.config import Cadence, LiveConfig
 from packager.live.encode import LiveMetrics
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
-from packager.live.playlist import Part, Report, Segment, Timeline
+from packager.live.playlist import Part, Report, Timeline
 from packager.live.transcoder import Transcoder, Variant
 from packager.live.vod import VodRecorder
 from packager.output import Output
@@ -113,7 +113,8 @@ class LiveStream:
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.changes: Changes | None = None
-        self.on_segment: list[Callable[[Rendition, Segment], None]] = []
+        self._version = 0  # of what the playlists show: one more at every change
+        self._rendered: dict[tuple[str, bool], tuple[int, str]] = {}
 
     # --- StreamSink ------------------------------------------------------------------------------
 
@@ -127,6 +128,8 @@ class LiveStream:
 
     async def packet(self, packet: MediaPacket) -> None:
         assert self._transcoder is not None, "start() first"
+        if self.ended or not self._transcoder.is_alive():
+            raise RuntimeError("live transcoding has stopped")  # ingest drops the publisher
         self._transcoder.feed(packet)
 
     async def end(self) -> None:
@@ -168,6 +171,7 @@ class LiveStream:
 
     def _notify(self) -> None:
         assert self.changes is not None
+        self._version += 1
         self.changes.notify()
 
     def _started(self, cadence: Cadence, wall_start: float, variants: list[Variant]) -> None:
@@ -192,8 +196,6 @@ class LiveStream:
             assert segment.data is not None
             self.store.write(f"{name}/{segment.uri}", segment.data)
             self.store.write(f"{name}/index.m3u8", rendition.timeline.render_plain().encode())
-            for listener in self.on_segment:
-                listener(rendition, segment)
         if self.master is None and all(r.timeline.segments for r in self.renditions.values()):
             self._write_master()
         self._notify()
@@ -231,7 +233,14 @@ class LiveStream:
         return reports
 
     def playlist(self, name: str, skip: bool = False) -> str:
-        return self.renditions[name].timeline.render(skip, self.reports(name))
+        """The rendition's playlist now. Rendered once per change of the stream, however many
+        viewers ask for it (a two-hour window is thousands of lines)."""
+        cached = self._rendered.get((name, skip))
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        text = self.renditions[name].timeline.render(skip, self.reports(name))
+        self._rendered[(name, skip)] = (self._version, text)
+        return text
 
 
 def master_playlist(variants: list[Variant]) -> str:

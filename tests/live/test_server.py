@@ -161,3 +161,16 @@ async def test_the_end_answers_every_waiter(feed: tuple[Feed, TestClient]) -> No
     parts.stream._ended()
     response = await asyncio.wait_for(asked, 2)
     assert response.status == 200 and "#EXT-X-ENDLIST" in await response.text()
+
+
+async def test_a_dropped_rendition_refuses_to_block(feed: tuple[Feed, TestClient]) -> None:
+    parts, client = feed
+    parts.part()
+    asked = asyncio.create_task(client.get("/live/fake0001/v360/index.m3u8?_HLS_msn=0&_HLS_part=1"))
+    await asyncio.sleep(0.1)
+    parts.stream._dropped("v360")
+    response = await asyncio.wait_for(asked, 2)
+    assert response.status == 404  # never an unchanged playlist
+    assert (await client.get("/live/fake0001/v360/index.m3u8")).status == 200
+    master = await (await client.get("/live/fake0001/master.m3u8")).text()
+    assert "v360" not in master and "a128/index.m3u8" in master
