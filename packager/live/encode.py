@@ -42,14 +42,15 @@ class LiveMetrics:
         self.delay = Gauge("reel_live_rung_delay_seconds", "From a picture's arrival at ingest to "
                            "its encoded sample, newest picture", labels, registry=registry)
         self.dropped = Counter("reel_live_dropped_frames_total", "Pictures not encoded because "
-                               "the rung was behind real time", labels, registry=registry)
+                               "the rung (rendition=\"source\": the decoder) was behind real time",
+                               labels, registry=registry)
         self.degraded = Counter("reel_live_degrades_total", "Steps taken to catch up: a faster "
                                 "preset, or a rung dropped", ["stream", "action"], registry=registry)
         self.parts = Counter("reel_live_parts_total", "LL-HLS parts written", labels,
                              registry=registry)
 
     def forget(self, stream: str, renditions: list[str]) -> None:
-        for name in renditions:
+        for name in [*renditions, "source"]:
             for metric in (self.speed, self.delay, self.dropped, self.parts):
                 try:
                     metric.remove(stream, name)

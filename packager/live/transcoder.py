@@ -40,6 +40,7 @@ log = logging.getLogger("reel.live")
 RATE_SAMPLES = 5  # pictures read before the frame rate is known (~150 ms, at the start only)
 LANE_DEPTH = 8  # pictures a lane may have waiting before new ones are dropped for it
 MS = Fraction(1, 1000)
+DECODE_LAG = 3  # max_lags behind at the decoder before pictures are skipped to a keyframe
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class Transcoder(threading.Thread):
         self._first_arrival: tuple[int, float] | None = None  # (dts ms, wall time)
         self._held: list[tuple[str, av.frame.Frame, float]] = []
         self._last_index = -1
+        self._skipping = False  # decoding too far behind: waiting for the next keyframe
         self._segment = -1
         self.governor = Governor(stream_id, config, metrics, events)
         self.thumbs_output = thumbs  # where poster and storyboard go, at the end
@@ -161,7 +163,7 @@ class Transcoder(threading.Thread):
         if self._first_arrival is None:
             self._first_arrival = (packet.pts, wall)
         decoder = self.video_decoder if packet.kind == "video" else self.audio_decoder
-        if decoder is None:
+        if decoder is None or (packet.kind == "video" and self._skip(packet, arrival)):
             return
         av_packet = av.Packet(packet.data)
         av_packet.pts, av_packet.dts, av_packet.time_base = packet.pts, packet.dts, MS
@@ -171,6 +173,17 @@ class Transcoder(threading.Thread):
             return  # a damaged access unit: skipped, as players do
         for frame in frames:
             self._frame(packet.kind, frame, arrival)
+
+    def _skip(self, packet: MediaPacket, arrival: float) -> bool:
+        """Whether to skip this picture undecoded: decoding itself is so far behind real time
+        that only jumping to the next keyframe catches up (pictures in between reference
+        what came before them, so it is all of them or none)."""
+        if packet.keyframe:
+            self._skipping = False
+        elif self._skipping or time.monotonic() - arrival > DECODE_LAG * self.config.max_lag:
+            self._skipping = True
+            self.metrics.dropped.labels(self.stream_id, "source").inc()
+        return self._skipping
 
     def _frame(self, kind: str, frame: av.frame.Frame, arrival: float) -> None:
         if self.cadence is None:
@@ -212,7 +225,9 @@ class Transcoder(threading.Thread):
             for rendition in self._renditions(picture):
                 variants.append(self._start_lane(rendition))
             if self.thumbs_output is not None:
-                self.thumbs = Thumbnails(picture.width, picture.height, None,
+                # Tiles spaced as for a video as long as the DVR window: a storyboard of a
+                # few hundred small pictures however long the stream, not one every 2 s.
+                self.thumbs = Thumbnails(picture.width, picture.height, self.config.dvr_seconds,
                                          (variants[0].width, variants[0].height), self.thumbs_output)
         if self.audio_decoder is not None:
             self.audio = LiveAudioLane(self.cadence, self.config.audio_kbps,

@@ -3,6 +3,7 @@ never by letting latency grow; the metrics say so, and the stream stays correct.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import m3u8
@@ -10,7 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from packager.live.config import LiveConfig
 from packager.live.encode import LiveMetrics
+from packager.live.media import MediaPacket
 from packager.live.stream import LiveStream
+from packager.live.transcoder import Transcoder
 from packager.output import DirectoryOutput
 from tests.live.rig import publication, publish
 from tests.media import check_hls
@@ -48,3 +51,18 @@ async def test_a_stream_behind_takes_faster_presets_then_drops_its_top_rung(tmp_
     assert playlist.is_endlist and len(playlist.segments) == 6
     master = check_hls(tmp_path / "vod", tmp_path, 6.0, segment_seconds=1.0)
     assert [p.uri for p in master.playlists] == ["v240/index.m3u8"]
+
+
+def test_decoding_far_behind_skips_to_the_next_keyframe() -> None:
+    registry = CollectorRegistry()
+    transcoder = Transcoder("lag00001", None, None, LiveConfig(), events=None,  # type: ignore[arg-type]
+                            metrics=LiveMetrics(registry))
+    key = MediaPacket("video", 0, 0, b"", keyframe=True)
+    other = MediaPacket("video", 33, 33, b"")
+    late, now = time.monotonic() - 10, time.monotonic
+    assert not transcoder._skip(key, late)  # a keyframe is always decoded
+    assert transcoder._skip(other, late)
+    assert transcoder._skip(other, now())  # on time again, but it needs what was skipped
+    assert not transcoder._skip(key, now()) and not transcoder._skip(other, now())
+    assert registry.get_sample_value("reel_live_dropped_frames_total",
+                                     {"stream": "lag00001", "rendition": "source"}) == 2
