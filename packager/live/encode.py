@@ -26,7 +26,7 @@ from packager.ladder import Rendition
 from packager.lanes import aac_encoder
 from packager.live.config import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE, Cadence
 from packager.live.playlist import Part
-from packager.live.track import PartWriter, SegmentDone
+from packager.live.track import ChunkDone, PartWriter, SegmentDone
 
 LIVE_X264 = ("keyint=infinite:scenecut=0:open-gop=0:bframes=0:ref=1:weightp=0:cabac=1:"
              "8x8dct=1:deblock=1:rc-lookahead=0")
@@ -79,14 +79,18 @@ class LiveVideoLane:
 
     def __init__(self, rendition: Rendition, cadence: Cadence, presets: tuple[str, ...],
                  emit: Callable[[Part], None], report: Callable[[float, float], None],
-                 on_segment: SegmentDone | None = None) -> None:
+                 on_segment: SegmentDone | None = None, on_chunk: ChunkDone | None = None,
+                 ) -> None:
         self.rendition, self.cadence, self.presets = rendition, cadence, presets
         self.level = 0
         self.wanted = 0
         self.encoder = self._open(presets[0])
         self.track = cmaf.VideoTrack(cmaf.AvcConfig.from_extradata(self.encoder.extradata),
                                      rendition.width, rendition.height, VIDEO_TIMESCALE)
-        self.writer = PartWriter(self.track, emit, round(cadence.frame_ticks), on_segment)
+        # Pictures go out a frame at a time (LL-CMAF chunks), so a part can be streamed while
+        # it grows; sound does not (a chunk per 21 ms AAC frame would cost a third of its rate).
+        self.writer = PartWriter(self.track, emit, round(cadence.frame_ticks), on_segment,
+                                 on_chunk)
         self.scaler = VideoReformatter()
         self.report = report  # (delay, speed) after each picture
         self._grids: dict[int, Tick] = {}

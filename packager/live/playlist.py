@@ -75,9 +75,23 @@ class Timeline:
         self.segments: deque[Segment] = deque()
         self.ended = False
         self._duration = 0.0  # of the completed segments in the window
+        self.growing: tuple[int, int] | None = None  # the part being written, chunk by chunk
+        self._growing_data = bytearray()
+
+    def grow(self, msn: int, index: int, chunk: bytes) -> None:
+        """A chunk of the part being written (it is listed once complete, by `add`)."""
+        if self.growing != (msn, index):
+            self.growing, self._growing_data = (msn, index), bytearray()
+        self._growing_data += chunk
+
+    def partial(self, msn: int, index: int) -> bytes | None:
+        """What exists of part (msn, index) while it is being written."""
+        return bytes(self._growing_data) if self.growing == (msn, index) else None
 
     def add(self, part: Part) -> Segment | None:
         """Append a part; returns its segment when the part completes it."""
+        if self.growing == (part.msn, part.index):
+            self.growing, self._growing_data = None, bytearray()
         if not self.segments or self.segments[-1].complete:
             self.segments.append(Segment(part.msn, part.start))
         segment = self.segments[-1]

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from origin.layout import Key, parse_key
 from origin.store import Store
+from packager.live.playlist import Timeline
 from packager.live.stream import LiveStream, Rendition
 from reel.http import (
     CORS,
@@ -158,24 +159,26 @@ class LiveHandler:
 
     async def _part(self, request: web.Request, stream: LiveStream, rendition: Rendition,
                     msn: int, index: int) -> web.StreamResponse:
-        """A part, or the preload-hinted one: held until it is complete."""
+        """A part, or the preload-hinted one: held until it starts, then streamed as it grows."""
         timeline = rendition.timeline
         assert stream.cadence is not None
         if msn > timeline.next_part()[0] + 2:
             return _problem(404, "Not Found")
 
-        def settled() -> bool:  # it exists, or it never will
+        def settled() -> bool:  # it exists, is being written, or never will be
             last = timeline.last()
-            return timeline.part(msn, index) is not None or timeline.ended or \
-                rendition.dropped or (last is not None and last > (msn, index))
+            return timeline.part(msn, index) is not None or timeline.growing == (msn, index) \
+                or timeline.ended or rendition.dropped or (last is not None and last > (msn, index))
 
         if not await _until(stream, settled, 3 * stream.cadence.target_duration):
             return _problem(503, "Part Not Ready", retry=True)
+        cache = f"public, max-age={stream.config.memory_segments * stream.cadence.target_duration}"
         part = timeline.part(msn, index)
+        if part is None and timeline.growing == (msn, index):
+            return await _stream_part(request, stream, timeline, msn, index, cache)
         if part is None or not part.data:
             return _problem(404, "Not Found")
-        seconds = stream.config.memory_segments * stream.cadence.target_duration
-        return _body(request, part.data, "video/iso.segment", f"public, max-age={seconds}")
+        return _body(request, part.data, "video/iso.segment", cache)
 
     async def _from_store(self, request: web.Request, key: Key) -> web.StreamResponse:
         if self.store is None or key.kind not in ("segment", "init", "playlist"):
@@ -193,6 +196,45 @@ class LiveHandler:
                 await response.write(chunk)
         await response.write_eof()
         return response
+
+
+async def _stream_part(request: web.Request, stream: LiveStream, timeline: Timeline, msn: int,
+                       index: int, cache: str) -> web.StreamResponse:
+    """The part being written, chunk by chunk as the encoder makes them (chunked transfer),
+    to its end. A stream that stalls mid-part cuts the response short: the player retries."""
+    response = web.StreamResponse(headers={**CORS, "Content-Type": "video/iso.segment",
+                                           "Cache-Control": cache})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    sent = 0
+
+    def data() -> bytes | None:
+        part = timeline.part(msn, index)
+        return part.data if part is not None else timeline.partial(msn, index)
+
+    while request.method != "HEAD":
+        now = data()
+        if now is None or len(now) < sent:
+            return _cut(request, response)  # gone from memory: never completed here
+        if len(now) > sent:
+            await response.write(now[sent:])
+            sent = len(now)
+        if timeline.part(msn, index) is not None:
+            break
+        assert stream.cadence is not None
+        if not await _until(stream, lambda seen=sent: len(data() or b"") != seen or timeline.ended,
+                            stream.cadence.target_duration * 3):
+            return _cut(request, response)
+    await response.write_eof()
+    return response
+
+
+def _cut(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """End a streamed body unfinished: the connection closes without the last chunk, so the
+    client knows the part is incomplete (a clean end would pass a truncated part for whole)."""
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 async def _until(stream: LiveStream, ready: Callable[[], bool], within: float) -> bool:

@@ -160,6 +160,9 @@ class LiveStream:
     def dropped(self, name: str) -> None:
         self._call(self._dropped, name)
 
+    def chunk(self, name: str, msn: int, index: int, data: bytes) -> None:
+        self._call(self._chunk, name, msn, index, data)
+
     def segment(self, name: str, fragment: cmaf.Fragment, duration: float) -> None:
         if self.vod is not None:
             self._call(self.vod.segment, name, fragment, duration)
@@ -199,6 +202,11 @@ class LiveStream:
         if self.master is None and all(r.timeline.segments for r in self.renditions.values()):
             self._write_master()
         self._notify()
+
+    def _chunk(self, name: str, msn: int, index: int, data: bytes) -> None:
+        self.renditions[name].timeline.grow(msn, index, data)
+        assert self.changes is not None
+        self.changes.notify()  # not a new playlist (a part is listed once complete): no _version
 
     def _dropped(self, name: str) -> None:
         self.renditions[name].dropped = True

@@ -17,6 +17,7 @@ from packager import cmaf
 from packager.live.playlist import Part
 
 SegmentDone = Callable[[int, cmaf.Fragment, float], None]
+ChunkDone = Callable[[int, int, bytes], None]  # (msn, part index, a CMAF chunk of that part)
 
 
 @dataclass
@@ -28,13 +29,18 @@ class _Sample:
 
 @dataclass
 class PartWriter:
-    """Gathers one track's samples and hands each finished part to `emit` (from this thread)."""
+    """Gathers one track's samples and hands each finished part to `emit` (from this thread).
+
+    With `on_chunk`, a part is written a sample at a time, each a CMAF chunk (moof+mdat) handed
+    over as soon as its duration is known, so a server can stream the part while it grows; the
+    part is then those chunks end to end."""
 
     track: cmaf.Track
     emit: Callable[[Part], None]
     frame_ticks: int  # the duration of the very last sample, at the end of the stream
     # Each whole segment as one fragment (one moof), for the VOD the stream becomes.
     on_segment: SegmentDone | None = None
+    on_chunk: ChunkDone | None = None
     _pending: list[_Sample] = field(default_factory=list)
     _grid: tuple[int, int] = (-1, -1)  # (segment, part) on the stream's grid of what is pending
     _msn: int = -1
@@ -42,6 +48,8 @@ class PartWriter:
     _fragments: int = 0
     _segment: list[cmaf.Sample] = field(default_factory=list)
     _segment_start: int = 0
+    _chunks: list[cmaf.Fragment] = field(default_factory=list)  # of the pending part, sent
+    _sent: int = 0  # pending samples already in a chunk
 
     def add(self, data: bytes, pts: int, sync: bool, grid: tuple[int, int],
             end: int | None = None, last: bool = False) -> None:
@@ -52,6 +60,8 @@ class PartWriter:
             self._flush(end=pts, last=grid[0] != self._grid[0])
         if not self._pending:
             self._open(grid)
+        elif self.on_chunk is not None:
+            self._send(self._samples(pts)[self._sent:])  # the one before: its length is known
         self._pending.append(_Sample(data, pts, sync))
         if end is not None:
             self._flush(end=end, last=last)
@@ -71,19 +81,40 @@ class PartWriter:
         if self._pending:
             self._flush(end=self._pending[-1].pts + self.frame_ticks, last=True)
 
-    def _flush(self, end: int, last: bool) -> None:
-        pending, self._pending = self._pending, []
-        times = [s.pts for s in pending] + [end]
-        samples = [cmaf.Sample(s.data, times[i + 1] - s.pts, 0, s.sync) for i, s in enumerate(pending)]
+    def _samples(self, end: int) -> list[cmaf.Sample]:
+        """The pending samples, each lasting to the next one's start (the last, to `end`)."""
+        times = [s.pts for s in self._pending] + [end]
+        return [cmaf.Sample(s.data, times[i + 1] - s.pts, 0, s.sync)
+                for i, s in enumerate(self._pending)]
+
+    def _fragment(self, samples: list[cmaf.Sample], decode_time: int) -> cmaf.Fragment:
         self._fragments += 1
-        fragment = cmaf.media_segment(self.track, self._fragments, pending[0].pts, samples,
-                                      styp=self._index == 0)
+        return cmaf.media_segment(self.track, self._fragments, decode_time, samples,
+                                  styp=self._index == 0 and not self._chunks)
+
+    def _send(self, samples: list[cmaf.Sample]) -> None:
+        if not samples:
+            return
+        decode_time = self._pending[self._sent].pts
+        self._chunks.append(self._fragment(samples, decode_time))
+        self._sent += len(samples)
+        assert self.on_chunk is not None
+        self.on_chunk(self._msn, self._index, self._chunks[-1].data)
+
+    def _flush(self, end: int, last: bool) -> None:
+        samples, start = self._samples(end), self._pending[0].pts
+        if self.on_chunk is not None:
+            self._send(samples[self._sent:])
+            chunks = self._chunks
+        else:
+            chunks = [self._fragment(samples, start)]
         scale = self.track.timescale
-        self.emit(Part(self._msn, self._index, (end - pending[0].pts) / scale, pending[0].sync,
-                       fragment.data, pending[0].pts / scale, last,
-                       fragment.key_offset, fragment.key_length))
+        self.emit(Part(self._msn, self._index, (end - start) / scale, samples[0].sync,
+                       b"".join(c.data for c in chunks), start / scale, last,
+                       chunks[0].key_offset, chunks[0].key_length))
+        self._pending, self._chunks, self._sent = [], [], 0
         if self.on_segment is not None:
-            self._whole(samples, pending[0].pts, end, last)
+            self._whole(samples, start, end, last)
 
     def _whole(self, samples: list[cmaf.Sample], start: int, end: int, last: bool) -> None:
         if self._index == 0:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from typing import Protocol
 
 import av
@@ -63,6 +64,7 @@ class Events(Protocol):
     def init(self, name: str, data: bytes) -> None: ...
     def part(self, name: str, part: Part) -> None: ...
     def segment(self, name: str, fragment: cmaf.Fragment, duration: float) -> None: ...
+    def chunk(self, name: str, msn: int, index: int, data: bytes) -> None: ...
     def dropped(self, name: str) -> None: ...
     def finished(self) -> None: ...
 
@@ -250,7 +252,7 @@ class Transcoder(threading.Thread):
         presets = (self.config.preset, *self.config.faster_presets)
         lane = LiveVideoLane(rendition, self.cadence, presets,
                              lambda part: self._part(name, part), self._reporter(name),
-                             self._whole(name))
+                             self._whole(name), partial(self.events.chunk, name))
         self.events.init(name, cmaf.init_segment(lane.track))
         thread = LaneThread(lane, depth=LANE_DEPTH)  # type: ignore[arg-type]
         thread.start()

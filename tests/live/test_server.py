@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from fractions import Fraction
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -174,3 +175,32 @@ async def test_a_dropped_rendition_refuses_to_block(feed: tuple[Feed, TestClient
     assert (await client.get("/live/fake0001/v360/index.m3u8")).status == 200
     master = await (await client.get("/live/fake0001/master.m3u8")).text()
     assert "v360" not in master and "a128/index.m3u8" in master
+
+
+async def test_a_hinted_part_is_streamed_as_it_grows(feed: tuple[Feed, TestClient]) -> None:
+    parts, client = feed
+    stream = parts.stream
+    parts.part()
+    asked = asyncio.create_task(client.get("/live/fake0001/v360/part_00000_1.m4s"))
+    await asyncio.sleep(0.1)
+    assert not asked.done()
+    stream._chunk("v360", 0, 1, b"first-")
+    response = await asyncio.wait_for(asked, 2)
+    assert response.status == 200 and response.headers["Transfer-Encoding"] == "chunked"
+    assert await asyncio.wait_for(response.content.readany(), 2) == b"first-"  # before the end
+    stream._chunk("v360", 0, 1, b"second-")
+    assert await asyncio.wait_for(response.content.readany(), 2) == b"second-"
+    stream._part("v360", Part(0, 1, CADENCE.part_seconds, False, b"first-second-third",
+                              CADENCE.part_seconds))
+    assert await asyncio.wait_for(response.content.read(), 2) == b"third"
+    whole = await client.get("/live/fake0001/v360/part_00000_1.m4s")  # complete: all at once
+    assert await whole.read() == b"first-second-third" and "ETag" in whole.headers
+
+
+async def test_a_part_that_stops_growing_is_cut_short(feed: tuple[Feed, TestClient]) -> None:
+    parts, client = feed
+    parts.part()
+    parts.stream._chunk("v360", 0, 1, b"first-")
+    response = await client.get("/live/fake0001/v360/part_00000_1.m4s")
+    with pytest.raises(aiohttp.ClientPayloadError):  # never a truncated part passed for whole
+        await asyncio.wait_for(response.content.read(), 3 * CADENCE.target_duration + 2)
