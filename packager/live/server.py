@@ -3,8 +3,13 @@
 A blocking request (`_HLS_msn`, `_HLS_part`) is held until that part exists, woken by the
 stream's Changes (never polled), and answered in the loop iteration the part arrives in; 503
 after three target durations, 400 when malformed or more than two segments ahead. A request for
-the preload-hinted part waits for it the same way. What memory no longer holds (older segments
-of the DVR window) comes from the object store when one is given.
+the preload-hinted part waits for its first chunk, then streams it chunk by chunk (chunked
+transfer) as the encoder writes it. What memory no longer holds (older segments of the DVR
+window) comes from the object store when one is given.
+
+Caching (DESIGN.md's HTTP conventions): init and segments immutable; parts for as long as memory
+keeps them; a blocking playlist answer for a second (its URL names a state the stream never goes
+back from), a plain reload not at all (it changes every part); the master for two seconds.
 """
 
 from __future__ import annotations

@@ -117,6 +117,9 @@ class Governor:
 
 
 class Transcoder(threading.Thread):
+    """One stream's decoding thread: owns the decoders, the lanes (threads of their own), the
+    audio encoder and the Governor; reports through `events`, from whichever thread made it."""
+
     def __init__(self, stream_id: str, video: VideoConfig | None, audio: AudioConfig | None,
                  config: LiveConfig, events: Events, metrics: LiveMetrics,
                  thumbs: Output | None = None) -> None:
@@ -208,7 +211,7 @@ class Transcoder(threading.Thread):
             times = sorted(f.pts for f in pictures)
             self._t0 = times[0]
             gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-            rate = snap_rate(statistics.median(gaps) / 1000)
+            rate = snap_rate(statistics.median(gaps) / 1000) if gaps else Fraction(30)
         else:
             self._t0, rate = self._held[0][1].pts, Fraction(30)
         self.cadence = Cadence.of(rate, self.config)
