@@ -167,6 +167,11 @@ def test_the_store_holds_every_segment(rig: LiveRig, tmp_path: Path) -> None:
             keys = [round(float(p["pts_time"]), 3) for p in packets if "K" in p["flags"]]
             assert keys == [float(n) for n in range(int(SECONDS))]  # an IDR a second, only
     assert tfdts["v360"] == tfdts["v240"] == [n * 90000 for n in range(int(SECONDS))]
+    # Out of memory (six segments kept), still served: from the store, as an origin would.
+    assert rig.stream.renditions["v360"].timeline.find(0).data is None
+    status, headers, body = rig.get("v360/seg_00000.m4s")
+    assert status == 200 and body == (out / "v360" / "seg_00000.m4s").read_bytes()
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
 def test_blocking_after_the_end_answers_at_once(rig: LiveRig) -> None:
