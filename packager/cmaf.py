@@ -250,8 +250,10 @@ class Fragment:
     key_length: int  # moof, mdat header and the first sample
 
 
-def media_segment(track: Track, sequence: int, decode_time: int, samples: list[Sample]) -> Fragment:
-    """styp + moof + mdat holding `samples`, the first decoded at `decode_time`."""
+def media_segment(track: Track, sequence: int, decode_time: int, samples: list[Sample],
+                  styp: bool = True) -> Fragment:
+    """styp + moof + mdat holding `samples`, the first decoded at `decode_time`. Without `styp`:
+    a CMAF chunk (an LL-HLS part after a segment's first), which carries no styp of its own."""
     entries = b"".join(
         struct.pack(
             ">IIIi", s.duration, len(s.data), SYNC_FLAGS if s.sync else NON_SYNC_FLAGS,
@@ -270,6 +272,6 @@ def media_segment(track: Track, sequence: int, decode_time: int, samples: list[S
                    box(b"traf", tfhd, tfdt, trun))
 
     size = len(moof(0))
-    styp = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh")  # no sidx, so no msix
-    data = styp + moof(size + 8) + box(b"mdat", *(s.data for s in samples))
-    return Fragment(data, len(styp), size + 8 + len(samples[0].data))
+    head = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh") if styp else b""  # no sidx: no msix
+    data = head + moof(size + 8) + box(b"mdat", *(s.data for s in samples))
+    return Fragment(data, len(head), size + 8 + len(samples[0].data))

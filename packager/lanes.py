@@ -208,6 +208,17 @@ class LaneThread(threading.Thread):
             raise self.error
         self._queue.put((frame, pts, keyframe))
 
+    def offer(self, *item: object) -> bool:
+        """`submit` without waiting: False, and nothing queued, when the lane is that far behind
+        (a live stream drops the picture rather than fall further behind real time)."""
+        if self.error is not None:
+            raise self.error
+        try:
+            self._queue.put_nowait(item)  # type: ignore[arg-type]
+        except queue.Full:
+            return False
+        return True
+
     def close_quietly(self) -> None:
         self.error = self.error or RuntimeError("job abandoned")
         self._queue.put(None)
@@ -233,21 +244,27 @@ def close_all(threads: list[LaneThread], **finish_args: object) -> None:
         thread.wait()
 
 
+def aac_encoder(kbps: int = AUDIO_KBPS) -> tuple[av.AudioResampler, av.CodecContext]:
+    """An AAC encoder (stereo, 48 kHz, global header for the esds box) and the resampler that
+    feeds it whole 1024-sample frames from any source layout and rate."""
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE,
+                                  frame_size=AAC_FRAME)
+    enc = av.CodecContext.create("aac", "w")
+    enc.sample_rate, enc.layout, enc.format = AUDIO_RATE, "stereo", "fltp"
+    enc.bit_rate = kbps * 1000
+    enc.time_base = Fraction(1, AUDIO_RATE)
+    enc.flags |= Flags.global_header
+    enc.open()
+    return resampler, enc
+
+
 class AudioLane:
     """Stereo AAC at 48 kHz whatever the source layout, cut at the first frame at or after each
     segment boundary the video cuts at."""
 
     def __init__(self, output: Output, cuts: Cuts, progressive: bool) -> None:
-        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE,
-                                           frame_size=AAC_FRAME)
-        enc = av.CodecContext.create("aac", "w")
-        enc.sample_rate, enc.layout, enc.format = AUDIO_RATE, "stereo", "fltp"
-        enc.bit_rate = AUDIO_KBPS * 1000
-        enc.time_base = Fraction(1, AUDIO_RATE)
-        enc.flags |= Flags.global_header
-        enc.open()
-        self.encoder = enc
-        track = cmaf.AudioTrack(bytes(enc.extradata), 2, AUDIO_RATE, AUDIO_KBPS * 1000)
+        self.resampler, self.encoder = aac_encoder()
+        track = cmaf.AudioTrack(bytes(self.encoder.extradata), 2, AUDIO_RATE, AUDIO_KBPS * 1000)
         self.writer = TrackWriter(AUDIO_NAME, track, output, progressive)
         self.writer.start()
         self.cuts = cuts

@@ -146,8 +146,10 @@ def check_timeline(out: Path, names: list[str], tmp: Path) -> None:
     assert all(s == videos[0] for s in videos), starts  # fragment N starts alike everywhere
 
 
-def check_hls(out: Path, tmp: Path, duration: float, frame_rate: float = 30.0) -> dict:
-    """What every packaged video must satisfy (issue 3's correctness list); returns the master."""
+def check_hls(out: Path, tmp: Path, duration: float, frame_rate: float = 30.0,
+              segment_seconds: float = 6.0) -> dict:
+    """What every packaged video must satisfy (issue 3's correctness list); returns the master.
+    `segment_seconds`: the VOD packager's 6 s, or a live stream's shorter segments."""
     master = m3u8.load(str(out / "master.m3u8"))
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in (out / "master.m3u8").read_text()
     renditions = [p.uri.split("/")[0] for p in master.playlists]
@@ -157,7 +159,7 @@ def check_hls(out: Path, tmp: Path, duration: float, frame_rate: float = 30.0) -
         playlist = m3u8.load(str(out / name / "index.m3u8"))
         assert playlist.playlist_type == "vod" and playlist.is_endlist
         durations = [s.duration for s in playlist.segments]
-        assert all(abs(d - 6.0) <= 0.5 for d in durations[:-1]), durations
+        assert all(abs(d - segment_seconds) <= 0.5 for d in durations[:-1]), durations
         # No sliver of a segment at the end: none shorter than an audio frame.
         assert all(d >= AAC_FRAME_SECONDS - 1e-6 for d in durations), (name, durations)
         frame = 1 / frame_rate if name.startswith("v") else AAC_FRAME_SECONDS

@@ -1,0 +1,202 @@
+"""Real-time encoders: one x264 lane per rung (on a thread, packager.lanes.LaneThread), one AAC
+encoder, and the metrics that say whether they keep up.
+
+x264 runs with `tune=zerolatency`: no B-frames, no lookahead, sliced threads, so a picture leaves
+its encoder as soon as it went in. The bitstream-level options (CABAC, 8x8 transform, one
+reference, no weighted prediction, deblocking) are pinned, so every preset from `veryfast` down to
+`ultrafast` writes the same SPS/PPS: a lane that degrades to a faster preset keeps its init
+segment, and players never see a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+from av.codec.context import Flags
+from av.video.frame import PictureType
+from av.video.reformatter import VideoReformatter
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from packager import cmaf
+from packager.ladder import Rendition
+from packager.lanes import aac_encoder
+from packager.live.config import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE, Cadence
+from packager.live.playlist import Part
+from packager.live.track import ChunkDone, PartWriter, SegmentDone
+
+LIVE_X264 = ("keyint=infinite:scenecut=0:open-gop=0:bframes=0:ref=1:weightp=0:cabac=1:"
+             "8x8dct=1:deblock=1:rc-lookahead=0")
+
+
+class LiveMetrics:
+    """Per stream and rendition; a stream's series are removed when it ends."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["stream", "rendition"]
+        self.speed = Gauge("reel_live_encode_speed", "Media seconds encoded per second of "
+                           "encoding time (above 1: faster than real time)", labels, registry=registry)
+        self.delay = Gauge("reel_live_rung_delay_seconds", "From a picture's arrival at ingest to "
+                           "its encoded sample, newest picture", labels, registry=registry)
+        self.dropped = Counter("reel_live_dropped_frames_total", "Pictures not encoded because "
+                               "the rung (rendition=\"source\": the decoder) was behind real time",
+                               labels, registry=registry)
+        self.degraded = Counter("reel_live_degrades_total", "Steps taken to catch up: a faster "
+                                "preset, or a rung dropped", ["stream", "action"], registry=registry)
+        self.parts = Counter("reel_live_parts_total", "LL-HLS parts written", labels,
+                             registry=registry)
+
+    def forget(self, stream: str, renditions: list[str]) -> None:
+        for name in [*renditions, "source"]:
+            for metric in (self.speed, self.delay, self.dropped, self.parts):
+                try:
+                    metric.remove(stream, name)
+                except KeyError:
+                    pass
+        for action in ("preset", "drop_rung"):
+            try:
+                self.degraded.remove(stream, action)
+            except KeyError:
+                pass
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What travels with a picture to every lane: its place on the grid and its arrival."""
+
+    grid: tuple[int, int]  # (segment, part)
+    arrival: float  # time.monotonic() when ingest received it
+    end: int | None = None  # the picture is its part's last: where the part ends (ticks)
+    last: bool = False  # ... and that part is its segment's last
+
+
+class LiveVideoLane:
+    """Scaler, x264 and part writer for one rung. `faster()` asks for the next preset, taken at
+    the next segment start (an IDR), where a new encoder changes nothing a decoder sees."""
+
+    def __init__(self, rendition: Rendition, cadence: Cadence, presets: tuple[str, ...],
+                 emit: Callable[[Part], None], report: Callable[[float, float], None],
+                 on_segment: SegmentDone | None = None, on_chunk: ChunkDone | None = None,
+                 ) -> None:
+        self.rendition, self.cadence, self.presets = rendition, cadence, presets
+        self.level = 0
+        self.wanted = 0
+        self.encoder = self._open(presets[0])
+        self.track = cmaf.VideoTrack(cmaf.AvcConfig.from_extradata(self.encoder.extradata),
+                                     rendition.width, rendition.height, VIDEO_TIMESCALE)
+        # Pictures go out a frame at a time (LL-CMAF chunks), so a part can be streamed while
+        # it grows; sound does not (a chunk per 21 ms AAC frame would cost a third of its rate).
+        self.writer = PartWriter(self.track, emit, round(cadence.frame_ticks), on_segment,
+                                 on_chunk)
+        self.scaler = VideoReformatter()
+        self.report = report  # (delay, speed) after each picture
+        self._grids: dict[int, Tick] = {}
+        self._segment = -1
+        self._busy = 0.0
+
+    @property
+    def can_go_faster(self) -> bool:
+        return self.wanted + 1 < len(self.presets)
+
+    def faster(self) -> None:
+        self.wanted = min(self.wanted + 1, len(self.presets) - 1)
+
+    def _open(self, preset: str) -> av.CodecContext:
+        enc = av.CodecContext.create("libx264", "w")
+        enc.width, enc.height, enc.pix_fmt = self.rendition.width, self.rendition.height, "yuv420p"
+        enc.time_base = Fraction(1, VIDEO_TIMESCALE)
+        enc.framerate = self.cadence.frame_rate
+        enc.bit_rate = self.rendition.rung.kbps * 1000
+        enc.flags |= Flags.global_header
+        enc.options = {**self.rendition.rung.x264_options(preset), "tune": "zerolatency",
+                       "x264-params": LIVE_X264}
+        enc.open()
+        return enc
+
+    def encode(self, frame: av.VideoFrame, pts: int, tick: Tick) -> None:
+        started = time.perf_counter()
+        key = tick.grid[0] != self._segment
+        self._segment = tick.grid[0]
+        if key and self.wanted != self.level:
+            self._switch()
+        frame = self.scaler.reformat(frame, width=self.rendition.width,
+                                     height=self.rendition.height, format="yuv420p")
+        frame.pts, frame.time_base = pts, self.encoder.time_base
+        frame.pict_type = PictureType.I if key else PictureType.NONE
+        self._grids[pts] = tick
+        self._write(self.encoder.encode(frame))
+        self._busy += time.perf_counter() - started
+        media = (pts + self.cadence.frame_ticks) / VIDEO_TIMESCALE
+        self.report(time.monotonic() - tick.arrival, media / self._busy if self._busy else 0.0)
+
+    def _write(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            tick = self._grids.pop(packet.pts)
+            self.writer.add(cmaf.annexb_to_avcc(bytes(packet)), packet.pts, packet.is_keyframe,
+                            tick.grid, tick.end, tick.last)
+
+    def _switch(self) -> None:
+        """A new encoder at the wanted preset, if it writes the same parameter sets."""
+        encoder = self._open(self.presets[self.wanted])
+        if bytes(encoder.extradata) != bytes(self.encoder.extradata):
+            self.wanted = self.level  # would need a new init segment: stay as we are
+            return
+        self._write(self.encoder.encode(None))
+        self.encoder, self.level = encoder, self.wanted
+
+    def finish(self) -> None:
+        self._write(self.encoder.encode(None))
+        self.writer.close()
+
+
+class LiveAudioLane:
+    """Stereo AAC at 48 kHz, cut on the same grid of parts and segments as the pictures."""
+
+    def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None],
+                 on_segment: SegmentDone | None = None) -> None:
+        self.resampler, self.encoder = aac_encoder(kbps)
+        self.track = cmaf.AudioTrack(bytes(self.encoder.extradata), 2, AUDIO_RATE, kbps * 1000)
+        self.writer = PartWriter(self.track, emit, AAC_FRAME, on_segment)
+        self.part_ticks = Fraction(cadence.part_frames * AUDIO_RATE) / cadence.frame_rate
+        self.segment_parts = cadence.segment_parts
+        self.start: int | None = None  # where the first sample falls on the timeline
+        self.end: int | None = None  # no sample from here on (the pictures' end)
+        self._samples = 0
+        self._first_pts: int | None = None
+
+    def encode(self, frame: av.AudioFrame, seconds: float = 0.0) -> None:
+        """`seconds`: where `frame` starts on the stream's timeline."""
+        if self.start is None:
+            if seconds < 0:
+                return  # sound from before the first picture
+            self.start = round(seconds * AUDIO_RATE)
+        self._encode(self.resampler.resample(frame))
+
+    def _encode(self, frames: list[av.AudioFrame]) -> None:
+        for resampled in frames:
+            resampled.pts, resampled.time_base = self._samples, self.encoder.time_base
+            self._samples += resampled.samples
+            self._write(self.encoder.encode(resampled))
+
+    def _write(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if self._first_pts is None:
+                self._first_pts = packet.pts  # the encoder's priming delay, removed
+            pts = packet.pts - self._first_pts + (self.start or 0)
+            if self.end is not None and pts + AAC_FRAME // 2 > self.end:
+                continue  # mostly past the last picture: codec padding, or a tail to nowhere
+            part = int(pts // self.part_ticks)
+            self.writer.add(bytes(packet), pts, True, (part // self.segment_parts, part))
+
+    def finish(self, video_end: float | None) -> None:
+        """Flush, keeping no sound past the pictures' end (or past the sound given, without
+        pictures): the encoder's padding would be a sliver of a segment to nowhere."""
+        self._encode(self.resampler.resample(None))
+        if self.start is not None:
+            self.end = round(video_end * AUDIO_RATE) if video_end is not None \
+                else self.start + self._samples
+        self._write(self.encoder.encode(None))
+        self.writer.close()

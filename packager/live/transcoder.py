@@ -1,0 +1,348 @@
+"""Decode once, encode every rung, in real time: the thread between ingest's packets and the
+encoders.
+
+Packets arrive from the event loop (`feed`, never blocking it). The first pictures tell the frame
+rate, hence the cadence of parts and segments; the first picture's size chooses the ladder.
+Every picture is placed on the stream's grid (segment, part) by its timestamp and handed to each
+lane. Falling behind is answered, never queued: a picture that finds a lane's queue full is
+dropped for that lane (never a segment's first: that is the IDR every rung cuts at); at each
+segment start a lane that dropped or lags takes a faster preset, and when the fastest is not
+enough the top rung is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+from typing import Protocol
+
+import av
+
+from packager import cmaf
+from packager.ladder import AUDIO_NAME, Rendition, choose
+from packager.lanes import LaneThread
+from packager.live.config import VIDEO_TIMESCALE, Cadence, LiveConfig, snap_rate
+from packager.live.encode import LiveAudioLane, LiveMetrics, LiveVideoLane, Tick
+from packager.live.media import AudioConfig, MediaPacket, VideoConfig
+from packager.live.playlist import Part
+from packager.live.track import SegmentDone
+from packager.output import Output
+from packager.thumbs import Thumbnails
+
+log = logging.getLogger("reel.live")
+
+RATE_SAMPLES = 5  # pictures read before the frame rate is known (~150 ms, at the start only)
+LANE_DEPTH = 8  # pictures a lane may have waiting before new ones are dropped for it
+MS = Fraction(1, 1000)
+DECODE_LAG = 3  # max_lags behind at the decoder before pictures are skipped to a keyframe
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rendition as the playlists describe it."""
+
+    name: str
+    codecs: str
+    width: int = 0
+    height: int = 0
+    kbps: int = 0
+    peak_kbps: int = 0
+    frame_rate: float = 0.0
+
+
+class Events(Protocol):
+    """What the transcoder reports, called from its threads; LiveStream forwards them to its loop."""
+
+    def started(self, cadence: Cadence, wall_start: float, variants: list[Variant]) -> None: ...
+    def init(self, name: str, data: bytes) -> None: ...
+    def part(self, name: str, part: Part) -> None: ...
+    def segment(self, name: str, fragment: cmaf.Fragment, duration: float) -> None: ...
+    def chunk(self, name: str, msn: int, index: int, data: bytes) -> None: ...
+    def dropped(self, name: str) -> None: ...
+    def finished(self) -> None: ...
+
+
+class Governor:
+    """Keeps a stream at real time: reviews the lanes at each segment start. A lane behind at
+    STRIKES reviews in a row (it dropped pictures, or its newest picture came out more than
+    `max_lag` after it arrived) takes the next faster preset; one behind at the fastest makes
+    the top rung go, down to `min_rungs`. Brief hiccups (a neighbour's burst of CPU) do nothing."""
+
+    STRIKES = 2
+
+    def __init__(self, stream_id: str, config: LiveConfig, metrics: LiveMetrics,
+                 events: Events) -> None:
+        self.stream_id, self.config, self.metrics, self.events = stream_id, config, metrics, events
+        self.delays: dict[str, float] = {}  # newest picture's delay, per lane (set by the lanes)
+        self._dropped: dict[str, int] = {}  # since the last review
+        self._strikes: dict[str, int] = {}
+
+    def dropped(self, name: str) -> None:
+        self._dropped[name] = self._dropped.get(name, 0) + 1
+        self.metrics.dropped.labels(self.stream_id, name).inc()
+
+    def review(self, lanes: list[LaneThread]) -> None:
+        alive = [t for t in lanes if t.is_alive()]
+        exhausted = False
+        for thread in alive:
+            lane: LiveVideoLane = thread.lane  # type: ignore[assignment]
+            name = lane.rendition.name
+            behind = self._dropped.get(name, 0) > 0 or self.delays.get(name, 0.0) > self.config.max_lag
+            self._strikes[name] = self._strikes.get(name, 0) + 1 if behind else 0
+            if self._strikes[name] < self.STRIKES:
+                continue
+            self._strikes[name] = 0
+            if lane.can_go_faster:
+                lane.faster()
+                self._step("preset", name)
+            else:
+                exhausted = True
+        if exhausted and len(alive) > self.config.min_rungs:
+            alive[0].stop()
+            self._step("drop_rung", alive[0].lane.rendition.name)
+            self.events.dropped(alive[0].lane.rendition.name)
+        self._dropped.clear()
+
+    def _step(self, action: str, name: str) -> None:
+        self.metrics.degraded.labels(self.stream_id, action).inc()
+        log.warning("live stream behind real time", extra={
+            "stream": self.stream_id, "rendition": name, "action": action})
+
+
+class Transcoder(threading.Thread):
+    """One stream's decoding thread: owns the decoders, the lanes (threads of their own), the
+    audio encoder and the Governor; reports through `events`, from whichever thread made it."""
+
+    def __init__(self, stream_id: str, video: VideoConfig | None, audio: AudioConfig | None,
+                 config: LiveConfig, events: Events, metrics: LiveMetrics,
+                 thumbs: Output | None = None) -> None:
+        super().__init__(name=f"live-{stream_id}", daemon=True)
+        self.stream_id, self.config, self.events, self.metrics = stream_id, config, events, metrics
+        self._queue: queue.SimpleQueue[tuple[MediaPacket, float, float] | None] = queue.SimpleQueue()
+        self.video_decoder = _decoder("h264", video.avcc) if video else None
+        self.audio_decoder = _decoder("aac", audio.asc) if audio else None
+        self.cadence: Cadence | None = None
+        self.lanes: list[LaneThread] = []
+        self.audio: LiveAudioLane | None = None
+        self._t0: int | None = None  # ms: the first picture's presentation time
+        self._first_arrival: tuple[int, float] | None = None  # (dts ms, wall time)
+        self._held: list[tuple[str, av.frame.Frame, float]] = []
+        self._last_index = -1
+        self._skipping = False  # decoding too far behind: waiting for the next keyframe
+        self._segment = -1
+        self.governor = Governor(stream_id, config, metrics, events)
+        self.thumbs_output = thumbs  # where poster and storyboard go, at the end
+        self.thumbs: Thumbnails | None = None
+
+    # --- from the event loop -------------------------------------------------------------------
+
+    def feed(self, packet: MediaPacket) -> None:
+        self._queue.put((packet, time.monotonic(), time.time()))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+
+    # --- on the thread ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                self._handle(*item)
+            self._flush()
+        except Exception:
+            log.exception("live transcoding failed", extra={"stream": self.stream_id})
+        finally:
+            for lane in self.lanes:
+                if lane.is_alive():
+                    lane.close_quietly()
+            self.events.finished()
+
+    def _handle(self, packet: MediaPacket, arrival: float, wall: float) -> None:
+        if self._first_arrival is None:
+            self._first_arrival = (packet.pts, wall)
+        decoder = self.video_decoder if packet.kind == "video" else self.audio_decoder
+        if decoder is None or (packet.kind == "video" and self._skip(packet, arrival)):
+            return
+        av_packet = av.Packet(packet.data)
+        av_packet.pts, av_packet.dts, av_packet.time_base = packet.pts, packet.dts, MS
+        try:
+            frames = decoder.decode(av_packet)
+        except av.error.InvalidDataError:
+            return  # a damaged access unit: skipped, as players do
+        for frame in frames:
+            self._frame(packet.kind, frame, arrival)
+
+    def _skip(self, packet: MediaPacket, arrival: float) -> bool:
+        """Whether to skip this picture undecoded: decoding itself is so far behind real time
+        that only jumping to the next keyframe catches up (pictures in between reference
+        what came before them, so it is all of them or none)."""
+        if packet.keyframe:
+            self._skipping = False
+        elif self._skipping or time.monotonic() - arrival > DECODE_LAG * self.config.max_lag:
+            self._skipping = True
+            self.metrics.dropped.labels(self.stream_id, "source").inc()
+        return self._skipping
+
+    def _frame(self, kind: str, frame: av.frame.Frame, arrival: float) -> None:
+        if self.cadence is None:
+            self._held.append((kind, frame, arrival))
+            if self._ready():
+                self._begin()
+            return
+        if kind == "video":
+            self._video(frame, arrival)  # type: ignore[arg-type]
+        else:
+            self._audio(frame)  # type: ignore[arg-type]
+
+    def _ready(self) -> bool:
+        pictures = sum(1 for kind, _, _ in self._held if kind == "video")
+        return pictures >= RATE_SAMPLES or (self.video_decoder is None and bool(self._held))
+
+    def _begin(self) -> None:
+        pictures = [f for kind, f, _ in self._held if kind == "video"]
+        if pictures:
+            times = sorted(f.pts for f in pictures)
+            self._t0 = times[0]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            rate = snap_rate(statistics.median(gaps) / 1000) if gaps else Fraction(30)
+        else:
+            self._t0, rate = self._held[0][1].pts, Fraction(30)
+        self.cadence = Cadence.of(rate, self.config)
+        variants = self._start_lanes(pictures[0] if pictures else None)
+        assert self._first_arrival is not None
+        first_pts, first_wall = self._first_arrival
+        self.events.started(self.cadence, first_wall + (self._t0 - first_pts) / 1000, variants)
+        held, self._held = self._held, []
+        for kind, frame, arrival in held:
+            self._frame(kind, frame, arrival)
+
+    def _start_lanes(self, picture: av.VideoFrame | None) -> list[Variant]:
+        assert self.cadence is not None
+        variants = []
+        if picture is not None:
+            for rendition in self._renditions(picture):
+                variants.append(self._start_lane(rendition))
+            if self.thumbs_output is not None:
+                # Tiles spaced as for a video as long as the DVR window: a storyboard of a
+                # few hundred small pictures however long the stream, not one every 2 s.
+                self.thumbs = Thumbnails(picture.width, picture.height, self.config.dvr_seconds,
+                                         (variants[0].width, variants[0].height), self.thumbs_output)
+        if self.audio_decoder is not None:
+            self.audio = LiveAudioLane(self.cadence, self.config.audio_kbps,
+                                       lambda part: self._part(AUDIO_NAME, part),
+                                       self._whole(AUDIO_NAME))
+            self.events.init(AUDIO_NAME, cmaf.init_segment(self.audio.track))
+            variants.append(Variant(AUDIO_NAME, self.audio.track.codecs,
+                                    kbps=self.config.audio_kbps, peak_kbps=self.config.audio_kbps))
+        return variants
+
+    def _renditions(self, picture: av.VideoFrame) -> list[Rendition]:
+        chosen = choose(picture.width, picture.height, self.config.ladder)
+        if self.config.rung_names:
+            chosen = [r for r in chosen if r.name in self.config.rung_names] or chosen[-1:]
+        return chosen[:self.config.max_rungs]
+
+    def _start_lane(self, rendition: Rendition) -> Variant:
+        assert self.cadence is not None
+        name = rendition.name
+        presets = (self.config.preset, *self.config.faster_presets)
+        lane = LiveVideoLane(rendition, self.cadence, presets,
+                             lambda part: self._part(name, part), self._reporter(name),
+                             self._whole(name), partial(self.events.chunk, name))
+        self.events.init(name, cmaf.init_segment(lane.track))
+        thread = LaneThread(lane, depth=LANE_DEPTH)  # type: ignore[arg-type]
+        thread.start()
+        self.lanes.append(thread)
+        return Variant(name, lane.track.codecs, rendition.width, rendition.height,
+                       rendition.rung.kbps, rendition.rung.maxrate_kbps,
+                       float(self.cadence.frame_rate))
+
+    def _reporter(self, name: str) -> Callable[[float, float], None]:
+        delay = self.metrics.delay.labels(self.stream_id, name)
+        speed = self.metrics.speed.labels(self.stream_id, name)
+
+        def report(seconds: float, times_real_time: float) -> None:
+            self.governor.delays[name] = seconds
+            delay.set(seconds)
+            speed.set(times_real_time)
+
+        return report
+
+    def _whole(self, name: str) -> SegmentDone:
+        return lambda _msn, fragment, duration: self.events.segment(name, fragment, duration)
+
+    def _part(self, name: str, part: Part) -> None:
+        self.metrics.parts.labels(self.stream_id, name).inc()
+        self.events.part(name, part)
+
+    def _video(self, frame: av.VideoFrame, arrival: float) -> None:
+        assert self.cadence is not None and self._t0 is not None
+        cadence = self.cadence
+        # On the frame grid: publishers' millisecond times jitter, a grid does not, so parts
+        # last exactly their frames and each closes with its last picture, not a frame later.
+        index = round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
+        if index <= self._last_index or not self.lanes:
+            return  # a repeated or backwards timestamp cannot be presented
+        self._last_index = index
+        ticks = round(index * cadence.frame_ticks)
+        part = index // cadence.part_frames
+        closes = (index + 1) % cadence.part_frames == 0
+        tick = Tick((part // cadence.segment_parts, part), arrival,
+                    round((index + 1) * cadence.frame_ticks) if closes else None,
+                    closes and (part + 1) % cadence.segment_parts == 0)
+        key = tick.grid[0] != self._segment
+        if key:
+            self._segment = tick.grid[0]
+            self.governor.review(self.lanes)
+        for lane in self.lanes:
+            self._offer(lane, frame, ticks, tick, key)
+        if self.thumbs is not None:
+            self.thumbs.offer(frame, ticks / VIDEO_TIMESCALE)
+
+    def _offer(self, lane: LaneThread, frame: av.VideoFrame, ticks: int, tick: Tick,
+               key: bool) -> None:
+        if not lane.is_alive() or lane.offer(frame, ticks, tick):
+            return
+        if key:
+            lane.submit(frame, ticks, tick)  # a segment's IDR is never dropped: wait for room
+            return
+        self.governor.dropped(lane.lane.rendition.name)
+
+    def _audio(self, frame: av.AudioFrame) -> None:
+        if self.audio is None or frame.pts is None or self._t0 is None:
+            return
+        self.audio.encode(frame, (frame.pts - self._t0) / 1000)
+
+    def _flush(self) -> None:
+        """The publisher is gone: drain the decoders, then every encoder."""
+        for decoder, kind in ((self.video_decoder, "video"), (self.audio_decoder, "audio")):
+            if decoder is not None:
+                for frame in decoder.decode(None):
+                    self._frame(kind, frame, time.monotonic())
+        if self.cadence is None and self._held:
+            self._begin()
+        for lane in self.lanes:
+            if lane.is_alive():
+                lane.stop()
+        for lane in self.lanes:
+            lane.join()
+        end = (self._last_index + 1) * self.cadence.frame_ticks / VIDEO_TIMESCALE \
+            if self.cadence and self._last_index >= 0 else None
+        if self.audio is not None:
+            self.audio.finish(end)
+        if self.thumbs is not None and end is not None:
+            self.thumbs.finish(end)
+
+
+def _decoder(codec: str, extradata: bytes) -> av.CodecContext:
+    decoder = av.CodecContext.create(codec, "r")
+    decoder.extradata = extradata
+    return decoder
+
