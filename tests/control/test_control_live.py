@@ -4,6 +4,7 @@ live video goes through (on SQLite and PostgreSQL), search and trending while li
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,12 +12,15 @@ from aiohttp.test_utils import TestClient
 
 from control.app import DB_KEY
 from control.live import LiveSettings
+from control.ratelimit import Rate, RateLimits
+from origin.store import DirectoryStore
 from tests.control.conftest import (
     AUTH,
     GEO,
     MakeClient,
     assert_problem,
     signup,
+    stored_files,
     upload,
     video,
 )
@@ -283,3 +287,41 @@ async def test_search_and_trending_flag_live_streams(live: TestClient) -> None:
     found = (await (await live.get("/api/v1/search", params={"q": "sunset"})).json())["items"]
     assert [(v["id"], v["live"], v["viewers"], v["state"]) for v in found] == [
         (vid, False, None, "ready")]
+
+
+async def test_ingest_is_never_throttled(make_client: MakeClient) -> None:
+    client = await make_client(rate_limits=RateLimits(per_ip=Rate(0.01, 5)))
+    alice = await signup(client, "alice@example.com")
+    made = await create(client, alice)
+    publisher = (await authorize(client, made["stream_key"]))["publisher"]
+    for _ in range(20):
+        await ingest(client, f"streams/{publisher}/heartbeat", {"viewers": 1})
+    statuses = [(await client.get("/api/v1/trending")).status for _ in range(5)]
+    assert (statuses[0], statuses[-1]) == (200, 429)  # ingest spent nothing of the bucket
+
+
+async def test_deleting_a_live_video_removes_its_live_objects(live: TestClient,
+                                                               store: DirectoryStore) -> None:
+    alice = await signup(live, "alice@example.com")
+    vid = (await create(live, alice))["video"]["id"]
+    await store.write(f"live/{vid}/v720/seg_00001.m4s", _chunks(b"segment"))
+    resp = await live.delete(f"/api/v1/videos/{vid}", headers=alice)
+    assert resp.status == 204
+    assert not [f for f in stored_files(store) if vid in f]
+    await authorize(live, "live_gone", 403)
+    await ingest(live, f"streams/{vid}/heartbeat", status=404)
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_the_document_describes_the_live_routes(live: TestClient) -> None:
+    doc = await (await live.get("/api/v1/openapi.json")).json()
+    paths = doc["paths"]
+    assert paths["/api/v1/live"]["post"]["security"] == [{"userToken": []}]
+    for action in ("connected", "gone", "heartbeat", "vod", "fail"):
+        op = paths[f"/api/v1/ingest/streams/{{publisher}}/{action}"]["post"]
+        assert op["security"] == [{"workerToken": []}] and "429" not in op["responses"]
+    assert "429" not in paths["/api/v1/ingest/authorize"]["post"]["responses"]
+    assert {"kind", "live", "viewers"} <= set(doc["components"]["schemas"]["Video"]["properties"])
