@@ -4,15 +4,24 @@ live video goes through (on SQLite and PostgreSQL), search and trending while li
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from control.app import DB_KEY
+from control.db import Database, IntegrityError
 from control.live import LiveSettings
+from control.pg import MIGRATIONS as PG_MIGRATIONS
+from control.pg import PostgresDatabase
 from control.ratelimit import Rate, RateLimits
+from control.search import match_expression
+from control.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from control.sqlite import SQLiteDatabase
 from origin.store import DirectoryStore
 from tests.control.conftest import (
     AUTH,
@@ -24,6 +33,7 @@ from tests.control.conftest import (
     upload,
     video,
 )
+from tests.control.pgserver import PostgresServer
 
 RTMP = "rtmp://ingest.test:1935/live"
 SRT = "srt://ingest.test:9000"
@@ -325,3 +335,52 @@ async def test_the_document_describes_the_live_routes(live: TestClient) -> None:
         assert op["security"] == [{"workerToken": []}] and "429" not in op["responses"]
     assert "429" not in paths["/api/v1/ingest/authorize"]["post"]["responses"]
     assert {"kind", "live", "viewers"} <= set(doc["components"]["schemas"]["Video"]["properties"])
+
+
+_READY = ("INSERT INTO videos (id, title, state, source_bytes, created_at, updated_at, privacy)"
+          " VALUES ('oldvideo1', 'Harbour lights', 'ready', 1, 1, 1, 'public')")
+
+
+async def _upgraded(db: Database, old: Database) -> None:
+    """A database made before live streams (at step 5, with a searchable video) takes step 6:
+    the old video is still found, and a video may now be waiting or live."""
+    await old.open()
+    await old.execute(_READY)
+    await old.close()
+    await db.open()
+    try:
+        words = ["harbour"]
+        sql = ("SELECT v.id FROM videos v WHERE v.search @@ reel_prefix_query(?::text[])"
+               if db.dialect == "postgresql" else
+               "SELECT v.id FROM videos_fts JOIN videos v ON v.rowid = videos_fts.rowid"
+               " WHERE videos_fts MATCH ?")
+        param = words if db.dialect == "postgresql" else match_expression(words)
+        assert [r[0] for r in await db.fetchall(sql, (param,))] == ["oldvideo1"]
+        await db.execute("UPDATE videos SET state = 'live', kind = 'live' WHERE id = 'oldvideo1'")
+        assert [r[0] for r in await db.fetchall(sql, (param,))] == ["oldvideo1"]
+        with pytest.raises(IntegrityError):
+            await db.execute("UPDATE videos SET state = 'on-air' WHERE id = 'oldvideo1'")
+        if db.dialect == "sqlite":
+            assert (await db.fetchone("PRAGMA integrity_check"))[0] == "ok"
+    finally:
+        await db.close()
+
+
+async def test_sqlite_databases_from_before_live_streams_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    await _upgraded(SQLiteDatabase(path), SQLiteDatabase(path, SQLITE_MIGRATIONS[:5]))
+
+
+async def test_postgres_databases_from_before_live_streams_upgrade(
+        postgres: PostgresServer) -> None:
+    name = "t_live_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")  # empty: not the migrated template
+    finally:
+        await admin.close()
+    url = postgres.url(name)
+    try:
+        await _upgraded(PostgresDatabase(url), PostgresDatabase(url, PG_MIGRATIONS[:5]))
+    finally:
+        await postgres.drop_database(url)
