@@ -338,30 +338,35 @@ class LiveStreams:
         """Settle the stream whose `column` is `value`, then apply `change` and `extra` (SQL),
         in one transaction; what time decided is kept even when `change` refuses."""
 
-        async def run(tx: Tx) -> Stream | Refused:
+        async def run(tx: Tx) -> tuple[Stream, Stream, Refused | None] | None:
             row = await tx.fetchone(f"{_SELECT} WHERE l.{column} = ?", (value,))
             if row is None:
-                return Refused("unknown", "no live stream with this key" if column == "key_hash"
-                               else f"no live stream {value!r}")
+                return None
             now = self.clock()
             old = Stream.from_row(row)
             current = settled(old, now, self.settings)
             if seen is not None:
                 seen[:] = [current]
             try:
-                new = change(current, now)
-            except Refused as refusal:
-                await self._save(tx, old, current)
-                return refusal
+                new, refusal = change(current, now), None
+            except Refused as exc:
+                new, refusal = current, exc
             await self._save(tx, old, new)
-            if extra is not None:
+            if extra is not None and refusal is None:
                 await tx.execute(*extra)
-            return new
+            return old, new, refusal
 
-        result = await self.db.transaction(run)
-        if isinstance(result, Refused):
-            raise result
-        return result
+        done = await self.db.transaction(run)
+        if done is None:
+            raise Refused("unknown", "no live stream with this key" if column == "key_hash"
+                          else f"no live stream {value!r}")
+        old, new, refusal = done
+        if new.state != old.state:  # logged once committed (PostgreSQL may run `run` again)
+            log.info("live stream state", extra=fields(video=old.video_id, state=new.state,
+                                                       was=old.state, reason=new.reason))
+        if refusal is not None:
+            raise refusal
+        return new
 
     async def _save(self, tx: Tx, old: Stream, new: Stream) -> None:
         if new == old:
@@ -374,9 +379,6 @@ class LiveStreams:
             await tx.execute("UPDATE videos SET state = ?, reason = ?, viewers = ?, updated_at = ?"
                              " WHERE id = ?",
                              (new.state, new.reason, new.viewers, self.clock(), new.video_id))
-        if new.state != old.state:
-            log.info("live stream state", extra=fields(video=new.video_id, state=new.state,
-                                                       was=old.state, reason=new.reason))
 
 
 async def sweep(streams: LiveStreams, every: float, sleep: Callable[[float], Awaitable[None]]
