@@ -28,6 +28,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -319,7 +320,8 @@ class LiveStreams:
             " OR (v.state = 'processing' AND l.seen_at < ?)",
             (now - cfg.stale_seconds, now - cfg.grace_seconds, now - cfg.vod_timeout_seconds))
         for row in rows:
-            await self._change("video_id", row[0], lambda s, now: s)
+            with suppress(Refused):  # deleted meanwhile
+                await self._change("video_id", row[0], lambda s, now: s)
         return len(rows)
 
     # -- helpers ---------------------------------------------------------------------------------

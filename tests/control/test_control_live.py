@@ -4,6 +4,7 @@ live video goes through (on SQLite and PostgreSQL), search and trending while li
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -82,7 +83,9 @@ async def authorize(client: TestClient, key: str, status: int = 200) -> dict[str
     return await ingest(client, "authorize", {"stream_key": key}, status)
 
 
-async def test_create_shows_the_key_once_and_stores_its_hash(live: TestClient) -> None:
+async def test_create_shows_the_key_once_and_stores_its_hash(
+        live: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     alice = await signup(live, "alice@example.com")
     made = await create(live, alice, description="golden hour", dvr_seconds=600,
                         tags=["sea"], privacy="public")
@@ -104,6 +107,12 @@ async def test_create_shows_the_key_once_and_stores_its_hash(live: TestClient) -
     default = await create(live, alice)
     assert default["dvr_seconds"] == 7200
     assert default["stream_key"] != key
+    await authorize(live, key)
+    rotated = await (await live.post(f"/api/v1/live/{vid}/key", headers=alice)).json()
+    await authorize(live, rotated["stream_key"])
+    assert "live stream created" in caplog.text and "publisher admitted" in caplog.text
+    for secret in (key, rotated["stream_key"], default["stream_key"]):
+        assert not any(secret in str(vars(r)) for r in caplog.records)  # never logged
 
 
 async def test_without_ingest_flags_the_urls_are_null(client: TestClient) -> None:
