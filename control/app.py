@@ -519,11 +519,12 @@ def make_app(
                    trending_seconds=trending_seconds, clock=clock).add_routes(api)
     tus.add_routes(api)
     LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)
-    JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge).add_routes(api)
+    jobs = JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge)
+    jobs.add_routes(api)
+    IngestHandlers(streams, jobs.require_worker).add_routes(api)
     api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
               responses={200: {"description": "Prometheus text format",
                                "content": {"text/plain": {}}}})
-    IngestHandlers(streams).add_routes(api)  # after JobHandlers: the worker guard is theirs
     return app
 
 

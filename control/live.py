@@ -225,6 +225,10 @@ class LiveStreams:
         log.info("stream key rotated", extra=fields(video=video_id))
         return key
 
+    async def status(self, video_id: str) -> Stream:
+        """The stream as time has left it (applied, as for any change)."""
+        return await self._change("video_id", video_id, lambda s, now: s)
+
     async def end(self, video_id: str) -> Stream:
         """End the stream now (again: nothing changes)."""
         return await self._change("video_id", video_id, lambda s, now: finished(s, now))

@@ -5,7 +5,7 @@ them (`IngestHandlers`, with the worker token, never throttled). The state machi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from control.models import (
     IngestBeat,
     LiveCreated,
     LiveIn,
+    LiveStatus,
     StreamKey,
     StreamKeyIn,
     StreamState,
@@ -28,7 +29,7 @@ from control.models import (
 from control.models import Video as VideoJson
 from control.problems import ProblemError
 from control.requests import path_id
-from control.videos import Video
+from control.videos import Video, iso8601
 from control.workers import line
 
 STATUS = {"unknown": 404, "busy": 409, "ended": 409, "stale": 409, "state": 409}
@@ -63,6 +64,10 @@ class LiveHandlers:
                   summary="Create a live stream: a waiting video, its stream key (shown this "
                           "once) and where to publish it (RTMP, SRT)",
                   responses={201: LiveCreated})
+        api.route("GET", "/api/v1/live/{video_id}", self.status, tag="live", auth="user",
+                  params=[VIDEO_ID], summary="A live stream's state, for its owner (or an admin): "
+                                             "its publisher, grace period and DVR window",
+                  responses={200: LiveStatus, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM})
         api.route("POST", "/api/v1/live/{video_id}/key", self.rotate, tag="live", auth="user",
                   params=[VIDEO_ID], summary="A new stream key (its owner): the old one stops "
                                              "working at once, and a publisher on it is cut off",
@@ -93,6 +98,19 @@ class LiveHandlers:
                                title="Conflict")
         return video
 
+    async def status(self, request: web.Request) -> web.Response:
+        video = await self._live_video(request, owner_only=False)
+        with _refusals():
+            stream = await self.streams.status(video.id)
+        grace = self.streams.settings.grace_seconds
+        return web.json_response({
+            "video": self.render(request, await self.catalog.visible(request)),
+            "dvr_seconds": stream.dvr_seconds, "publisher": stream.publisher,
+            "grace_ends_at": (iso8601(stream.gone_at + grace) if stream.publisher == "gone"
+                              and stream.gone_at is not None else None),
+            "ended_at": None if stream.ended_at is None else iso8601(stream.ended_at),
+            "ingest": self.streams.settings.ingest_urls("STREAM_KEY")})
+
     async def rotate(self, request: web.Request) -> web.Response:
         video = await self._live_video(request, owner_only=True)
         with _refusals():
@@ -111,10 +129,13 @@ class LiveHandlers:
 class IngestHandlers:
     """/api/v1/ingest/...: what ingest asks and tells control about publishers and streams."""
 
-    def __init__(self, streams: LiveStreams) -> None:
+    def __init__(self, streams: LiveStreams,
+                 require_worker: Callable[[web.Request], Awaitable[None]]) -> None:
         self.streams = streams
+        self.require_worker = require_worker  # the worker token's check (the job API's)
 
     def add_routes(self, api: Api) -> None:
+        api.guard("worker", self.require_worker)
         ingest = dict(tag="ingest", auth="worker", throttled=False)
         api.route("POST", "/api/v1/ingest/authorize", self.authorize, **ingest, body=StreamKeyIn,
                   summary="A publisher's stream key -> its stream (before any media is read): "

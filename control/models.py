@@ -342,6 +342,18 @@ class StreamKey(BaseModel):
     ingest: IngestUrls
 
 
+class LiveStatus(BaseModel):
+    """The live stream, as its owner sees it (never its key)"""
+
+    video: Video
+    dvr_seconds: int
+    publisher: Literal["none", "authorized", "connected", "gone"] = Field(
+        description="gone: the stream waits `grace_ends_at` for the publisher to come back")
+    grace_ends_at: str | None
+    ended_at: str | None
+    ingest: IngestUrls = Field(description="where to publish, without the key (`STREAM_KEY`)")
+
+
 class Admission(BaseModel):
     """Publish: the stream this key is for"""
 

@@ -166,6 +166,15 @@ async def test_lifecycle_waiting_live_grace_resume_end_vod(live: TestClient, clo
     # The publisher drops and comes back within the grace period: the same video goes on.
     gone = await ingest(live, f"streams/{first}/gone")
     assert (gone["state"], gone["end"]) == ("live", False)
+    resp = await live.get(f"/api/v1/live/{vid}", headers=alice)
+    assert resp.status == 200, await resp.text()
+    status = await resp.json()
+    assert (status["publisher"], status["dvr_seconds"], status["ended_at"]) == ("gone", 7200, None)
+    assert status["grace_ends_at"] == "2027-01-15T08:00:30.000Z"
+    assert status["ingest"]["rtmp"] == f"{RTMP}/STREAM_KEY" and key not in str(status)
+    await assert_problem(await live.get(f"/api/v1/live/{vid}"), 401)
+    await assert_problem(await live.get(f"/api/v1/live/{vid}",
+                                        headers=await signup(live, "bob@example.com")), 403)
     assert (await ingest(live, f"streams/{first}/gone"))["state"] == "live"  # a retry
     clock.now += GRACE - 1
     again = await authorize(live, key)
@@ -393,3 +402,12 @@ async def test_postgres_databases_from_before_live_streams_upgrade(
         await _upgraded(PostgresDatabase(url), PostgresDatabase(url, PG_MIGRATIONS[:5]))
     finally:
         await postgres.drop_database(url)
+
+
+@pytest.mark.parametrize("settings", [
+    {"rtmp_url": "http://ingest.test/live"}, {"srt_url": "udp://ingest.test:9000"},
+    {"grace_seconds": 0}, {"heartbeat_seconds": -1},
+])
+def test_bad_live_settings_are_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        LiveSettings(**settings)
