@@ -142,10 +142,14 @@ async def test_create_needs_a_user_and_ingest_the_worker_token(live: TestClient)
 
 
 async def test_lifecycle_waiting_live_grace_resume_end_vod(live: TestClient, clock: Clock) -> None:
-    alice = await signup(live, "alice@example.com")
-    made = await create(live, alice)
+    made = await create(live, await signup(live, "alice@example.com"))
     key, vid = made["stream_key"], made["video"]["id"]
+    first = await _goes_live(live, key, vid)
+    again = await _drops_and_resumes(live, clock, key, vid, first)
+    await _ends_and_becomes_a_vod(live, clock, key, vid, again)
 
+
+async def _goes_live(live: TestClient, key: str, vid: str) -> str:
     admitted = await authorize(live, key)
     assert admitted == {"video_id": vid, "publisher": f"{vid}.1", "dvr_seconds": 7200,
                         "resume": False, "heartbeat_seconds": 5.0, "grace_seconds": GRACE}
@@ -162,19 +166,14 @@ async def test_lifecycle_waiting_live_grace_resume_end_vod(live: TestClient, clo
     beat = await ingest(live, f"streams/{first}/heartbeat", {"viewers": 7})
     assert (beat["end"], beat["disconnect"]) == (False, False)
     assert (await video(live, vid))["viewers"] == 7
+    return first
 
-    # The publisher drops and comes back within the grace period: the same video goes on.
+
+async def _drops_and_resumes(live: TestClient, clock: Clock, key: str, vid: str,
+                             first: str) -> str:
+    """The publisher drops and comes back within the grace period: the same video goes on."""
     gone = await ingest(live, f"streams/{first}/gone")
     assert (gone["state"], gone["end"]) == ("live", False)
-    resp = await live.get(f"/api/v1/live/{vid}", headers=alice)
-    assert resp.status == 200, await resp.text()
-    status = await resp.json()
-    assert (status["publisher"], status["dvr_seconds"], status["ended_at"]) == ("gone", 7200, None)
-    assert status["grace_ends_at"] == "2027-01-15T08:00:30.000Z"
-    assert status["ingest"]["rtmp"] == f"{RTMP}/STREAM_KEY" and key not in str(status)
-    await assert_problem(await live.get(f"/api/v1/live/{vid}"), 401)
-    await assert_problem(await live.get(f"/api/v1/live/{vid}",
-                                        headers=await signup(live, "bob@example.com")), 403)
     assert (await ingest(live, f"streams/{first}/gone"))["state"] == "live"  # a retry
     clock.now += GRACE - 1
     again = await authorize(live, key)
@@ -184,11 +183,15 @@ async def test_lifecycle_waiting_live_grace_resume_end_vod(live: TestClient, clo
     for _ in range(int(GRACE)):  # connected again, heartbeats coming: no grace clock runs
         clock.now += 5
         assert (await ingest(live, f"streams/{again['publisher']}/heartbeat"))["end"] is False
+    return again["publisher"]
 
-    # Gone for longer than the grace period: the stream ends and becomes a VOD.
-    await ingest(live, f"streams/{again['publisher']}/gone")
+
+async def _ends_and_becomes_a_vod(live: TestClient, clock: Clock, key: str, vid: str,
+                                  publisher: str) -> None:
+    """Gone for longer than the grace period: the stream ends and becomes a VOD."""
+    await ingest(live, f"streams/{publisher}/gone")
     clock.now += GRACE + 1
-    ended = await ingest(live, f"streams/{again['publisher']}/heartbeat", {"viewers": 3})
+    ended = await ingest(live, f"streams/{publisher}/heartbeat", {"viewers": 3})
     assert (ended["state"], ended["end"]) == ("processing", True)
     v = await video(live, vid)
     assert (v["state"], v["live"], v["viewers"], v["playback_url"]) == (
@@ -203,6 +206,27 @@ async def test_lifecycle_waiting_live_grace_resume_end_vod(live: TestClient, clo
     assert v["playback_url"] == f"{GEO}/steer/vod/{vid}/master.m3u8"
     assert v["poster_url"] == f"{GEO}/vod/{vid}/thumbs/poster.jpg"
     await ingest(live, f"streams/{vid}/fail", {"reason": "late"}, 409)
+
+
+async def test_the_owner_sees_the_stream_and_its_grace_period(live: TestClient) -> None:
+    alice = await signup(live, "alice@example.com")
+    made = await create(live, alice)
+    key, vid = made["stream_key"], made["video"]["id"]
+    publisher = (await authorize(live, key))["publisher"]
+    await ingest(live, f"streams/{publisher}/connected")
+    await ingest(live, f"streams/{publisher}/gone")
+    resp = await live.get(f"/api/v1/live/{vid}", headers=alice)
+    assert resp.status == 200, await resp.text()
+    status = await resp.json()
+    assert (status["publisher"], status["dvr_seconds"], status["ended_at"]) == ("gone", 7200, None)
+    assert status["grace_ends_at"] == "2027-01-15T08:00:30.000Z"  # the clock's start + 30 s
+    assert status["video"]["state"] == "live"
+    assert status["ingest"]["rtmp"] == f"{RTMP}/STREAM_KEY" and key not in str(status)
+    await assert_problem(await live.get(f"/api/v1/live/{vid}"), 401)
+    await assert_problem(await live.get(f"/api/v1/live/{vid}",
+                                        headers=await signup(live, "bob@example.com")), 403)
+    uploaded = (await upload(live, headers=alice))["video"]["id"]
+    await assert_problem(await live.get(f"/api/v1/live/{uploaded}", headers=alice), 409)
 
 
 async def test_rotation_refuses_the_old_key_and_cuts_its_publisher(live: TestClient) -> None:
