@@ -91,6 +91,11 @@ class ControlMetrics:
         self.job_events = Counter("reel_control_job_events_total",
                                   "Job transitions (claimed, heartbeat, completed, retried, failed)",
                                   ["event"], registry=registry)
+        self.live_events = Counter(
+            "reel_control_live_events_total",
+            "What ingest asked and told of live streams (admitted, resumed, refused_unknown, "
+            "refused_busy, refused_ended, connected, gone, vod, fail)", ["event"],
+            registry=registry)
         self.latency = Histogram("reel_control_request_seconds", "Request latency",
                                  ["method", "route", "status"], registry=registry)
 
@@ -521,7 +526,7 @@ def make_app(
     LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)
     jobs = JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge)
     jobs.add_routes(api)
-    IngestHandlers(streams, jobs.require_worker).add_routes(api)
+    IngestHandlers(streams, jobs.require_worker, control_metrics.live_events).add_routes(api)
     api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
               responses={200: {"description": "Prometheus text format",
                                "content": {"text/plain": {}}}})

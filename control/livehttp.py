@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import hdrs, web
+from prometheus_client import Counter
 
 from control.api import PROBLEM, Api
 from control.catalog import VIDEO_ID, VideoHandlers
@@ -39,14 +40,17 @@ PUBLISHER = path_id("publisher", HANDLE_PATTERN,
                     "whoever publishes now.")
 
 
+def _problem(exc: Refused, statuses: dict[str, int] = STATUS) -> ProblemError:
+    status = statuses.get(exc.why, 409)
+    return ProblemError(status, exc.detail, title="Conflict" if status == 409 else None)
+
+
 @contextmanager
-def _refusals(statuses: dict[str, int] = STATUS) -> Iterator[None]:
+def _refusals() -> Iterator[None]:
     try:
         yield
     except Refused as exc:
-        status = statuses.get(exc.why, 409)
-        raise ProblemError(status, exc.detail,
-                           title="Conflict" if status == 409 else None) from None
+        raise _problem(exc) from None
 
 
 class LiveHandlers:
@@ -130,9 +134,11 @@ class IngestHandlers:
     """/api/v1/ingest/...: what ingest asks and tells control about publishers and streams."""
 
     def __init__(self, streams: LiveStreams,
-                 require_worker: Callable[[web.Request], Awaitable[None]]) -> None:
+                 require_worker: Callable[[web.Request], Awaitable[None]],
+                 events: Counter) -> None:
         self.streams = streams
         self.require_worker = require_worker  # the worker token's check (the job API's)
+        self.events = events
 
     def add_routes(self, api: Api) -> None:
         api.guard("worker", self.require_worker)
@@ -160,7 +166,9 @@ class IngestHandlers:
                       summary=summary, params=[PUBLISHER],
                       responses={200: StreamState, 404: PROBLEM, 409: PROBLEM})
 
-    def _state(self, stream: Stream, handle: str) -> web.Response:
+    def _state(self, stream: Stream, handle: str, event: str) -> web.Response:
+        if event != "heartbeat":
+            self.events.labels(event).inc()
         return web.json_response({
             "video_id": stream.video_id, "state": stream.state,
             "end": stream.state not in ("waiting", "live"),
@@ -168,8 +176,12 @@ class IngestHandlers:
             "grace_seconds": self.streams.settings.grace_seconds})
 
     async def authorize(self, request: web.Request, body: StreamKeyIn) -> web.Response:
-        with _refusals({**STATUS, "unknown": 403}):
+        try:
             admission = await self.streams.authorize(body.stream_key)
+        except Refused as exc:
+            self.events.labels(f"refused_{exc.why}").inc()
+            raise _problem(exc, {**STATUS, "unknown": 403}) from None
+        self.events.labels("resumed" if admission.resume else "admitted").inc()
         settings = self.streams.settings
         return web.json_response({
             "video_id": admission.video_id, "publisher": admission.publisher,
@@ -180,23 +192,24 @@ class IngestHandlers:
     async def connected(self, request: web.Request) -> web.Response:
         handle = request.match_info["publisher"]
         with _refusals():
-            return self._state(await self.streams.connected(handle), handle)
+            return self._state(await self.streams.connected(handle), handle, "connected")
 
     async def gone(self, request: web.Request) -> web.Response:
         handle = request.match_info["publisher"]
         with _refusals():
-            return self._state(await self.streams.gone(handle), handle)
+            return self._state(await self.streams.gone(handle), handle, "gone")
 
     async def heartbeat(self, request: web.Request, body: IngestBeat) -> web.Response:
         handle = request.match_info["publisher"]
         with _refusals():
-            return self._state(await self.streams.heartbeat(handle, body.viewers), handle)
+            return self._state(await self.streams.heartbeat(handle, body.viewers), handle,
+                               "heartbeat")
 
     async def vod(self, request: web.Request, body: Completion) -> web.Response:
         handle = request.match_info["publisher"]
         with _refusals():
             return self._state(await self.streams.vod_done(handle, body.duration,
-                                                            body.renditions), handle)
+                                                            body.renditions), handle, "vod")
 
     async def fail(self, request: web.Request, body: VodFailure) -> web.Response:
         handle = request.match_info["publisher"]
@@ -204,4 +217,4 @@ class IngestHandlers:
         detail = line(body.detail, 2000)
         with _refusals():
             return self._state(await self.streams.vod_failed(
-                handle, f"{reason}: {detail}" if detail else reason), handle)
+                handle, f"{reason}: {detail}" if detail else reason), handle, "fail")

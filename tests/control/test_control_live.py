@@ -206,6 +206,10 @@ async def _ends_and_becomes_a_vod(live: TestClient, clock: Clock, key: str, vid:
     assert v["playback_url"] == f"{GEO}/steer/vod/{vid}/master.m3u8"
     assert v["poster_url"] == f"{GEO}/vod/{vid}/thumbs/poster.jpg"
     await ingest(live, f"streams/{vid}/fail", {"reason": "late"}, 409)
+    text = await (await live.get("/metrics")).text()
+    for event, count in (("admitted", 1), ("resumed", 1), ("refused_busy", 2),
+                         ("refused_ended", 1), ("connected", 3), ("gone", 3), ("vod", 2)):
+        assert f'reel_control_live_events_total{{event="{event}"}} {count}.0' in text, event
 
 
 async def test_the_owner_sees_the_stream_and_its_grace_period(live: TestClient) -> None:
