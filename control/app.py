@@ -32,7 +32,7 @@ from control.jobs import STATES as JOB_STATES
 from control.jobs import JobQueue
 from control.latest import LatestHandlers
 from control.models import Health, UploadAccepted, UploadForm
-from control.pages import Pages
+from control.pages import Pages, npm_file
 from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
@@ -295,13 +295,7 @@ class Control:
     # -- pages and plumbing ---------------------------------------------------------------------
 
     async def hlsjs_file(self, request: web.Request) -> web.StreamResponse:
-        if not self.hlsjs.is_file():
-            raise ProblemError(404, f"hls.js is not installed at {self.hlsjs}: run `npm ci` "
-                                    "in the repository root (or set REEL_HLSJS)")
-        return web.FileResponse(self.hlsjs, headers={
-            hdrs.CACHE_CONTROL: "public, max-age=86400",
-            hdrs.CONTENT_TYPE: "text/javascript; charset=utf-8",
-        })
+        return npm_file(self.hlsjs, "hls.js", " (or set REEL_HLSJS)")
 
     async def healthz(self, request: web.Request) -> web.Response:
         try:

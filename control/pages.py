@@ -10,6 +10,7 @@ authenticates by cookie, so a page cannot be made to act for its visitor by anot
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,11 +20,14 @@ from aiohttp import hdrs, web
 
 from control.api import Api
 from control.internal import api_get
+from control.models import ID_PATTERN
 from control.problems import ProblemError
 from control.requests import Param
 from control.templating import environment
+from origin.layout import is_video_id
 
 STATIC = Path(__file__).resolve().parent / "static" / "app"
+STATIC_NAME = re.compile(r"[a-z0-9_-]{1,64}\.(js|css)")
 HTML = {200: {"description": "HTML page", "content": {"text/html": {}}}}
 NOT_FOUND = {404: {"description": "HTML page: not found", "content": {"text/html": {}}}}
 DURATIONS = {"short": (None, 240), "medium": (240, 1200), "long": (1200, None)}
@@ -68,7 +72,7 @@ class Pages:
                   responses={**HTML, **NOT_FOUND})
         api.route("GET", "/v/{video_id}", self.short_link, tag="pages", params=video,
                   summary="Short share link: redirects to the watch page",
-                  responses={302: {"description": "to /watch/{video_id}"}})
+                  responses={302: {"description": "to /watch/{video_id}"}, **NOT_FOUND})
         api.route("GET", "/channel/{user_id}", self.channel, tag="pages", params=user,
                   summary="A creator's channel", responses={**HTML, **NOT_FOUND})
         api.route("GET", "/static/app/{name}", self.static_file, tag="pages",
@@ -129,7 +133,7 @@ class Pages:
 
     async def watch(self, request: web.Request) -> web.Response:
         video_id = request.match_info["video_id"]
-        video = await api_get(request, f"/api/v1/videos/{video_id}")
+        video = await api_get(request, f"/api/v1/videos/{video_id}") if is_video_id(video_id) else None
         if video is None:
             return self.not_found("video")
         owner, reviews, comments, latest = await asyncio.gather(
@@ -146,11 +150,15 @@ class Pages:
             data={"video": video, "api_url": f"/api/v1/videos/{video_id}"})
 
     async def short_link(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound(f"/watch/{request.match_info['video_id']}")
+        video_id = request.match_info["video_id"]
+        if not is_video_id(video_id):
+            return self.not_found("video")
+        raise web.HTTPFound(f"/watch/{video_id}")
 
     async def channel(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
-        profile = await api_get(request, f"/api/v1/users/{user_id}")
+        profile = (await api_get(request, f"/api/v1/users/{user_id}")
+                   if re.fullmatch(ID_PATTERN.strip("^$"), user_id) else None)
         if profile is None:
             return self.not_found("channel")
         videos = await api_get(request, f"/api/v1/users/{user_id}/videos", {"limit": 50})
@@ -176,17 +184,21 @@ class Pages:
 
     async def static_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        path = STATIC / name
-        if "/" in name or name.startswith(".") or not path.is_file():
+        if STATIC_NAME.fullmatch(name) is None or not (path := STATIC / name).is_file():
             return self.not_found("file")
         kind = {".js": "text/javascript", ".css": "text/css"}.get(path.suffix, "text/plain")
         return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: f"{kind}; charset=utf-8",
                                                hdrs.CACHE_CONTROL: "no-cache"})
 
     async def tusjs_file(self, request: web.Request) -> web.StreamResponse:
-        if not self.tusjs.is_file():
-            raise ProblemError(404, f"tus-js-client is not installed at {self.tusjs}: run `npm ci` "
-                                    "in the repository root")
-        return web.FileResponse(self.tusjs, headers={
-            hdrs.CACHE_CONTROL: "public, max-age=86400",
-            hdrs.CONTENT_TYPE: "text/javascript; charset=utf-8"})
+        return npm_file(self.tusjs, "tus-js-client")
+
+
+def npm_file(path: Path, package: str, hint: str = "") -> web.FileResponse:
+    """A browser script from the npm install (hls.js, tus-js-client), cacheable for a day; a
+    404 problem saying how to install it when it is missing."""
+    if not path.is_file():
+        raise ProblemError(404, f"{package} is not installed at {path}: run `npm ci` in the "
+                                f"repository root{hint}")
+    return web.FileResponse(path, headers={hdrs.CACHE_CONTROL: "public, max-age=86400",
+                                           hdrs.CONTENT_TYPE: "text/javascript; charset=utf-8"})

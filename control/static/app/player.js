@@ -183,6 +183,7 @@
     data.video = window.reelVideo = v;
     if (v.state === "ready") {
       showStatus("");
+      $("status").classList.remove("corner");
       if (v.poster_url) video.poster = v.poster_url;
       load(v.playback_url);
       loadStoryboard(v);

@@ -8,8 +8,9 @@
   var rows = $("studio-rows"), editing = null, deleting = null;
   var FIELDS = ["title", "description", "tags", "privacy"];
 
-  function cell(row, content) {
+  function cell(row, content, label) {
     var td = document.createElement("td");
+    if (label) td.dataset.label = label;
     if (typeof content === "string") td.textContent = content; else td.append(content);
     row.appendChild(td);
     return td;
@@ -30,9 +31,9 @@
     cell(tr, link);
     var progress = v.progress && v.progress.total && v.state === "processing" ?
       " " + Math.floor(100 * v.progress.done / v.progress.total) + "%" : "";
-    cell(tr, v.state + progress).className = "state";
-    cell(tr, String(v.views));
-    cell(tr, v.privacy).className = "privacy";
+    cell(tr, v.state + progress, "State").className = "state";
+    cell(tr, String(v.views), "Views");
+    cell(tr, v.privacy, "Privacy").className = "privacy";
     var actions = cell(tr, button("Edit", "Edit " + (v.title || v.id), function () { edit(v); }));
     actions.append(" ", button("Delete", "Delete " + (v.title || v.id), function () { remove(v); }));
     return tr;

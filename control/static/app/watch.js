@@ -74,7 +74,7 @@
     li.dataset.comment = c.id;
     li.querySelector(".who").textContent = c.user.name;
     li.querySelector(".text").textContent = c.text;
-    if (c.parent_id) li.querySelector(".comment-actions").remove();
+    if (c.parent_id) { li.querySelector(".comment-actions").remove(); li.querySelector(".replies").remove(); }
     reel.applySession(li);
     wire(li);
     return li;
@@ -87,7 +87,7 @@
       page.items.slice().reverse().forEach(function (c) { list.appendChild(commentItem(c)); });
       var toggle = li.querySelector(".show-replies");
       toggle.setAttribute("aria-expanded", "true");
-      toggle.querySelector(".n").textContent = page.items.length;
+      toggle.querySelector(".n").textContent = page.items.length + (page.items.length === 1 ? " reply" : " replies");
       toggle.hidden = page.items.length === 0;
     });
   }
