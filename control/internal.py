@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from yarl import URL
 
+from control.accounts import USER_KEY
 from control.problems import ProblemError
 
 
@@ -23,6 +24,7 @@ async def api_get(request: web.Request, path: str,
     headers = {k: v for k, v in request.headers.items()
                if k.lower() not in (hdrs.AUTHORIZATION.lower(), hdrs.COOKIE.lower())}
     sub = request.clone(rel_url=URL(path).with_query(dict(query or {})), headers=headers)
+    sub.pop(USER_KEY, None)  # a clone copies the page request's state: forget who asked
     match = await request.app.router.resolve(sub)
     if match.http_exception is not None:
         return None

@@ -58,6 +58,8 @@ async def test_not_found_and_private_pages(client: TestClient, alice: dict) -> N
         resp = await client.get(path)
         assert resp.status == 404, path
         assert resp.content_type in ("text/html", "application/problem+json"), path
+    # Pages are the same for everyone: even its owner's token does not show a private video there.
+    assert (await client.get(f"/watch/{vid}", headers=alice)).status == 404
     resp = await client.get(f"/v/{vid}", allow_redirects=False)
     assert resp.status == 302 and resp.headers["Location"] == f"/watch/{vid}"
 

@@ -181,6 +181,7 @@
 
   function update(v) {
     data.video = window.reelVideo = v;
+    if ($("state")) $("state").textContent = v.state;
     if (v.state === "ready") {
       showStatus("");
       $("status").classList.remove("corner");

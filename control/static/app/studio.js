@@ -44,6 +44,7 @@
       rows.textContent = "";
       page.items.forEach(function (v) { rows.appendChild(row(v)); });
       $("studio-empty").hidden = page.items.length > 0;
+      $("studio").hidden = page.items.length === 0;
       var busy = page.items.some(function (v) { return v.state === "queued" || v.state === "processing"; });
       if (busy) setTimeout(load, 3000);
     });
