@@ -38,6 +38,9 @@ def test_three_swipes_each_start(demo: Demo, catalog: list[str], browser: Browse
             page.wait_for_function(f"() => window.reelShorts.started.includes({n})", timeout=15_000)
             assert time.monotonic() - start < START_WITHIN
             assert page.evaluate("() => window.reelShorts.index") == n
+            page.wait_for_function(f"""() => Math.abs(document.querySelectorAll('.short')[{n}]
+                .getBoundingClientRect().top - document.getElementById('shorts')
+                .getBoundingClientRect().top) < 2""")  # snapped: one whole video on screen
             screenshot(page, f"{viewport}-shorts-{n}", full_page=False)
         assert not [e for e in page.evaluate("() => window.reelShorts.errors") if e["fatal"]]
         console.assert_clean()
