@@ -46,6 +46,8 @@ def search_query(params: Mapping[str, str], now: datetime | None = None) -> dict
         query["max_duration"] = str(high)
     if (since := UPLOADED.get(params.get("uploaded", ""))) is not None:
         query["uploaded_after"] = ((now or datetime.now(UTC)) - since).isoformat()
+    if "cursor" in params:  # the API checks it: a bad one is a 400 shown on the page
+        query["cursor"] = params["cursor"]
     return query
 
 
@@ -118,16 +120,18 @@ class Pages:
 
     async def search(self, request: web.Request) -> web.Response:
         query = search_query(request.query)
-        results, error = [], None
+        found, error = {"items": [], "next_cursor": None}, None
         if query["q"]:
             try:
-                results = (await api_get(request, "/api/v1/search", query))["items"]
+                found = await api_get(request, "/api/v1/search", query)
             except ProblemError as exc:
                 error = exc.detail
+        more = (request.rel_url.update_query(cursor=found["next_cursor"])
+                if found["next_cursor"] else None)
         return self.render("search.html", title=f"{query['q']} - Search" if query["q"] else "Search",
                            q=query["q"], duration=request.query.get("duration", ""),
-                           uploaded=request.query.get("uploaded", ""), results=results,
-                           error=error, names=await self.names(request, results))
+                           uploaded=request.query.get("uploaded", ""), results=found["items"],
+                           more=more, error=error, names=await self.names(request, found["items"]))
 
     # -- one video, one channel -------------------------------------------------------------------
 

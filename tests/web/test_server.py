@@ -78,3 +78,17 @@ def test_search_filters_become_api_bounds() -> None:
                      "uploaded_after": "2026-01-24T00:00:00+00:00"}
     assert search_query({"q": "x", "duration": "bogus", "uploaded": "bogus"}, now) == {
         "q": "x", "limit": "24"}
+    assert search_query({"q": "x", "cursor": "24"}, now)["cursor"] == "24"
+
+
+async def test_search_pages_on(client: TestClient, alice: dict) -> None:
+    for n in range(26):
+        await _ready(client, alice, f"kitten {n}")
+    first = await (await client.get("/search?q=kitten&duration=short")).text()
+    assert first.count('class="card"') == 24
+    more = re.search(r'href="([^"]*cursor=24[^"]*)">More results', first).group(1)
+    assert "duration=short" in more
+    rest = await (await client.get(more.replace("&amp;", "&"))).text()
+    assert rest.count('class="card"') == 2 and "More results" not in rest
+    bad = await (await client.get("/search?q=kitten&cursor=x")).text()
+    assert 'class="error"' in bad and "cursor" in bad
