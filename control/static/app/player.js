@@ -75,7 +75,7 @@
 
   function loadStoryboard(v) {
     if (!v.poster_url) return;
-    var url = v.poster_url.replace(/poster\.jpg$/, "storyboard.vtt");
+    var url = v.poster_url.replace(/poster\.jpg(?=$|\?)/, "storyboard.vtt");  // keeps a query (a token)
     fetch(url).then(function (r) { return r.ok ? r.text().then(function (t) { return [r.url, t]; }) : null; })
       .then(function (got) {
         if (!got) return;
