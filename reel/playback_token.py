@@ -74,7 +74,8 @@ def token_path(path: str, token: str) -> str:
 
 @dataclass(frozen=True)
 class Viewer:
-    """What a binding may be checked against: the server's region and the client's address."""
+    """What a binding is checked against: the server's region and the client's address. A field
+    left None is not checked by this server (geo has no region; an edge checks it)."""
 
     region: str | None = None
     address: str | None = None
@@ -167,7 +168,7 @@ class KeyRing:
             return False
         if not hmac.compare_digest(signature, self._mac(kid, video_id, expires, binding or "")):
             return False
-        return binding is None or _bound(binding, viewer or Viewer())
+        return binding is None or (viewer is not None and _bound(binding, viewer))
 
 
 def bind_region(region: str) -> str:
@@ -184,8 +185,10 @@ def bind_address(address: str, prefix: int | None = None) -> str:
 def _bound(binding: str, viewer: Viewer) -> bool:
     kind, _, value = binding.partition("-")
     if kind == "r":
-        return viewer.region is not None and hmac.compare_digest(value, viewer.region)
-    if kind == "a" and viewer.address is not None:
+        return viewer.region is None or hmac.compare_digest(value, viewer.region)
+    if kind == "a" and viewer.address is None:
+        return True
+    if kind == "a":
         address, _, prefix = value.replace("_", ":").partition("-")
         try:
             network = ipaddress.ip_network(f"{address}/{prefix}" if prefix else address, strict=False)
