@@ -35,6 +35,7 @@ from control.jobs import STATES as JOB_STATES
 from control.jobs import JobQueue
 from control.models import Health, UploadAccepted, UploadForm
 from control.pg import PostgresDatabase
+from control.privacy import Privacy
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
@@ -51,6 +52,7 @@ from origin.layout import is_video_id
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
 from reel.logs import fields
+from reel.playback_token import KeyRing
 
 log = logging.getLogger("reel.control")
 
@@ -117,7 +119,9 @@ class Control:
     """The request handlers for multipart uploads and the pages."""
 
     def __init__(self, *, store: Store, videos: Videos, ingest: Ingest, auth: Auth, geo_url: str,
-                 metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path) -> None:
+                 metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path,
+                 privacy: Privacy) -> None:
+        self.privacy = privacy
         self.store = store
         self.videos = videos
         self.ingest = ingest
@@ -159,7 +163,7 @@ class Control:
 
     def video_json(self, request: web.Request, video: Video) -> dict[str, Any]:
         return video.to_json(control_url=f"{request.scheme}://{request.host}",
-                             geo_url=self.geo_url)
+                             geo_url=self.geo_url, token=self.privacy.token(video))
 
     # -- uploads --------------------------------------------------------------------------------
 
@@ -430,6 +434,8 @@ def make_app(
     edges: Sequence[str] = (),
     purge_token: str = "",
     purge_timeout: float = 3.0,
+    playback_keys: KeyRing | None = None,
+    token_seconds: float = 4 * 3600,
     view_window_seconds: float = 3600,
     trending_seconds: float = 86400,
     database: str | None = None,
@@ -456,23 +462,24 @@ def make_app(
                         admin_emails=admin_emails, clock=clock)
     auth = Auth(accounts)
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
+    privacy = Privacy(store, purger, playback_keys, token_seconds)
 
     async def refresh_job_gauge() -> None:
         control_metrics.set_job_counts(await queue.counts())
 
     ingest = Ingest(store=store, videos=videos, queue=queue, max_upload_bytes=max_upload_bytes,
-                    quota_bytes=quota_bytes, on_queued=refresh_job_gauge)
+                    quota_bytes=quota_bytes, on_queued=refresh_job_gauge, privacy=privacy)
     handlers = Control(
         store=store, videos=videos, ingest=ingest, auth=auth, geo_url=geo_url,
         metrics=control_metrics,
         watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
-        hlsjs=_hlsjs_path(hlsjs_path),
+        hlsjs=_hlsjs_path(hlsjs_path), privacy=privacy,
     )
     staging = Path(data_dir) / "uploads"
     tus = TusHandlers(db, LocalStaging(staging), auth, ingest, max_size=max_upload_bytes,
                       expiry_seconds=upload_expiry_seconds, clock=clock)
     video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
-                                   purger=purger, render=handlers.video_json)
+                                   purger=purger, privacy=privacy, render=handlers.video_json)
     api = Api(app.router, INFO)
     api.guard("user", auth.require)
     api.guard("optional", auth.user)
@@ -494,6 +501,7 @@ def make_app(
         sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await sweeper
+        await privacy.close()
         await purger.close()
         await db.close()
         await store.close()

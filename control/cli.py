@@ -25,6 +25,11 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--admin-email", nargs="*", default=[], help="emails of admin accounts")
     flags.flag("--edge", nargs="*", default=[], help="edge URLs to purge when a video is deleted")
     flags.flag("--purge-token", default="", help="bearer token the edges' POST /purge expects")
+    flags.flag("--playback-keys", default=None,
+               help="playback token key ring (a JSON file, re-read when it changes, or the JSON itself): "
+                    "private and unlisted videos' URLs are signed with its signing key")
+    flags.flag("--token-hours", default=4.0, type=float,
+               help="how long a private or unlisted video's playback URL stays valid")
     flags.flag("--rate-ip", default="50:400",
                help="requests per second:burst per client address (0: no limit)")
     flags.flag("--rate-user", default="20:200",
@@ -37,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from control.app import make_app
     from control.ratelimit import Rate, RateLimits
     from origin.store import open_store
+    from reel.playback_token import load_ring
     from reel.service import serve
 
     if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                    rate_limits=limits, worker_token=args.worker_token,
                    max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                    quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
-                   edges=args.edge, purge_token=args.purge_token),
+                   edges=args.edge, purge_token=args.purge_token,
+                   playback_keys=load_ring(args.playback_keys), token_seconds=args.token_hours * 3600),
           args.host, args.port)
     return 0
 
