@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from origin.store import STORE_HELP
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -26,8 +27,7 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--edge", nargs="*", default=[], help="edge URLs to purge when a video is deleted")
     flags.flag("--purge-token", default="", help="bearer token the edges' POST /purge expects")
     flags.flag("--playback-keys", default=None,
-               help="playback token key ring (a JSON file, re-read when it changes, or the JSON itself): "
-                    "private and unlisted videos' URLs are signed with its signing key")
+               help=KEYS_HELP + "; signs private and unlisted videos' URLs")
     flags.flag("--token-hours", default=4.0, type=float,
                help="how long a private or unlisted video's playback URL stays valid")
     flags.flag("--rate-ip", default="50:400",

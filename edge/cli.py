@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -27,8 +28,7 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--stale-if-error", default=86400.0, type=float,
                help="seconds an expired object stands in for a failing origin, when the origin says nothing")
     flags.flag("--access-log", action="store_true", help="log one JSON line per request")
-    flags.flag("--playback-keys", default=None,
-               help="playback token key ring: a JSON file (re-read when it changes) or the JSON itself")
+    flags.flag("--playback-keys", default=None, help=KEYS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -21,8 +22,7 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--probe-timeout", default=1.0, type=float, help="seconds a health probe may take")
     flags.flag("--fall", default=2, type=int, help="failed probes in a row that take an edge out")
     flags.flag("--rise", default=2, type=int, help="good probes in a row that bring an edge back")
-    flags.flag("--playback-keys", default=None,
-               help="playback token key ring: a JSON file (re-read when it changes) or the JSON itself")
+    flags.flag("--playback-keys", default=None, help=KEYS_HELP)
     flags.flag("--steering-ttl", default=10, type=int,
                help="seconds HLS players keep a steering manifest before asking again")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from origin.store import STORE_HELP
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -13,8 +14,7 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--host", default="127.0.0.1", help="listen address")
     flags.flag("--port", default=8100, type=int, help="listen port")
     flags.flag("--region", default=None, help="region this origin is in")
-    flags.flag("--playback-keys", default=None,
-               help="playback token key ring: a JSON file (re-read when it changes) or the JSON itself")
+    flags.flag("--playback-keys", default=None, help=KEYS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ _TOKEN = re.compile(
 # /{vod|live}/{id}/~{token}/rest: the token segment right after the video id.
 _TOKEN_PATH = re.compile(r"(/(?:vod|live)/[A-Za-z0-9_-]{6,64}/)~([A-Za-z0-9_.-]{1,160})/")
 _SIGNATURE_BYTES = 16
+KEYS_HELP = "playback token key ring: a JSON file (re-read when it changes) or the JSON itself"
 
 
 class KeyRingError(ValueError):
