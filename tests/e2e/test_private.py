@@ -176,28 +176,37 @@ def _write_ring(path: Path, doc: dict) -> None:
     tmp.replace(path)  # the services re-read it within a second or two
 
 
-def test_keys_rotate_without_breaking_playback_in_progress(api: Api, private: str) -> None:
+def test_keys_rotate_without_breaking_playback_in_progress(api: Api, private: str, page: Page) -> None:
     demo = api.demo
     path = demo.up.data / "playback-keys.json"
     before = json.loads(path.read_text())
-    old = token_of(api.video(private)["playback_url"])
+    playback = api.video(private)["playback_url"]
+    old = token_of(playback)
     segment = f"/vod/{private}/{objects(demo, private, old)['segment']}"
-    added = {"sign": "k2", "keys": {**before["keys"], **KeyRing.generate("k2")["keys"]}}
-    _write_ring(path, added)
+    fresh = KeyRing.generate("k2")["keys"]
     try:
-        new = _until(lambda: token_of(api.video(private)["playback_url"]), lambda t: t.startswith("k2."))
-        for base in (demo.edges[0], demo.origins[0]):  # both keys valid at once
-            for token in (old, new):
-                assert requests.get(base + token_path(segment, token), timeout=10).status_code == 200
-        retired = {"sign": "k2", "keys": {"k2": added["keys"]["k2"]}}
-        _write_ring(path, retired)
+        with player_page() as player:
+            page.goto(player + "?" + requests.compat.urlencode({"src": playback}))
+            page.wait_for_function("() => window.hls && window.hls.levels.length >= 2", timeout=30_000)
+            # Rotation as an operator does it: the new key first reaches every service that
+            # checks tokens (still signing with the old one), then becomes the signing key...
+            _write_ring(path, {"sign": before["sign"], "keys": {**before["keys"], **fresh}})
+            time.sleep(2.5)
+            _write_ring(path, {"sign": "k2", "keys": {**before["keys"], **fresh}})
+            new = _until(lambda: token_of(api.video(private)["playback_url"]), lambda t: t.startswith("k2."))
+            for base in (demo.edges[0], demo.origins[0]):  # both keys valid at once
+                for token in (old, new):
+                    assert requests.get(base + token_path(segment, token), timeout=10).status_code == 200
+            seen = play_with_switch(page, until=12.0)  # the old key's URL plays on through it
+        assert seen["errors"] == [] and seen["media_error"] is None
+        # ...and the old key is retired later: its URLs stop, the new ones go on.
+        _write_ring(path, {"sign": "k2", "keys": fresh})
         _until(lambda: requests.get(demo.edges[0] + token_path(segment, old), timeout=10).status_code,
                lambda status: status == 403)
         assert requests.get(demo.edges[0] + token_path(segment, new), timeout=10).status_code == 200
     finally:
-        keep = {"sign": "k2", "keys": {**before["keys"], "k2": added["keys"]["k2"]}}
-        _write_ring(path, keep)  # later tests' tokens: k1's and k2's both valid again
-        time.sleep(2.5)
+        _write_ring(path, {"sign": "k2", "keys": {**before["keys"], **fresh}})
+        time.sleep(2.5)  # later tests' tokens: k1's and k2's both valid again
 
 
 def _until(probe, ok, timeout: float = 6.0):
