@@ -26,7 +26,7 @@ from geo.locate import Locator, TrustedProxies, client_address
 from geo.masters import Forbidden, MasterCache, MasterUnavailable, UnknownVideo
 from geo.regions import ConfigError, RegionMap, load_regions
 from geo.router import NoHealthyEdge, Router
-from geo.steering import PATHWAY_ID, Pathway, pathway_query, render_master, steering_manifest
+from geo.steering import PATHWAY_ID, Master, Pathway, pathway_query, render_master, steering_manifest
 from reel import metrics
 from reel.http import problem
 from reel.logs import fields
@@ -212,21 +212,10 @@ class Geo:
         if not order:
             self.steering_errors.labels("503").inc()
             return self._no_healthy_edge()
-        path = f"/{kind}/{video}/master.m3u8"
-        try:
-            master, guarded = await self.masters.get(path, order, self._fetch_path(path, video, token))
-        except UnknownVideo as exc:
-            if exc.guarded and token is None:
-                return self._forbidden()
-            return self._refuse(404, "Unknown video", f"no complete {kind}/{video}")
-        except Forbidden:
-            return self._forbidden()
-        except MasterUnavailable:
-            return self._refuse(502, "Master playlist unavailable",
-                                "no edge served this video's master playlist; retry shortly",
-                                headers={"Retry-After": self.retry_after})
-        if guarded and token is None:
-            return self._forbidden()
+        found = await self._master(kind, video, token, order)
+        if isinstance(found, web.Response):
+            return found
+        master = found
         # Every URI geo writes (the steered master's, the manifest's clones) keeps the token.
         directory = f"/{kind}/{video}/" + (f"~{token}/" if token is not None else "")
         if name == "steering.json":
@@ -255,6 +244,25 @@ class Geo:
             "Cache-Control": "no-store",  # made for this client, from edge health right now
             "X-Reel-Region": self.region_of[order[0]],
         })
+
+    async def _master(self, kind: str, video: str, token: str | None,
+                      order: list[str]) -> Master | web.Response:
+        """The packaged master (cached without the token), or the refusal to answer with: a
+        guarded master, or an unknown video the edges guard, only to a valid token."""
+        path = f"/{kind}/{video}/master.m3u8"
+        try:
+            master, guarded = await self.masters.get(path, order, self._fetch_path(path, video, token))
+        except UnknownVideo as exc:
+            if exc.guarded and token is None:
+                return self._forbidden()
+            return self._refuse(404, "Unknown video", f"no complete {kind}/{video}")
+        except Forbidden:
+            return self._forbidden()
+        except MasterUnavailable:
+            return self._refuse(502, "Master playlist unavailable",
+                                "no edge served this video's master playlist; retry shortly",
+                                headers={"Retry-After": self.retry_after})
+        return self._forbidden() if guarded and token is None else master
 
     def _forbidden(self) -> web.Response:
         """The one answer without a valid playback token, whether the video exists or not."""

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from origin.base import Store, StoreError
+from origin.base import ObjectInfo, Store, StoreError
 from origin.layout import Key, access_key, parse_key
 from reel import metrics
 from reel.http import (
@@ -172,6 +172,12 @@ class ObjectHandler:
             marked = {ACCESS_HEADER: "unknown"} if unknown else None
             return problem(404, "Not Found", head=head, headers=marked)
 
+        return await self._answer(request, key, info, growing, level)
+
+    async def _answer(
+        self, request: web.Request, key: Key, info: ObjectInfo, growing: bool, level: str
+    ) -> web.StreamResponse:
+        """The object's answer: 304, 416, 206 or 200, streamed."""
         headers = {
             "Content-Type": key.content_type,
             "ETag": info.etag,
@@ -187,7 +193,7 @@ class ObjectHandler:
             return web.Response(status=304, headers=headers)
 
         start, end, status = 0, info.size, 200
-        if not head and if_range_ok(request, info.etag, info.mtime):
+        if request.method != "HEAD" and if_range_ok(request, info.etag, info.mtime):
             try:
                 span = parse_range(request.headers.get("Range"), info.size)
             except Unsatisfiable:
