@@ -37,6 +37,7 @@ from control.livehttp import IngestHandlers, LiveHandlers
 from control.models import Health, UploadAccepted, UploadForm
 from control.pages import Pages, npm_file
 from control.pg import PostgresDatabase
+from control.privacy import Privacy
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
@@ -51,6 +52,7 @@ from control.workers import JobHandlers
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
 from reel.logs import fields
+from reel.playback_token import KeyRing
 
 log = logging.getLogger("reel.control")
 
@@ -122,7 +124,8 @@ class Control:
     """The request handlers for multipart uploads, hls.js and health (the pages: `control.pages`)."""
 
     def __init__(self, *, store: Store, videos: Videos, ingest: Ingest, auth: Auth, geo_url: str,
-                 metrics: ControlMetrics, hlsjs: Path) -> None:
+                 metrics: ControlMetrics, hlsjs: Path, privacy: Privacy) -> None:
+        self.privacy = privacy
         self.store = store
         self.videos = videos
         self.ingest = ingest
@@ -157,7 +160,7 @@ class Control:
 
     def video_json(self, request: web.Request, video: Video) -> dict[str, Any]:
         return video.to_json(control_url=f"{request.scheme}://{request.host}",
-                             geo_url=self.geo_url)
+                             geo_url=self.geo_url, token=self.privacy.token(video))
 
     # -- uploads --------------------------------------------------------------------------------
 
@@ -395,6 +398,8 @@ def make_app(
     edges: Sequence[str] = (),
     purge_token: str = "",
     purge_timeout: float = 3.0,
+    playback_keys: KeyRing | None = None,
+    token_seconds: float = 4 * 3600,
     view_window_seconds: float = 3600,
     trending_seconds: float = 86400,
     database: str | None = None,
@@ -423,24 +428,25 @@ def make_app(
     accounts = Accounts(db, session_seconds=session_seconds, hasher=password_hasher,
                         admin_emails=admin_emails, clock=clock)
     auth = Auth(accounts)
-    streams = LiveStreams(db, live or LiveSettings(), clock)
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
+    privacy = Privacy(store, purger, playback_keys, token_seconds)
+    streams = LiveStreams(db, live or LiveSettings(), clock, privacy=privacy)
 
     async def refresh_job_gauge() -> None:
         control_metrics.set_job_counts(await queue.counts())
 
     ingest = Ingest(store=store, videos=videos, queue=queue, max_upload_bytes=max_upload_bytes,
-                    quota_bytes=quota_bytes, on_queued=refresh_job_gauge)
+                    quota_bytes=quota_bytes, on_queued=refresh_job_gauge, privacy=privacy)
     handlers = Control(
         store=store, videos=videos, ingest=ingest, auth=auth, geo_url=geo_url,
         metrics=control_metrics,
-        hlsjs=_hlsjs_path(hlsjs_path),
+        hlsjs=_hlsjs_path(hlsjs_path), privacy=privacy,
     )
     staging = Path(data_dir) / "uploads"
     tus = TusHandlers(db, LocalStaging(staging), auth, ingest, max_size=max_upload_bytes,
                       expiry_seconds=upload_expiry_seconds, clock=clock)
     video_handlers = VideoHandlers(videos=videos, accounts=accounts, auth=auth, store=store,
-                                   purger=purger, render=handlers.video_json)
+                                   purger=purger, privacy=privacy, render=handlers.video_json)
     api = Api(app.router, INFO)
     api.guard("user", auth.require)
     api.guard("optional", auth.user)
@@ -465,6 +471,7 @@ def make_app(
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await sweeper
+        await privacy.close()
         await purger.close()
         await db.close()
         await store.close()

@@ -20,6 +20,7 @@ from control.api import PROBLEM, Api
 from control.jobs import Job, JobQueue
 from control.models import MAX_TITLE_CHARS, Copied, Copies, VideoEdit, VideoFields, VideoPage
 from control.models import Video as VideoJson
+from control.privacy import Privacy
 from control.problems import ProblemError
 from control.purge import EdgePurger
 from control.requests import KEYSET, LIMIT, invalid, keyset, keyset_cursor, page, page_size, path_id
@@ -72,7 +73,8 @@ class Ingest:
     """Admits uploads against size and quota, and turns stored bytes into videos."""
 
     def __init__(self, *, store: Store, videos: Videos, queue: JobQueue, max_upload_bytes: int,
-                 quota_bytes: int, on_queued: Callable[[], Awaitable[None]]) -> None:
+                 quota_bytes: int, on_queued: Callable[[], Awaitable[None]], privacy: Privacy) -> None:
+        self.privacy = privacy
         self.store = store
         self.videos = videos
         self.queue = queue
@@ -134,13 +136,17 @@ class Ingest:
         try:
             meta = video_fields(metadata)  # after `write`: a multipart form may end with fields
             meta.setdefault("title", "Untitled")
+            if meta.get("privacy", "public") != "public":  # before any worker can publish a byte
+                await self.privacy.apply(video_id, meta["privacy"], purge=False)
             video, job = await self.videos.create(
                 Upload(video_id, owner_id, info.size, sha256, meta), self.queue)
         except BaseException:
             await self.store.delete_prefix(source_prefix(video_id))
+            await self.privacy.forget(video_id)
             raise
         if job is None:
             await self.store.delete_prefix(source_prefix(video_id))
+            await self.privacy.forget(video_id)
             log.info("duplicate upload", extra=fields(video=video.id, user=owner_id))
         else:
             await self.on_queued()
@@ -158,8 +164,9 @@ class VideoHandlers:
     """GET/PATCH/DELETE /api/v1/videos/{id}, and a creator's list."""
 
     def __init__(self, *, videos: Videos, accounts: Accounts, auth: Auth, store: Store,
-                 purger: EdgePurger, render: Callable[[web.Request, Video], dict[str, Any]]
-                 ) -> None:
+                 purger: EdgePurger, privacy: Privacy,
+                 render: Callable[[web.Request, Video], dict[str, Any]]) -> None:
+        self.privacy = privacy
         self.videos = videos
         self.accounts = accounts
         self.auth = auth
@@ -216,6 +223,8 @@ class VideoHandlers:
         updated = await self.videos.update(video.id, body.changes())
         if updated is None:
             raise ProblemError(404, f"no video {video.id!r}")
+        if updated.privacy != video.privacy:  # origins and edges follow within seconds
+            await self.privacy.apply(video.id, updated.privacy)
         return web.json_response(self.render(request, updated))
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -227,6 +236,7 @@ class VideoHandlers:
             published.append(f"live/{video.id}/")
         for prefix in (source_prefix(video.id), *published):
             removed += await self.store.delete_prefix(prefix)
+        await self.privacy.forget(video.id)
         edges = await self.purger.purge([f"/{prefix}" for prefix in published])
         log.info("video deleted", extra=fields(video=video.id, user=user.id, objects=removed,
                                                edges_purged=edges))
@@ -248,10 +258,14 @@ class VideoHandlers:
         for meta in fields_list:
             video_id = new_video_id()
             await self.store.copy_prefix(output_prefix(source.id), output_prefix(video_id))
+            privacy = meta.get("privacy", source.privacy)
             try:
+                if privacy != "public":
+                    await self.privacy.apply(video_id, privacy, purge=False)
                 made.append(await self.videos.insert_copy(source, video_id, meta))
             except BaseException:
                 await self.store.delete_prefix(output_prefix(video_id))
+                await self.privacy.forget(video_id)
                 raise
         log.info("videos copied", extra=fields(video=source.id, copies=len(made), user=user.id))
         return web.json_response({"items": [self.render(request, v) for v in made]}, status=201)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from origin.store import STORE_HELP
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -32,6 +33,10 @@ def add_flags(flags: Flags) -> None:
                help="public SRT URL of ingest: srt://HOST:PORT (?streamid=publish:KEY is appended)")
     flags.flag("--live-grace-seconds", default=30.0, type=float,
                help="how long a live stream's publisher may be gone before the stream ends")
+    flags.flag("--playback-keys", default=None,
+               help=KEYS_HELP + "; signs private and unlisted videos' URLs")
+    flags.flag("--token-hours", default=4.0, type=float,
+               help="how long a private or unlisted video's playback URL stays valid")
     flags.flag("--rate-ip", default="50:400",
                help="requests per second:burst per client address (0: no limit)")
     flags.flag("--rate-user", default="20:200",
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from control.live import LiveSettings
     from control.ratelimit import Rate, RateLimits
     from origin.store import open_store
+    from reel.playback_token import load_ring
     from reel.service import serve
 
     if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
@@ -63,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                    rate_limits=limits, worker_token=args.worker_token,
                    max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                    quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
-                   edges=args.edge, purge_token=args.purge_token, live=live),
+                   edges=args.edge, purge_token=args.purge_token, live=live,
+                   playback_keys=load_ring(args.playback_keys), token_seconds=args.token_hours * 3600),
           args.host, args.port)
     return 0
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from control.db import Database, Row, Tx
+from control.privacy import Privacy
 from control.videos import COLUMNS as VIDEO_COLUMNS
 from control.videos import ON_AIR, Video, new_video_id
 from reel.logs import fields
@@ -178,10 +179,11 @@ class LiveStreams:
     """The live streams of `db`."""
 
     def __init__(self, db: Database, settings: LiveSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, privacy: Privacy | None = None) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
+        self.privacy = privacy
 
     # -- creators --------------------------------------------------------------------------------
 
@@ -189,6 +191,10 @@ class LiveStreams:
                      ) -> tuple[Video, str]:
         """A waiting live video and its stream key (which is not kept: only its hash is)."""
         video_id, key, now = new_video_id(), new_stream_key(), self.clock()
+        level = meta.get("privacy", "public")
+        if self.privacy is not None and level != "public":
+            # The access marker first: no byte of a private stream is ever served without a token.
+            await self.privacy.apply(video_id, level, purge=False)
 
         async def insert(tx: Tx) -> Video:
             await tx.execute(
@@ -197,7 +203,7 @@ class LiveStreams:
                 " VALUES (?, ?, 'waiting', 'live', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (video_id, meta.get("title") or "Live stream", now, now, owner_id,
                  meta.get("description", ""), json.dumps(list(meta.get("tags", ()))),
-                 meta.get("language"), meta.get("category"), meta.get("privacy", "public")))
+                 meta.get("language"), meta.get("category"), level))
             await tx.execute("INSERT INTO live_streams (video_id, key_hash, dvr_seconds, created_at)"
                              " VALUES (?, ?, ?, ?)", (video_id, key_hash(key), dvr_seconds, now))
             row = await tx.fetchone(f"SELECT {VIDEO_COLUMNS} FROM videos WHERE id = ?", (video_id,))

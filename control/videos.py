@@ -89,10 +89,14 @@ class Video:
         return self.privacy != "private" or is_admin or (user_id is not None
                                                          and user_id == self.owner_id)
 
-    def to_json(self, *, control_url: str, geo_url: str) -> dict[str, Any]:
-        """The public `<video>` object of the API."""
+    def to_json(self, *, control_url: str, geo_url: str, token: str | None = None) -> dict[str, Any]:
+        """The public `<video>` object of the API; `token` (a private or unlisted video's
+        playback token) goes into its media URLs, as the path segment every relative URI of
+        the playlists keeps."""
         ready = self.state == "ready"
         on_air = self.kind == "live" and self.state in ON_AIR
+        media = f"vod/{self.id}/~{token}" if token is not None else f"vod/{self.id}"
+        live = f"live/{self.id}/~{token}" if token is not None else f"live/{self.id}"
         progress = None
         if ready:  # complete, whatever the worker last counted (or 1 of 1 when it never did)
             total = self.progress_total or 1
@@ -109,12 +113,12 @@ class Video:
             "created_at": iso8601(self.created_at),
             # The steered master (HLS Content Steering): every HLS player can use it, and those
             # that steer move between edges mid-play. {geo}/vod/... still answers with a 302.
-            "playback_url": (f"{geo_url}/steer/vod/{self.id}/master.m3u8" if ready else
-                             f"{geo_url}/steer/live/{self.id}/master.m3u8" if on_air else None),
-            "preview_url": (f"{geo_url}/vod/{self.id}/{self.preview}"
+            "playback_url": (f"{geo_url}/steer/{media}/master.m3u8" if ready else
+                             f"{geo_url}/steer/{live}/master.m3u8" if on_air else None),
+            "preview_url": (f"{geo_url}/{media}/{self.preview}"
                             if self.state == "processing" and self.preview else None),
             "watch_url": f"{control_url}/watch/{self.id}",
-            "poster_url": f"{geo_url}/vod/{self.id}/thumbs/poster.jpg" if ready else None,
+            "poster_url": f"{geo_url}/{media}/thumbs/poster.jpg" if ready else None,
             "owner_id": self.owner_id,
             "description": self.description,
             "tags": list(self.tags),

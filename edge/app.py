@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from edge.cache import Entry
-from edge.http import Ask, Shape, XCache, key_of_target, local, shape
+from edge.http import Ask, Shape, XCache, key_of_target, local, refusal, shape, split_target
 from edge.inflight import Cursor, FetchFailed, TooManyReaders
 from edge.node import MAX_PURGE_BODY, RELAY_HEADER, Edge, Settings
 from reel import metrics
@@ -38,16 +38,20 @@ class Front:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         head_only = request.method == "HEAD"
-        key = key_of_target(request.raw_path)
+        key, token = split_target(request.raw_path)
         if key is None:
             return problem(404, "Not Found", head=head_only)
         headers = request.headers
         ask = Ask(request.method, key, headers.get("Range"), headers.get("If-Range"),
                   headers.get("If-None-Match"), headers.get("If-Modified-Since"),
-                  request.query.get("CMCD") or headers.get("CMCD-Request"))
+                  request.query.get("CMCD") or headers.get("CMCD-Request"), token)
+        if token is not None and not self.edge.admits(ask, request.remote):
+            return await self._send(request, refusal(head_only), None)
         started = time.perf_counter()
         x_cache, source = self.edge.answer(ask)
         try:
+            if isinstance(source, Entry) and source.guarded and token is None:
+                return await self._send(request, refusal(head_only), None)
             if isinstance(source, Entry):
                 out = shape(ask, source, len(source.body), x_cache, int(source.age(time.monotonic())))
                 return await self._send(request, out, source)
@@ -77,6 +81,8 @@ class Front:
             except FetchFailed:
                 return await self._send(request, local(502, "Bad Gateway", head=head_only), None)
             request[RESULT] = head.x_cache_for(x_cache)
+            if head.guarded and ask.token is None:
+                return await self._send(request, refusal(head_only), None)
             out = shape(ask, head, head.length, request[RESULT], head.age)
             return await self._send(request, out, cursor)
         finally:

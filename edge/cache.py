@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from edge.http import Stored
 from reel.http import parse_http_date
+from reel.playback_token import ACCESS_HEADER
 
 # Response headers worth keeping; the rest (Date, Server, Connection, CORS) the edge makes itself.
 STORED_HEADERS = (
@@ -20,6 +21,7 @@ STORED_HEADERS = (
     "Last-Modified",
     "Cache-Control",
     "Expires",
+    ACCESS_HEADER,  # private | unlisted | unknown: every viewer's token is checked
 )
 # What an entry costs beyond its body and headers: the object, the key, the LRU bookkeeping.
 ENTRY_OVERHEAD = 512

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -27,12 +28,14 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--stale-if-error", default=86400.0, type=float,
                help="seconds an expired object stands in for a failing origin, when the origin says nothing")
     flags.flag("--access-log", action="store_true", help="log one JSON line per request")
+    flags.flag("--playback-keys", default=None, help=KEYS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
     from edge import workers
     from edge.app import make_app
     from edge.upstream import ConfigError, origins_nearest
+    from reel.playback_token import load_ring
 
     try:
         origins = origins_nearest(args.regions, args.region) if args.regions else args.origin
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                         cache_bytes=args.cache_mb * 1024 * 1024, shield=args.shield,
                         purge_token=args.purge_token, prefetch_segments=args.prefetch,
                         stale_while_revalidate=args.stale_while_revalidate,
-                        stale_if_error=args.stale_if_error, **cluster)
+                        stale_if_error=args.stale_if_error, ring=load_ring(args.playback_keys),
+                        **cluster)
 
     return workers.run(build, args.host, args.port, args.workers or workers.cpu_count(),
                        access_log=args.access_log)

@@ -24,6 +24,7 @@ from reel.http import (
     problem_body,
     raw_target_safe,
 )
+from reel.playback_token import ACCESS_HEADER, split_path
 
 # A request one worker makes of a sibling: a fetch of a key the sibling owns (served to it first),
 # or a purge or /metrics that the sibling must not pass on again.
@@ -53,13 +54,16 @@ class Stored:
     upstream headers worth keeping, and the validators they carry. `wire` is the front's memo of
     the heads it serialized for it, shared by every request it answers."""
 
-    __slots__ = ("status", "headers", "etag", "modified", "wire")
+    __slots__ = ("status", "headers", "etag", "modified", "wire", "guarded")
 
     def __init__(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         self.status, self.headers = status, headers
         self.etag = self.header("ETag")
         self.modified = parse_http_date(self.header("Last-Modified"))
         self.wire: dict[object, bytes] = {}
+        # The origin marked it (a private or unlisted video, or an unknown one): only a request
+        # with a valid playback token may have it.
+        self.guarded = self.header(ACCESS_HEADER) is not None
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -68,17 +72,23 @@ class Stored:
         return None
 
 
-@functools.lru_cache(maxsize=4096)  # hot objects are asked for by the same few targets
 def key_of_target(target: str) -> str | None:
     """The object key ("vod/…") a raw request target names, or None when it cannot be one."""
+    return split_target(target)[0]
+
+
+@functools.lru_cache(maxsize=4096)  # hot objects are asked for by the same few targets
+def split_target(target: str) -> tuple[str | None, str | None]:
+    """(the object key a raw request target names, or None; its playback token, or None). The
+    token segment (`/vod/{id}/~{token}/…`) is never part of the key: one copy serves everyone."""
     if not raw_target_safe(target, MAX_PATH):
-        return None
-    path = target.partition("?")[0]
+        return None, None
+    path, token = split_path(target.partition("?")[0])
     if "%" in path:  # the dangerous escapes are refused above; the rest must decode to the alphabet
         path = unquote(path, errors="replace") if path.isascii() else ""
     if not _PATH.fullmatch(path) or ".." in path or "//" in path:
-        return None
-    return path[1:]
+        return None, None
+    return path[1:], token
 
 
 def relative_key(key: str, reference: str) -> str | None:
@@ -103,7 +113,8 @@ def cmcd_nor(cmcd: str | None) -> str | None:
 class Ask:
     """The parts of a GET or HEAD for an object that decide the answer."""
 
-    __slots__ = ("method", "key", "range", "if_range", "if_none_match", "if_modified_since", "cmcd")
+    __slots__ = ("method", "key", "range", "if_range", "if_none_match", "if_modified_since", "cmcd",
+                 "token")
 
     def __init__(
         self,
@@ -114,11 +125,13 @@ class Ask:
         if_none_match: str | None = None,
         if_modified_since: str | None = None,
         cmcd: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.method, self.key = method, key
         self.range, self.if_range = range, if_range
         self.if_none_match, self.if_modified_since = if_none_match, if_modified_since
         self.cmcd = cmcd
+        self.token = token  # checked by Edge.admits before anything is fetched
 
     @property
     def plain(self) -> bool:
@@ -145,6 +158,11 @@ class Shape:
     ) -> None:
         self.status, self.headers, self.span, self.body = status, headers, span, body
         self.length = len(body) if body is not None else length
+
+
+def refusal(head: bool = False) -> Shape:
+    """The one answer to a request without a valid playback token, whether the video exists."""
+    return local(403, "Forbidden", detail="this video needs a valid playback token", head=head)
 
 
 def local(

@@ -30,12 +30,14 @@ from edge.stats import Stats, merge
 from edge.upstream import Upstream, UpstreamError
 from reel.http import problem_body
 from reel.logs import fields
+from reel.playback_token import KeyRing, Viewer, token_path
 
 log = logging.getLogger("reel.edge")
 
 MEDIA_PLAYLIST = "index.m3u8"  # the layout's name for a rendition's playlist (DESIGN.md)
 MAX_PURGE_BODY = 1 << 20
 MAX_PURGE_ITEMS = 10_000
+UPSTREAM_TOKEN_TTL = 120.0  # the token an edge signs for its own fetch of a video's object
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class Settings:
     keepalive_timeout: float = 30.0
     send_timeout: float = 30.0
     purge_token: str | None = None
+    # Playback tokens (private and unlisted videos): checked on every request that carries one,
+    # and signed for the edge's own upstream fetches (one fetch serves every viewer).
+    ring: KeyRing | None = None
     # The worker processes of this edge (their private URLs, by index) and which one this is.
     workers: tuple[str, ...] = ()
     worker: int = 0
@@ -134,6 +139,23 @@ class Edge:
         task.add_done_callback(self._tasks.discard)
 
     # -- answering: who serves a request, and who fetches -----------------------------------------
+
+    def admits(self, ask: Ask, address: str | None) -> bool:
+        """Whether the playback token `ask` carries (if any) is valid for its video. A request
+        with none is checked against what it is answered from (`Stored.guarded`)."""
+        token, ring = ask.token, self.settings.ring
+        if token is None:
+            return True
+        video_id = ask.key.split("/", 2)[1]
+        return ring is not None and ring.verify(token, video_id, Viewer(self.settings.region, address))
+
+    def upstream_path(self, key: str) -> str:
+        """The path an upstream fetch asks for: with a token of the edge's own when it has a key
+        ring, so a private object is fetched once whichever viewer's request started it."""
+        ring = self.settings.ring
+        if ring is None:
+            return "/" + key
+        return token_path("/" + key, ring.sign(key.split("/", 2)[1], UPSTREAM_TOKEN_TTL))
 
     def answer(self, ask: Ask) -> tuple[XCache, Source]:
         """Where `ask`'s answer comes from: a cached entry (HIT; STALE while a refresh runs behind
@@ -237,7 +259,8 @@ class Edge:
         asked = time.perf_counter()
         try:
             resp, flight.upstream = await self.upstream.open(
-                "/" + flight.key, stale.validators if stale else None, via=self.settings.owner(flight.key)
+                self.upstream_path(flight.key), stale.validators if stale else None,
+                via=self.settings.owner(flight.key),
             )
         except UpstreamError as exc:
             outcome = FetchEnd.TIMEOUT if exc.timed_out else FetchEnd.TRANSIENT_ERROR

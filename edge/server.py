@@ -44,12 +44,24 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from edge.app import EDGE_KEY
 from edge.cache import Entry
-from edge.http import RELAY_HEADER, Ask, Headers, Shape, XCache, key_of_target, local, shape
+from edge.http import (
+    RELAY_HEADER,
+    Ask,
+    Headers,
+    Shape,
+    XCache,
+    key_of_target,
+    local,
+    refusal,
+    shape,
+    split_target,
+)
 from edge.inflight import Cursor, FetchFailed, Stream, TooManyReaders
 from edge.node import MAX_PURGE_BODY, Edge
 from reel import metrics
 from reel.http import CORS, PREFLIGHT
 from reel.logs import fields
+from reel.playback_token import redact
 
 log = logging.getLogger("reel.edge")
 access = logging.getLogger("reel.edge.access")
@@ -391,8 +403,9 @@ class Connection(asyncio.Protocol):
                 return Local(self, request, _json(self.edge.health(self.server.load())))
             if path == "/metrics":
                 return Routed(self, request, self._metrics)
-            if (key := key_of_target(request.target)) is not None:
-                return self._object(request, key)
+            key, token = split_target(request.target)
+            if key is not None:
+                return self._object(request, key, token)
             return Local(self, request, local(404, "Not Found", head=method == "HEAD"))
         if method == "OPTIONS":
             return Local(self, request, Shape(204, [*PREFLIGHT.items(), *_PLAIN], body=b""))
@@ -402,15 +415,19 @@ class Connection(asyncio.Protocol):
             return Local(self, request, local(405, "Method Not Allowed", extra=[("Allow", _ALLOW)]))
         return Local(self, request, local(404, "Not Found"))
 
-    def _object(self, request: Request, key: str) -> Response:
+    def _object(self, request: Request, key: str, token: str | None) -> Response:
         headers = request.headers
         cmcd = headers.get(b"cmcd-request")
         if "CMCD=" in request.target:
             cmcd = _query_value(request.target, "CMCD") or cmcd
         ask = Ask(request.method, key, headers.get(b"range"), headers.get(b"if-range"),
-                  headers.get(b"if-none-match"), headers.get(b"if-modified-since"), cmcd)
+                  headers.get(b"if-none-match"), headers.get(b"if-modified-since"), cmcd, token)
+        if token is not None and not self.edge.admits(ask, self.peer()):
+            return Local(self, request, refusal(ask.method == "HEAD"), XCache.MISS)
         x_cache, source = self.edge.answer(ask)
         if isinstance(source, Entry):
+            if source.guarded and token is None:
+                return Local(self, request, refusal(ask.method == "HEAD"), x_cache)
             return FromCache(self, request, x_cache, ask, source)
         try:
             return FromFlight(self, request, x_cache, ask, source, sibling=_RELAY in headers)
@@ -424,8 +441,9 @@ class Connection(asyncio.Protocol):
         if response.x_cache is not None:
             self.edge.stats.served(response.x_cache, time.perf_counter() - request.started, response.sent)
         if self.server.access_log:
-            access.info("access", extra=fields(
-                method=request.method, path=request.target.partition("?")[0], x_cache=response.x_cache,
+            access.info("access", extra=fields(  # the path without its playback token
+                method=request.method, path=redact(request.target.partition("?")[0]),
+                x_cache=response.x_cache,
                 bytes=response.sent, ms=round((time.perf_counter() - request.started) * 1000, 2)))
         self.response = None
         if not request.keep_alive:
@@ -463,6 +481,11 @@ class Connection(asyncio.Protocol):
         self._broken = True
         self._queue.append(refusal)
         self._stop_reading()
+
+    def peer(self) -> str | None:
+        """The client's address (for tokens bound to one)."""
+        peername = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return peername[0] if isinstance(peername, tuple) else None
 
     def _stop_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -701,6 +724,10 @@ class FromFlight(Response):
         conn = self.conn
         conn.disarm(Timer.WAIT)
         x_cache = self.x_cache = head.x_cache_for(self.x_cache)
+        if head.guarded and self.ask.token is None:
+            self.close()
+            self.send(refusal(self.ask.method == "HEAD"))
+            return False
         if self.plain and head.length is not None:
             # The common case, a thousand times over when a burst waits on one fetch: every
             # plain GET of it with the same trailer gets the same bytes, built once.

@@ -19,6 +19,7 @@ from yarl import URL
 from edge.http import RELAY_HEADER
 from geo.regions import RegionsError, load_regions
 from reel.logs import fields
+from reel.playback_token import redact
 
 log = logging.getLogger("reel.edge.upstream")
 
@@ -136,7 +137,8 @@ class Upstream:
                 timed_out = isinstance(exc, TimeoutError)
                 self.failed(base)
                 problems.append(f"{base}: {type(exc).__name__}")
-                log.warning("upstream failed", extra=fields(upstream=base, path=path, error=repr(exc)))
+                log.warning("upstream failed",  # the path without its (edge-signed) token
+                            extra=fields(upstream=base, path=redact(path), error=repr(exc)))
                 continue
             self._on_response(base, resp.status)
             if resp.status >= 500:

@@ -23,27 +23,32 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from geo.distance import Coordinates
 from geo.health import HealthChecker
 from geo.locate import Locator, TrustedProxies, client_address
-from geo.masters import MasterCache, MasterUnavailable, UnknownVideo
+from geo.masters import Forbidden, MasterCache, MasterUnavailable, UnknownVideo
 from geo.regions import ConfigError, RegionMap, load_regions
 from geo.router import NoHealthyEdge, Router
-from geo.steering import PATHWAY_ID, Pathway, pathway_query, render_master, steering_manifest
+from geo.steering import PATHWAY_ID, Master, Pathway, pathway_query, render_master, steering_manifest
 from reel import metrics
 from reel.http import problem
 from reel.logs import fields
+from reel.playback_token import KeyRing, Viewer, split_path, token_path
 
 log = logging.getLogger("geo")
 
 # What may be steered: vod/ or live/ and then plain segments (the object layout's alphabet).
 # Checked on the raw path, so %2e%2e, %2f, %5c, %00 and friends never match; and a segment
 # cannot start with a dot, so neither can `..`.
-_STEERABLE = re.compile(r"/(?:vod|live)(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+")
+# A playback token is a segment of its own starting with `~` (reel.playback_token).
+_STEERABLE = re.compile(r"/(?:vod|live)(?:/[A-Za-z0-9_~-][A-Za-z0-9_.-]*)+")
 _MAX_PATH = 512
 # Characters a query string may keep as they are; anything else (spaces, non-ASCII) is escaped
 # so the Location header is always valid.
 _QUERY_SAFE = "!$&'()*+,/:;=?@-._~%"
 _EXPOSED = "Location, Retry-After, X-Reel-Region"
 # A steered master or steering manifest: the object layout's IDs (DESIGN.md).
-_STEERED = re.compile(r"/steer/(vod|live)/([A-Za-z0-9_-]{6,64})/(master\.m3u8|steering\.json)")
+_STEERED = re.compile(
+    r"/steer/(vod|live)/([A-Za-z0-9_-]{6,64})/(?:~([A-Za-z0-9_.-]{1,160})/)?(master\.m3u8|steering\.json)"
+)
+MASTER_TOKEN_TTL = 60.0  # the token geo signs for its own fetch of a master
 _MAX_KNOWN_PATHWAYS = 256
 _MAX_THROUGHPUT_DIGITS = 15
 
@@ -63,7 +68,9 @@ class Geo:
         fall: int,
         rise: int,
         steering_ttl: int,
+        ring: KeyRing | None = None,
     ) -> None:
+        self.ring = ring
         self.regions = regions
         self.locator = locator
         self.trusted = trusted
@@ -136,6 +143,21 @@ class Geo:
             self.unknown_clients.inc()
         return location
 
+    def _token_refused(self, request: web.Request, video: str, token: str | None) -> bool:
+        """A token that is there must be valid (for the 302 too: geo answers what an edge would)."""
+        if token is None:
+            return False
+        address = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
+                                 self.trusted)
+        return self.ring is None or not self.ring.verify(token, video, Viewer(None, address))
+
+    def _fetch_path(self, path: str, video: str, token: str | None) -> str:
+        """The master's path as geo asks edges for it: with a token of its own when it has the
+        key ring (so one cached master serves every viewer), else with the asker's."""
+        if self.ring is not None:
+            return token_path(path, self.ring.sign(video, MASTER_TOKEN_TTL))
+        return token_path(path, token) if token is not None else path
+
     def _no_healthy_edge(self) -> web.Response:
         self.no_healthy_edge.inc()
         return problem(503, "No healthy edge",
@@ -149,6 +171,9 @@ class Geo:
             return problem(404, "Not Found", detail="not a vod/ or live/ path")
         if request.method == "OPTIONS":
             return _preflight(request)
+        plain, token = split_path(path)
+        if self._token_refused(request, plain.split("/")[2], token):
+            return self._forbidden()
         location = self._locate(request)
         try:
             route = self.router.route(location, self.health.is_healthy, self.health.load)
@@ -173,7 +198,9 @@ class Geo:
                                 "not /steer/{vod|live}/{ID}/master.m3u8 or steering.json")
         if request.method == "OPTIONS":
             return _preflight(request)
-        kind, video, name = match.groups()
+        kind, video, token, name = match.groups()
+        if self._token_refused(request, video, token):
+            return self._forbidden()
         known: list[str] = []
         if name == "steering.json":
             try:
@@ -185,15 +212,12 @@ class Geo:
         if not order:
             self.steering_errors.labels("503").inc()
             return self._no_healthy_edge()
-        try:
-            master = await self.masters.get(f"/{kind}/{video}/master.m3u8", order)
-        except UnknownVideo:
-            return self._refuse(404, "Unknown video", f"no complete {kind}/{video}")
-        except MasterUnavailable:
-            return self._refuse(502, "Master playlist unavailable",
-                                "no edge served this video's master playlist; retry shortly",
-                                headers={"Retry-After": self.retry_after})
-        directory = f"/{kind}/{video}/"
+        found = await self._master(kind, video, token, order)
+        if isinstance(found, web.Response):
+            return found
+        master = found
+        # Every URI geo writes (the steered master's, the manifest's clones) keeps the token.
+        directory = f"/{kind}/{video}/" + (f"~{token}/" if token is not None else "")
         if name == "steering.json":
             priority = [Pathway(self.pathway_of[edge], edge + directory) for edge in order]
             everyone = {self.pathway_of[edge]: Pathway(self.pathway_of[edge], edge + directory)
@@ -220,6 +244,29 @@ class Geo:
             "Cache-Control": "no-store",  # made for this client, from edge health right now
             "X-Reel-Region": self.region_of[order[0]],
         })
+
+    async def _master(self, kind: str, video: str, token: str | None,
+                      order: list[str]) -> Master | web.Response:
+        """The packaged master (cached without the token), or the refusal to answer with: a
+        guarded master, or an unknown video the edges guard, only to a valid token."""
+        path = f"/{kind}/{video}/master.m3u8"
+        try:
+            master, guarded = await self.masters.get(path, order, self._fetch_path(path, video, token))
+        except UnknownVideo as exc:
+            if exc.guarded and token is None:
+                return self._forbidden()
+            return self._refuse(404, "Unknown video", f"no complete {kind}/{video}")
+        except Forbidden:
+            return self._forbidden()
+        except MasterUnavailable:
+            return self._refuse(502, "Master playlist unavailable",
+                                "no edge served this video's master playlist; retry shortly",
+                                headers={"Retry-After": self.retry_after})
+        return self._forbidden() if guarded and token is None else master
+
+    def _forbidden(self) -> web.Response:
+        """The one answer without a valid playback token, whether the video exists or not."""
+        return self._refuse(403, "Forbidden", "this video needs a valid playback token")
 
     def _refuse(self, status: int, title: str, detail: str,
                 headers: dict[str, str] | None = None) -> web.Response:
@@ -330,13 +377,15 @@ def make_app(
     fall: int = 2,
     rise: int = 2,
     steering_ttl: int = 10,
+    ring: KeyRing | None = None,
 ) -> web.Application:
     """Build the geo app. Raises ConfigError (RegionsError for the regions file) before serving.
 
     `regions_file` may also be an already-loaded RegionMap. Edges are probed every
     `probe_interval` s (each probe limited to `probe_timeout` s); an edge goes down after `fall`
     consecutive failures and comes back after `rise` consecutive successes. Steering manifests
-    tell players to come back after `steering_ttl` s.
+    tell players to come back after `steering_ttl` s. `ring` checks playback tokens (and signs
+    geo's own fetches of masters); without it, tokens are refused and edges decide the rest.
     """
     if steering_ttl < 1:
         raise ConfigError(f"steering TTL must be at least 1 s, not {steering_ttl}")
@@ -349,7 +398,8 @@ def make_app(
     registry = metrics.install(app)
     try:
         geo = Geo(regions, Locator(geoip_db), trusted, registry, probe_interval=probe_interval,
-                  probe_timeout=probe_timeout, fall=fall, rise=rise, steering_ttl=steering_ttl)
+                  probe_timeout=probe_timeout, fall=fall, rise=rise, steering_ttl=steering_ttl,
+                  ring=ring)
     except ValueError as exc:  # the health checker's bounds
         raise ConfigError(str(exc)) from None
     app[GEO_KEY] = geo

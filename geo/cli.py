@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
 
 
@@ -21,6 +22,7 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--probe-timeout", default=1.0, type=float, help="seconds a health probe may take")
     flags.flag("--fall", default=2, type=int, help="failed probes in a row that take an edge out")
     flags.flag("--rise", default=2, type=int, help="good probes in a row that bring an edge back")
+    flags.flag("--playback-keys", default=None, help=KEYS_HELP)
     flags.flag("--steering-ttl", default=10, type=int,
                help="seconds HLS players keep a steering manifest before asking again")
 
@@ -28,12 +30,14 @@ def add_flags(flags: Flags) -> None:
 def run(args: argparse.Namespace) -> int:
     from geo.app import make_app
     from geo.regions import ConfigError
+    from reel.playback_token import load_ring
     from reel.service import serve
 
     try:
         app = make_app(args.regions, geoip_db=args.geoip_db, trusted_proxies=args.trusted_proxy,
                        probe_interval=args.probe_interval, probe_timeout=args.probe_timeout,
-                       fall=args.fall, rise=args.rise, steering_ttl=args.steering_ttl)
+                       fall=args.fall, rise=args.rise, steering_ttl=args.steering_ttl,
+                       ring=load_ring(args.playback_keys))
     except ConfigError as exc:
         print(f"reel geo: {exc}", file=sys.stderr)
         return 2

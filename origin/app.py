@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from origin.base import Store, StoreError
-from origin.layout import Key, parse_key
+from origin.base import ObjectInfo, Store, StoreError
+from origin.layout import Key, access_key, parse_key
 from reel import metrics
 from reel.http import (
     CORS,
@@ -32,6 +32,7 @@ from reel.http import (
     raw_path_safe,
 )
 from reel.logs import fields
+from reel.playback_token import ACCESS_HEADER, KeyRing, Viewer, split_path
 
 log = logging.getLogger("reel.origin")
 
@@ -53,13 +54,55 @@ def cache_control(key: Key, growing: bool = False) -> str:
 
 
 def key_of(request: web.BaseRequest) -> Key | None:
-    """The public object key a request names, or None (404) — never a key under `sources/`."""
+    """The public object key a request names, or None (404) — never a key under `sources/`, never
+    an access marker. A playback token segment (`/vod/{id}/~{token}/...`) is not part of it."""
     if not raw_path_safe(request):
         return None
-    key = parse_key(request.path.removeprefix("/"))
-    if key is None or key.path.startswith("sources/"):  # sources are private uploads
+    key = parse_key(split_path(request.path)[0].removeprefix("/"))
+    if key is None or key.space not in ("vod", "live"):  # sources are private uploads
         return None
     return key
+
+
+class Access:
+    """Who may fetch a video's objects, with no database call: control writes an access marker
+    (`vod/{id}/.access`: `private` or `unlisted`) for a video that is not public; it is read
+    through a cache of `ttl` seconds. Without a key ring no token is valid (markers still hold)."""
+
+    def __init__(self, store: Store, ring: KeyRing | None, region: str | None, ttl: float = 1.0,
+                 max_entries: int = 65536) -> None:
+        self.store, self.ring, self.region, self.ttl = store, ring, region, ttl
+        self.max_entries = max_entries
+        self._levels: dict[str, tuple[float, str]] = {}
+
+    async def level(self, video_id: str) -> str:
+        """public | private | unlisted."""
+        now = time.monotonic()
+        cached = self._levels.get(video_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        level = "public"
+        try:
+            body = b"".join([block async for block in self.store.read(access_key(video_id), 0, 64)])
+            level = "unlisted" if body.strip() == b"unlisted" else "private"
+        except FileNotFoundError:
+            pass
+        if len(self._levels) >= self.max_entries:
+            self._levels.clear()
+        self._levels[video_id] = (now + self.ttl, level)
+        return level
+
+    def valid(self, request: web.BaseRequest, video_id: str) -> bool | None:
+        """None when the request carries no token, else whether it is valid for `video_id`."""
+        token = split_path(request.path)[1]
+        if token is None:
+            return None
+        viewer = Viewer(self.region, request.remote)
+        return self.ring is not None and self.ring.verify(token, video_id, viewer)
+
+    async def unknown(self, key: Key) -> bool:
+        """No such video at all (no master), so a tokenless 404 must look like a refusal."""
+        return self.ring is not None and await self.store.stat(f"{key.space}/{key.owner}/master.m3u8") is None
 
 
 class Metrics:
@@ -83,9 +126,10 @@ class Metrics:
 class ObjectHandler:
     """GET/HEAD of one object: validate, stat, answer conditionals and ranges, stream."""
 
-    def __init__(self, store: Store, stats: Metrics) -> None:
+    def __init__(self, store: Store, stats: Metrics, access: Access) -> None:
         self.store = store
         self.stats = stats
+        self.access = access
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -99,21 +143,41 @@ class ObjectHandler:
     def _count(self, key: Key | None, status: int) -> None:
         self.stats.responses.labels(key.kind if key else "invalid", str(status)).inc()
 
+    def _refuse(self, key: Key | None, head: bool) -> web.Response:
+        """The one answer to a request without a valid token, whether the video exists or not."""
+        self._count(key, 403)
+        return problem(403, "Forbidden", detail="this video needs a valid playback token", head=head)
+
     async def _serve(self, request: web.Request, key: Key | None) -> web.StreamResponse:
         head = request.method == "HEAD"
         try:
+            valid = self.access.valid(request, key.owner) if key is not None else None
+            level = await self.access.level(key.owner) if key is not None else "public"
+            if valid is False or (level != "public" and not valid):
+                return self._refuse(key, head)
             info = await self.store.stat(key.path) if key is not None else None
             growing = info is not None and await self._growing(key, info.size)
+            unknown = (key is not None and info is None and level == "public"
+                       and await self.access.unknown(key))
         except StoreError as exc:
             # The store is down or refusing (S3 unreachable, throttling past the retries): edges
             # fail over to another origin on a 503.
             log.warning("store failed", extra=fields(key=key.path if key else None, error=str(exc)))
             self._count(key, 503)
             return problem(503, "Store Unavailable", head=head, headers={"Retry-After": "1"})
+        if unknown and not valid:
+            return self._refuse(key, head)
         if key is None or info is None:
             self._count(key, 404)
-            return problem(404, "Not Found", head=head)
+            marked = {ACCESS_HEADER: "unknown"} if unknown else None
+            return problem(404, "Not Found", head=head, headers=marked)
 
+        return await self._answer(request, key, info, growing, level)
+
+    async def _answer(
+        self, request: web.Request, key: Key, info: ObjectInfo, growing: bool, level: str
+    ) -> web.StreamResponse:
+        """The object's answer: 304, 416, 206 or 200, streamed."""
         headers = {
             "Content-Type": key.content_type,
             "ETag": info.etag,
@@ -121,13 +185,15 @@ class ObjectHandler:
             "Cache-Control": cache_control(key, growing),
             "Accept-Ranges": "bytes",
         }
+        if level != "public":  # edges keep it with the copy and check every viewer's token
+            headers[ACCESS_HEADER] = level
         if not_modified(request, info.etag, info.mtime):
             self._count(key, 304)
             del headers["Content-Type"], headers["Accept-Ranges"]
             return web.Response(status=304, headers=headers)
 
         start, end, status = 0, info.size, 200
-        if not head and if_range_ok(request, info.etag, info.mtime):
+        if request.method != "HEAD" and if_range_ok(request, info.etag, info.mtime):
             try:
                 span = parse_range(request.headers.get("Range"), info.size)
             except Unsatisfiable:
@@ -212,8 +278,9 @@ async def _cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
         response.headers.setdefault(name, value)
 
 
-def make_app(store: Store, region: str | None = None) -> web.Application:
-    """The origin application for `store`; `region` is reported by /healthz."""
+def make_app(store: Store, region: str | None = None, ring: KeyRing | None = None) -> web.Application:
+    """The origin application for `store`; `region` is reported by /healthz. `ring` checks the
+    playback tokens of private and unlisted videos (without one, none of their bytes is served)."""
     app = web.Application()
     app[STORE_KEY] = store
     app[REGION_KEY] = region or ""
@@ -235,7 +302,7 @@ def make_app(store: Store, region: str | None = None) -> web.Application:
 
     app.on_cleanup.append(close_store)
     app.router.add_get("/healthz", healthz)
-    objects = ObjectHandler(store, stats)
+    objects = ObjectHandler(store, stats, Access(store, ring, region))
     app.router.add_route("OPTIONS", "/{path:.*}", _preflight)
     app.router.add_get("/{path:.*}", objects.handle)
     app.on_response_prepare.append(_cors)

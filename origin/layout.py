@@ -15,6 +15,9 @@ _FILE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 _PATTERNS = [
     ("sources", re.compile(rf"sources/({VIDEO_ID})/source")),
+    # Who may watch a private or unlisted video: written by control, read by origins, never
+    # served; beside vod/ so a packaging job (which rewrites vod/{id}/) or a copy leaves it alone.
+    ("access", re.compile(rf"access/({VIDEO_ID})/level")),
     ("vod", re.compile(rf"vod/({VIDEO_ID})/master\.m3u8")),
     ("vod", re.compile(rf"vod/({VIDEO_ID})/{_NAME}/{_FILE}")),
     ("live", re.compile(rf"live/({VIDEO_ID})/{_FILE}")),
@@ -79,6 +82,11 @@ def parse_key(path: str) -> Key | None:
         if match:
             return Key(path=path, space=space, owner=match.group(1))
     return None
+
+
+def access_key(video_id: str) -> str:
+    """The marker of a video that is not public (its body: `private` or `unlisted`)."""
+    return f"access/{video_id}/level"
 
 
 def is_video_id(value: str) -> bool:

@@ -10,6 +10,8 @@ import time
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from reel.playback_token import redact
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -52,7 +54,7 @@ class AccessLogger(AbstractAccessLogger):
             "access",
             extra=fields(
                 method=request.method,
-                path=request.path,
+                path=redact(request.path),  # a playback token is a secret: never logged
                 status=response.status,
                 bytes=response.body_length,
                 ms=round(time_taken * 1000, 2),

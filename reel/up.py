@@ -28,6 +28,7 @@ from pathlib import Path
 import aiohttp
 
 from origin.store import STORE_HELP, open_store
+from reel.playback_token import write_ring
 from reel.service import PARENT_ENV
 from reel.settings import Command, Flags
 from reel.supervisor import GaveUp, Supervisor
@@ -73,6 +74,12 @@ class Stack:
         return self.store_spec or self.data / "objects"
 
     @property
+    def playback_keys(self) -> Path:
+        """The playback token key ring every service shares (made on the first run, kept after:
+        tokens handed out stay valid across restarts; add a key here to rotate)."""
+        return write_ring(self.data / "playback-keys.json")
+
+    @property
     def regions_file(self) -> Path:
         return self.data / "regions.toml"
 
@@ -90,22 +97,23 @@ class Stack:
         (`--purge-token=VALUE`): a generated secret that begins with `-` is never read as an option."""
         port = self.port_base
         regions = str(self.write_regions())
+        keys = f"--playback-keys={self.playback_keys}"
         cmds = {
             "control": ["control", f"--data={self.data / 'control'}", f"--store={self.store}",
                         f"--port={port + 1}", f"--geo-url={self.geo}", f"--worker-token={self.token}",
-                        f"--purge-token={self.purge_token}", f"--admin-email={ADMIN_EMAIL}",
+                        f"--purge-token={self.purge_token}", f"--admin-email={ADMIN_EMAIL}", keys,
                         "--edge", *(self.edge(i) for i in range(len(REGIONS)))],  # URLs: http://...
-            "geo": ["geo", f"--regions={regions}", f"--port={port}",
+            "geo": ["geo", f"--regions={regions}", f"--port={port}", keys,
                     "--trusted-proxy", "127.0.0.1", "::1"],
             "worker": ["worker", f"--control={self.control}", f"--store={self.store}",
                        f"--token={self.token}"],
         }
         for index, (region, _, _) in enumerate(REGIONS):
             cmds[f"origin-{region}"] = ["origin", f"--store={self.store}", f"--region={region}",
-                                        f"--port={port + 2 + index}"]
+                                        f"--port={port + 2 + index}", keys]
             cmds[f"edge-{region}"] = ["edge", f"--region={region}", f"--regions={regions}",
                                       f"--port={port + 10 + index}", "--cache-mb=256",
-                                      f"--purge-token={self.purge_token}"]
+                                      f"--purge-token={self.purge_token}", keys]
         for name, args in cmds.items():
             if name != "worker":  # the worker listens on nothing
                 args.insert(1, f"--host={self.host}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from reel.playback_token import ACCESS_HEADER, split_path
 from tests.geo.mmdb import build_city_db
 
 LONDON = "81.2.69.142"
@@ -32,6 +33,7 @@ class EdgeServer:
         self.mode = "ok"
         self.load: int | None = None
         self.objects: dict[str, bytes] = {}
+        self.guarded: set[str] = set()  # answered with X-Reel-Access, as a private video's are
         self.requests: list[str] = []
         self.port = 0
         self._release = asyncio.Event()
@@ -52,9 +54,11 @@ class EdgeServer:
 
     async def _object(self, request: web.Request) -> web.Response:
         self.requests.append(request.path)
-        if request.path not in self.objects:
+        path = split_path(request.path)[0]  # a playback token is no part of the object's name
+        if path not in self.objects:
             return web.json_response({"status": 404}, status=404)
-        return web.Response(body=self.objects[request.path],
+        marked = {ACCESS_HEADER: "private"} if path in self.guarded else None
+        return web.Response(body=self.objects[path], headers=marked,
                             content_type="application/vnd.apple.mpegurl")
 
     async def start(self) -> None:
