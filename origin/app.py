@@ -212,8 +212,10 @@ async def _cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
         response.headers.setdefault(name, value)
 
 
-def make_app(store: Store, region: str | None = None) -> web.Application:
-    """The origin application for `store`; `region` is reported by /healthz."""
+def make_app(store: Store, region: str | None = None, live: str | None = None,
+             live_hold: float = 4.0) -> web.Application:
+    """The origin application for `store`; `region` is reported by /healthz. With `live` (the
+    ingest's live HTTP URL), `/live/...` is asked of the ingest first (origin.live)."""
     app = web.Application()
     app[STORE_KEY] = store
     app[REGION_KEY] = region or ""
@@ -237,6 +239,13 @@ def make_app(store: Store, region: str | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     objects = ObjectHandler(store, stats)
     app.router.add_route("OPTIONS", "/{path:.*}", _preflight)
+    if live:
+        from origin.live import LiveProxy
+
+        proxy = LiveProxy(live, objects.handle, live_hold)
+        app.on_startup.append(proxy.start)
+        app.on_cleanup.append(proxy.close)
+        app.router.add_get("/live/{path:.*}", proxy.handle)
     app.router.add_get("/{path:.*}", objects.handle)
     app.on_response_prepare.append(_cors)
     return app

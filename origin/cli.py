@@ -13,6 +13,12 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--host", default="127.0.0.1", help="listen address")
     flags.flag("--port", default=8100, type=int, help="listen port")
     flags.flag("--region", default=None, help="region this origin is in")
+    flags.flag("--live", default=None,
+               help="ingest's live HTTP URL: /live/... is asked of it first (the newest parts "
+                    "exist only there), the store serving what it holds when the ingest is unreachable")
+    flags.flag("--live-hold", default=4.0, type=float,
+               help="seconds to wait for the ingest's answer (a blocking reload holds up to three "
+                    "target durations)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from origin.store import open_store
     from reel.service import serve
 
-    serve(make_app(open_store(args.store), region=args.region), args.host, args.port)
+    serve(make_app(open_store(args.store), region=args.region, live=args.live,
+                   live_hold=args.live_hold), args.host, args.port)
     return 0
 
 
