@@ -79,10 +79,12 @@ def add_ingest_flags(flags: Flags) -> None:
     flags.flag("--http-port", default=8422, type=int,
                help="live HTTP port: LL-HLS from memory for origins, /healthz, /metrics")
     flags.flag("--max-streams", default=4, type=int, help="live streams ingested at once")
+    flags.flag("--preset", default="veryfast", help="x264 preset of the live ladder (it degrades from there)")
 
 
 def run_ingest(args: argparse.Namespace) -> int:
     from origin.store import open_store
+    from packager.live.config import LiveConfig
     from packager.live.ingest import Ingest, Ports, StaticKeys
     from reel.service import run_until_signal
 
@@ -100,7 +102,8 @@ def run_ingest(args: argparse.Namespace) -> int:
             control = IngestControl(args.control, args.token or "")
         ingest = Ingest(control or StaticKeys(keys), args.store,
                         Ports(args.rtmp_port, args.http_port, args.srt_port),
-                        host=args.host, max_streams=args.max_streams)
+                        host=args.host, max_streams=args.max_streams,
+                        config=LiveConfig(preset=args.preset))
         try:
             await ingest.start()
             await stop.wait()
