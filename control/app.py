@@ -33,6 +33,9 @@ from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fie
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
 from control.jobs import JobQueue
+from control.live import LiveSettings, LiveStreams
+from control.live import sweep as sweep_live
+from control.livehttp import IngestHandlers, LiveHandlers
 from control.models import Health, UploadAccepted, UploadForm
 from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
@@ -88,6 +91,11 @@ class ControlMetrics:
         self.job_events = Counter("reel_control_job_events_total",
                                   "Job transitions (claimed, heartbeat, completed, retried, failed)",
                                   ["event"], registry=registry)
+        self.live_events = Counter(
+            "reel_control_live_events_total",
+            "What ingest asked and told of live streams (admitted, resumed, refused_unknown, "
+            "refused_busy, refused_ended, connected, gone, vod, fail)", ["event"],
+            registry=registry)
         self.latency = Histogram("reel_control_request_seconds", "Request latency",
                                  ["method", "route", "status"], registry=registry)
 
@@ -434,11 +442,14 @@ def make_app(
     trending_seconds: float = 86400,
     database: str | None = None,
     rate_limits: RateLimits | None = None,
+    live: LiveSettings | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
     unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
-    time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views)."""
+    time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views, live
+    streams' grace periods). `live` says where ingest listens and how long a publisher may be
+    gone before its stream ends."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
@@ -455,6 +466,7 @@ def make_app(
     accounts = Accounts(db, session_seconds=session_seconds, hasher=password_hasher,
                         admin_emails=admin_emails, clock=clock)
     auth = Auth(accounts)
+    streams = LiveStreams(db, live or LiveSettings(), clock)
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
 
     async def refresh_job_gauge() -> None:
@@ -489,11 +501,14 @@ def make_app(
         await refresh_job_gauge()
         await purger.start()
         log.info("database open", extra=fields(database=repr(db)))
-        sweeper = asyncio.create_task(_sweep(tus, accounts, sweep_seconds))
+        sweepers = [asyncio.create_task(_sweep(tus, accounts, sweep_seconds)),
+                     asyncio.create_task(sweep_live(streams, _live_sweep(streams.settings),
+                                                    asyncio.sleep))]
         yield
-        sweeper.cancel()
-        with suppress(asyncio.CancelledError):
-            await sweeper
+        for sweeper in sweepers:
+            sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweeper
         await purger.close()
         await db.close()
         await store.close()
@@ -508,11 +523,19 @@ def make_app(
                    render=handlers.video_json, view_window_seconds=view_window_seconds,
                    trending_seconds=trending_seconds, clock=clock).add_routes(api)
     tus.add_routes(api)
-    JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge).add_routes(api)
+    LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)
+    jobs = JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge)
+    jobs.add_routes(api)
+    IngestHandlers(streams, jobs.require_worker, control_metrics.live_events).add_routes(api)
     api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
               responses={200: {"description": "Prometheus text format",
                                "content": {"text/plain": {}}}})
     return app
+
+
+def _live_sweep(settings: LiveSettings) -> float:
+    """How often time's decisions on live streams are applied: well within a grace period."""
+    return max(0.05, min(settings.grace_seconds, settings.heartbeat_seconds) / 4)
 
 
 async def _sweep(tus: TusHandlers, accounts: Accounts, every: float) -> None:

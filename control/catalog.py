@@ -222,9 +222,12 @@ class VideoHandlers:
         video, user = await self.owned(request)
         await self.videos.delete(video.id)
         removed = 0
-        for prefix in (source_prefix(video.id), output_prefix(video.id)):
+        published = [output_prefix(video.id)]
+        if video.kind == "live":  # its DVR window too
+            published.append(f"live/{video.id}/")
+        for prefix in (source_prefix(video.id), *published):
             removed += await self.store.delete_prefix(prefix)
-        edges = await self.purger.purge([f"/{output_prefix(video.id)}"])
+        edges = await self.purger.purge([f"/{prefix}" for prefix in published])
         log.info("video deleted", extra=fields(video=video.id, user=user.id, objects=removed,
                                                edges_purged=edges))
         return web.Response(status=204)

@@ -25,6 +25,13 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--admin-email", nargs="*", default=[], help="emails of admin accounts")
     flags.flag("--edge", nargs="*", default=[], help="edge URLs to purge when a video is deleted")
     flags.flag("--purge-token", default="", help="bearer token the edges' POST /purge expects")
+    flags.flag("--ingest-rtmp", default="",
+               help="public RTMP URL of ingest, up to the app: rtmp://HOST:PORT/live (the stream "
+                    "key is appended); empty: not told to creators")
+    flags.flag("--ingest-srt", default="",
+               help="public SRT URL of ingest: srt://HOST:PORT (?streamid=publish:KEY is appended)")
+    flags.flag("--live-grace-seconds", default=30.0, type=float,
+               help="how long a live stream's publisher may be gone before the stream ends")
     flags.flag("--rate-ip", default="50:400",
                help="requests per second:burst per client address (0: no limit)")
     flags.flag("--rate-user", default="20:200",
@@ -35,6 +42,7 @@ def add_flags(flags: Flags) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from control.app import make_app
+    from control.live import LiveSettings
     from control.ratelimit import Rate, RateLimits
     from origin.store import open_store
     from reel.service import serve
@@ -47,13 +55,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         limits = RateLimits(per_ip=Rate.parse(args.rate_ip), per_user=Rate.parse(args.rate_user),
                             auth_per_ip=Rate.parse(args.rate_auth))
+        live = LiveSettings(rtmp_url=args.ingest_rtmp, srt_url=args.ingest_srt,
+                            grace_seconds=args.live_grace_seconds)
     except ValueError as exc:
         raise SystemExit(f"reel control: {exc}") from None
     serve(make_app(data, open_store(args.store), geo_url=args.geo_url, database=args.db,
                    rate_limits=limits, worker_token=args.worker_token,
                    max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                    quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
-                   edges=args.edge, purge_token=args.purge_token),
+                   edges=args.edge, purge_token=args.purge_token, live=live),
           args.host, args.port)
     return 0
 

@@ -230,6 +230,34 @@ _PORTABLE_STEPS: tuple[tuple[int, str, str], ...] = (
 )
 
 
+# Step 6 (live streams), the part both dialects share; each adds how it widens `videos.state`
+# and what it indexes for search (`control.sqlite`, `control.pg`).
+LIVE_STATES = ("queued", "processing", "ready", "failed", "waiting", "live")
+_LIVE_TABLES = """
+ALTER TABLE videos ADD COLUMN kind TEXT NOT NULL DEFAULT 'upload'
+    CHECK (kind IN ('upload', 'live'));
+ALTER TABLE videos ADD COLUMN viewers {bigint};  -- current viewers, while live (ingest reports)
+CREATE INDEX videos_by_state ON videos (state);
+CREATE TABLE live_streams (
+    video_id    TEXT PRIMARY KEY REFERENCES videos (id) ON DELETE CASCADE,
+    key_hash    TEXT NOT NULL UNIQUE,  -- sha256 of the stream key: the key itself is never stored
+    dvr_seconds INTEGER NOT NULL,
+    publishers  INTEGER NOT NULL DEFAULT 0,  -- publishers admitted so far: the handle's suffix
+    publisher   TEXT NOT NULL DEFAULT 'none'
+                CHECK (publisher IN ('none', 'authorized', 'connected', 'gone')),
+    seen_at     {real},  -- ingest's last word on this stream
+    gone_at     {real},  -- when the publisher went: the grace period runs from here
+    ended_at    {real},
+    created_at  {real} NOT NULL
+);
+"""
+
+
+def live_tables(real: str, bigint: str) -> str:
+    """The tables and columns of live streams, in a dialect's type names."""
+    return _LIVE_TABLES.format(real=real, bigint=bigint)
+
+
 def portable_steps(real: str, bigint: str) -> tuple[Migration, ...]:
     """Steps 1-3, the same tables in both dialects: only the float and 64-bit integer
     type names differ (SQLite's INTEGER is already 64-bit)."""

@@ -175,6 +175,32 @@ class CommentIn(Strict):
     parent_id: Id | None = Field(None, description="a top-level comment on the same video")
 
 
+DVR_MIN, DVR_MAX = 60, 7200  # seconds a viewer may seek back into a live stream
+
+
+class LiveIn(VideoFields):
+    """A live stream to create: the video's fields, and how far back viewers may seek."""
+
+    title: Title = "Live stream"
+    dvr_seconds: integer(DVR_MIN, DVR_MAX) = Field(
+        DVR_MAX, description="the DVR window: how many seconds viewers may seek back")
+
+
+class StreamKeyIn(Strict):
+    stream_key: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="the key the publisher gave (RTMP stream name, SRT streamid)")
+
+
+class IngestBeat(Strict):
+    viewers: Count = Field(0, description="viewers watching now (at every edge)")
+
+
+class VodFailure(Strict):
+    reason: str = Field(examples=["no_segments"],
+                        description="a short reason (the first 64 characters; blank: error)")
+    detail: str = Field("", description="what went wrong (the first 2000 characters)")
+
+
 class ClaimIn(Strict):
     worker: str = Field("unnamed", description="a name for logs (the first 128 characters)")
 
@@ -264,13 +290,17 @@ class Video(BaseModel):
 
     id: str
     title: str
-    state: Literal["queued", "processing", "ready", "failed"]
+    state: Literal["queued", "processing", "ready", "failed", "waiting", "live"] = Field(
+        description="uploads: queued, processing, ready or failed; live streams: waiting (for a "
+                    "publisher), live, then processing and ready once a VOD (or failed)")
     reason: str | None = Field(description="`reason: detail` when failed")
     progress: Progress | None = Field(description="done == total once ready")
     duration: float | None
     created_at: str
     playback_url: str | None = Field(description="{geo}/steer/vod/{id}/master.m3u8 once ready: "
-                                                 "the master steered between edges")
+                                                 "the master steered between edges; a live "
+                                                 "stream's {geo}/steer/live/{id}/master.m3u8 "
+                                                 "while waiting or live")
     preview_url: str | None = Field(description="while processing, when the worker has one: a "
                                                 "rendition playlist playable before the video is ready")
     watch_url: str
@@ -284,6 +314,70 @@ class Video(BaseModel):
     views: int
     likes: int
     dislikes: int
+    kind: Literal["upload", "live"]
+    live: bool = Field(description="a live stream on air now")
+    viewers: int | None = Field(description="current viewers while live (as ingest reports)")
+
+
+class IngestUrls(BaseModel):
+    rtmp: str | None = Field(description="rtmp://HOST:PORT/live/STREAM_KEY; null when control "
+                                         "was not told where ingest listens (--ingest-rtmp)")
+    srt: str | None = Field(description="srt://HOST:PORT?streamid=publish:STREAM_KEY; null "
+                                        "without --ingest-srt")
+
+
+class LiveCreated(BaseModel):
+    """The live stream: its video, and its stream key (shown this once)"""
+
+    video: Video
+    stream_key: str
+    ingest: IngestUrls
+    dvr_seconds: int
+
+
+class StreamKey(BaseModel):
+    """A new stream key (shown this once): the old one no longer works"""
+
+    stream_key: str
+    ingest: IngestUrls
+
+
+class LiveStatus(BaseModel):
+    """The live stream, as its owner sees it (never its key)"""
+
+    video: Video
+    dvr_seconds: int
+    publisher: Literal["none", "authorized", "connected", "gone"] = Field(
+        description="gone: the stream waits `grace_ends_at` for the publisher to come back")
+    grace_ends_at: str | None
+    ended_at: str | None
+    ingest: IngestUrls = Field(description="where to publish, without the key (`STREAM_KEY`)")
+
+
+class Admission(BaseModel):
+    """Publish: the stream this key is for"""
+
+    video_id: str
+    publisher: str = Field(description="this publisher's handle, `{video_id}.{n}`, for the "
+                                       "calls that follow")
+    dvr_seconds: int
+    resume: bool = Field(description="a publisher came back within the grace period: continue "
+                                     "the same stream (a discontinuity at most)")
+    heartbeat_seconds: float = Field(description="how often to send a heartbeat")
+    grace_seconds: float
+
+
+class StreamState(BaseModel):
+    """The stream as control sees it now"""
+
+    video_id: str
+    state: Literal["queued", "processing", "ready", "failed", "waiting", "live"]
+    end: bool = Field(description="the stream is over (its owner ended it, or its publisher "
+                                  "was gone longer than the grace period): stop publishing, make "
+                                  "the VOD and report it")
+    disconnect: bool = Field(description="this publisher no longer holds the stream (its key "
+                                         "was rotated, or another publisher took over): cut it off")
+    grace_seconds: float
 
 
 class TrendingVideo(Video):

@@ -28,6 +28,7 @@ from control.db import (
     Tx,
     UnstorableValue,
     check_params,
+    live_tables,
     portable_steps,
 )
 
@@ -227,5 +228,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "preview playlist while processing",
         "ALTER TABLE videos ADD COLUMN preview TEXT;",
+    ),
+    Migration(
+        6,
+        "live streams: stream keys, publishers, viewers",
+        """
+        ALTER TABLE videos DROP CONSTRAINT videos_state_check;
+        ALTER TABLE videos ADD CONSTRAINT videos_state_check CHECK
+            (state IN ('queued', 'processing', 'ready', 'failed', 'waiting', 'live'));
+        """ + live_tables(real="DOUBLE PRECISION", bigint="BIGINT") + """
+        CREATE OR REPLACE FUNCTION reel_video_search() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.state IN ('ready', 'live') AND NEW.privacy = 'public' THEN
+                NEW.search := setweight(to_tsvector('simple', unaccent(NEW.title)), 'A')
+                    || setweight(to_tsvector('simple', unaccent(NEW.tags)), 'B')
+                    || setweight(to_tsvector('simple', unaccent(NEW.description)), 'C');
+            ELSE
+                NEW.search := NULL;
+            END IF;
+            RETURN NEW;
+        END
+        $$;
+        """,
     ),
 )

@@ -22,7 +22,7 @@ from control.api import Api
 from control.problems import ProblemError
 
 AUTH_ROUTES = (("POST", "/api/v1/users"), ("POST", "/api/v1/sessions"))
-UNLIMITED_PREFIXES = ("/api/v1/jobs/", "/healthz", "/metrics")  # workers and probes
+UNLIMITED_PREFIXES = ("/api/v1/jobs/", "/api/v1/ingest/", "/healthz", "/metrics")  # workers, probes
 
 
 @dataclass(frozen=True)

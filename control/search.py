@@ -1,4 +1,4 @@
-"""Search over public ready videos: ranked, prefix, accent- and case-insensitive.
+"""Search over public ready videos (and streams live now): ranked, prefix, accent- and case-insensitive.
 
 SQLite: FTS5 with bm25; PostgreSQL: tsvector/GIN with ts_rank_cd (see `control.pg`). The query is
 never handed to either as syntax: it is cut into words, each quoted, and the last one
@@ -84,8 +84,8 @@ class SearchHandlers:
 
     def add_routes(self, api: Api) -> None:
         api.route("GET", "/api/v1/search", self.search, tag="search",
-                  summary="Full-text search over public ready videos (bm25; the last word matches "
-                          "as a prefix; a query of no words finds nothing)",
+                  summary="Full-text search over public ready videos and live streams (bm25; "
+                          "the last word matches as a prefix; a query of no words finds nothing)",
                   params=[Param("q", "query", {"type": "string", "minLength": 1,
                                                "maxLength": MAX_QUERY}, required=True),
                           Param("creator", "query", {"type": "string", "pattern": ID_PATTERN}),

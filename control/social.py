@@ -96,13 +96,15 @@ class SocialHandlers:
         api.route("DELETE", "/api/v1/users/{user_id}/follow", self.unfollow, summary="Unfollow",
                   tag="viewers", auth="user", params=user, responses={204: "Not following"})
         api.route("GET", "/api/v1/me/feed", self.feed, tag="viewers", auth="user",
-                  summary="Ready public videos of the creators you follow, newest first",
+                  summary="Ready public videos (and streams live now) of the creators you follow, "
+                          "newest first",
                   params=[LIMIT, KEYSET], responses={200: VideoPage, 400: PROBLEM})
         api.route("POST", "/api/v1/videos/{video_id}/views", self.view, tag="viewers",
                   summary="Count a view (once per viewer per window)", auth="optional",
                   params=vid, responses={200: Views, 404: PROBLEM})
         api.route("GET", "/api/v1/trending", self.trending, tag="viewers",
-                  summary="Public ready videos by recent views", params=[LIMIT, OFFSET],
+                  summary="Public ready videos by recent views, and live streams on air "
+                          "(a viewer now counts as a recent view)", params=[LIMIT, OFFSET],
                   responses={200: TrendingPage, 400: PROBLEM})
 
     # -- reviews ---------------------------------------------------------------------------------
@@ -270,7 +272,7 @@ class SocialHandlers:
         sql = _after(
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))} FROM follows f"
             f" JOIN videos v ON v.owner_id = f.followee_id"
-            f" WHERE f.follower_id = ? AND v.state = 'ready' AND v.privacy = 'public'",
+            f" WHERE f.follower_id = ? AND v.state IN ('ready', 'live') AND v.privacy = 'public'",
             params, keyset(request), "v.created_at", "v.id")
         rows = await self.db.fetchall(sql + " ORDER BY v.created_at DESC, v.id DESC LIMIT ?",
                                       (*params, limit + 1))
@@ -302,15 +304,19 @@ class SocialHandlers:
         return web.json_response({"views": views, "counted": counted})
 
     async def trending(self, request: web.Request) -> web.Response:
-        """Public ready videos by views in the last `trending_seconds`, most first."""
+        """Public ready videos by views in the last `trending_seconds`, and live ones by those
+        plus their viewers now, most first."""
         limit = page_size(request)
         skip = offset(request)
+        # Streams on air now count too, each viewer watching as a recent view.
         rows = await self.db.fetchall(
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))}, t.recent FROM"
-            f" (SELECT video_id, count(*) AS recent FROM views WHERE created_at >= ?"
+            f" (SELECT video_id, sum(n) AS recent FROM"
+            f"  (SELECT video_id, 1 AS n FROM views WHERE created_at >= ?"
+            f"   UNION ALL SELECT id, 0 FROM videos WHERE state = 'live') u"
             f"  GROUP BY video_id) t JOIN videos v ON v.id = t.video_id"
-            f" WHERE v.state = 'ready' AND v.privacy = 'public'"
-            f" ORDER BY t.recent DESC, v.id LIMIT ? OFFSET ?",
+            f" WHERE v.state IN ('ready', 'live') AND v.privacy = 'public'"
+            f" ORDER BY t.recent + coalesce(v.viewers, 0) DESC, v.id LIMIT ? OFFSET ?",
             (self.clock() - self.trending_seconds, limit + 1, skip))
         items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
                  for r in rows]

@@ -24,10 +24,56 @@ from control.db import (
     Tx,
     UnstorableValue,
     check_params,
+    live_tables,
     portable_steps,
 )
 
 T = TypeVar("T")
+
+_OLD_STATES = "CHECK (state IN ('queued', 'processing', 'ready', 'failed'))"
+_NEW_STATES = "CHECK (state IN ('queued', 'processing', 'ready', 'failed', 'waiting', 'live'))"
+# Search indexes live videos too, while they are live (as it does ready ones).
+_FTS_TRIGGERS = """
+DROP TRIGGER videos_fts_insert;
+DROP TRIGGER videos_fts_delete;
+DROP TRIGGER videos_fts_update;
+CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos
+WHEN new.state IN ('ready', 'live') AND new.privacy = 'public' BEGIN
+    INSERT INTO videos_fts (rowid, title, description, tags)
+    VALUES (new.rowid, new.title, new.description, new.tags);
+END;
+CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos
+WHEN old.state IN ('ready', 'live') AND old.privacy = 'public' BEGIN
+    INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+    VALUES ('delete', old.rowid, old.title, old.description, old.tags);
+END;
+CREATE TRIGGER videos_fts_update
+AFTER UPDATE OF title, description, tags, state, privacy ON videos BEGIN
+    INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+    SELECT 'delete', old.rowid, old.title, old.description, old.tags
+    WHERE old.state IN ('ready', 'live') AND old.privacy = 'public';
+    INSERT INTO videos_fts (rowid, title, description, tags)
+    SELECT new.rowid, new.title, new.description, new.tags
+    WHERE new.state IN ('ready', 'live') AND new.privacy = 'public';
+END;
+"""
+
+
+async def _live_streams(tx: Tx) -> None:
+    """Step 6. `videos.state` gains 'waiting' and 'live': SQLite cannot alter a CHECK, so its
+    text is widened in place, as SQLite's ALTER TABLE page describes for loosening a
+    constraint (every existing row still satisfies it; nothing on disk changes)."""
+    version = (await tx.fetchone("PRAGMA schema_version"))[0]
+    await tx.execute("PRAGMA writable_schema = ON")
+    changed = await tx.execute("UPDATE sqlite_master SET sql = replace(sql, ?, ?)"
+                               " WHERE type = 'table' AND name = 'videos'",
+                               (_OLD_STATES, _NEW_STATES))
+    await tx.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    await tx.execute("PRAGMA writable_schema = OFF")
+    if changed != 1:
+        raise SchemaError("videos: the state CHECK to widen was not found")
+    await tx.script(live_tables(real="REAL", bigint="INTEGER") + _FTS_TRIGGERS)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     *portable_steps(real="REAL", bigint="INTEGER"),
@@ -69,6 +115,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "preview playlist while processing",
         "ALTER TABLE videos ADD COLUMN preview TEXT;",
     ),
+    Migration(6, "live streams: stream keys, publishers, viewers", _live_streams),
 )
 
 

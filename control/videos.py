@@ -3,6 +3,9 @@
 queued --claim--> processing --complete--> ready
    ^                  |
    +--- retryable ----+--- permanent / out of attempts ---> failed
+
+A live stream is a video too (`kind` live): waiting -> live -> processing -> ready (or failed),
+moved by `control.live`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 from control.db import Database, Row, Tx
 from control.jobs import Job, JobQueue
 
-STATES = ("queued", "processing", "ready", "failed")
+STATES = ("queued", "processing", "ready", "failed", "waiting", "live")
+ON_AIR = ("waiting", "live")  # a live video's states before it ends: it plays live
 
 
 def new_video_id() -> str:
@@ -70,6 +74,8 @@ class Video:
     likes: int
     dislikes: int
     preview: str | None
+    kind: str
+    viewers: int | None
 
     @classmethod
     def from_row(cls, row: Row) -> Video:
@@ -86,6 +92,7 @@ class Video:
     def to_json(self, *, control_url: str, geo_url: str) -> dict[str, Any]:
         """The public `<video>` object of the API."""
         ready = self.state == "ready"
+        on_air = self.kind == "live" and self.state in ON_AIR
         progress = None
         if ready:  # complete, whatever the worker last counted (or 1 of 1 when it never did)
             total = self.progress_total or 1
@@ -102,7 +109,8 @@ class Video:
             "created_at": iso8601(self.created_at),
             # The steered master (HLS Content Steering): every HLS player can use it, and those
             # that steer move between edges mid-play. {geo}/vod/... still answers with a 302.
-            "playback_url": f"{geo_url}/steer/vod/{self.id}/master.m3u8" if ready else None,
+            "playback_url": (f"{geo_url}/steer/vod/{self.id}/master.m3u8" if ready else
+                             f"{geo_url}/steer/live/{self.id}/master.m3u8" if on_air else None),
             "preview_url": (f"{geo_url}/vod/{self.id}/{self.preview}"
                             if self.state == "processing" and self.preview else None),
             "watch_url": f"{control_url}/watch/{self.id}",
@@ -116,6 +124,9 @@ class Video:
             "views": self.views,
             "likes": self.likes,
             "dislikes": self.dislikes,
+            "kind": self.kind,
+            "live": self.kind == "live" and self.state == "live",
+            "viewers": self.viewers if self.state == "live" else None,
         }
 
 

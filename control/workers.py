@@ -39,7 +39,7 @@ def _job_errors(handle: str) -> Iterator[None]:
         raise ProblemError(409, f"{exc}: stop working on it", title="Lease lost") from None
 
 
-def _line(text: str, limit: int) -> str:
+def line(text: str, limit: int) -> str:
     """What a worker said, as stored: no NUL or other control characters, at most `limit`."""
     return "".join(ch for ch in text if ch >= " " or ch in "\n\t").strip()[:limit]
 
@@ -88,7 +88,7 @@ class JobHandlers:
                 "lease_seconds": self.queue.lease_seconds, "attempt": job.attempts}
 
     async def claim(self, request: web.Request, body: ClaimIn) -> web.Response:
-        job = await self.queue.claim(_line(body.worker, 128) or "unnamed")
+        job = await self.queue.claim(line(body.worker, 128) or "unnamed")
         if job is None:
             return web.Response(status=204)
         self.events.labels("claimed").inc()
@@ -113,8 +113,8 @@ class JobHandlers:
                                   "video": {"id": job.video_id, "state": "ready"}})
 
     async def fail(self, request: web.Request, body: Failure) -> web.Response:
-        reason = _line(body.reason, 64) or "error"
-        detail = _line(body.detail, 2000)
+        reason = line(body.reason, 64) or "error"
+        detail = line(body.detail, 2000)
         with _job_errors(request.match_info["job_id"]):
             job = await self.queue.fail(request.match_info["job_id"],
                                         f"{reason}: {detail}" if detail else reason,

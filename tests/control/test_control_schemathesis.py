@@ -1,6 +1,6 @@
 """The API against its own OpenAPI document, with every schemathesis check: the `st` command line
 (examples, coverage and fuzzing phases) against the running app, as a signed-in user and, for the
-job API, as a worker. Besides never a 5xx and answers as documented, that is: every schema-valid
+job and ingest APIs, as a worker. Besides never a 5xx and answers as documented, that is: every schema-valid
 request accepted (2xx, or 401/403/404/409 for what a schema cannot know), every invalid one
 refused, missing or ignored credentials refused with 401, undeclared methods answered 405.
 Bounded: a few deterministic cases per operation."""
@@ -108,10 +108,11 @@ def test_api_conforms_to_its_openapi_document(server: ServerThread, tmp_path: Pa
     config.write_text(CONFIG)
     # Signing out would end the session the other operations use.
     users = _schemathesis(server.url, token, config, "--exclude-name", UPLOAD,
-                          "--exclude-path-regex", "^/api/v1/(jobs/|sessions/current)")
+                          "--exclude-path-regex", "^/api/v1/(jobs/|ingest/|sessions/current)")
     form = _schemathesis(server.url, token, config, "--include-name", UPLOAD,
                          "--exclude-checks", "negative_data_rejection")
-    workers = _schemathesis(server.url, TOKEN, config, "--include-path-regex", "^/api/v1/jobs/")
+    workers = _schemathesis(server.url, TOKEN, config, "--include-path-regex",
+                            "^/api/v1/(jobs|ingest)/")
     assert not users, users
     assert not form, form
     assert not workers, workers
