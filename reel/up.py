@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import secrets
@@ -78,6 +77,10 @@ class Stack:
         return f"rtmp://{self.host}:{self.port_base + RTMP}/live"
 
     @property
+    def srt(self) -> str:
+        return f"srt://{self.host}:{self.port_base + SRT}"
+
+    @property
     def ingest(self) -> str:
         """The ingest's live HTTP app (LL-HLS from memory), which the origins ask for /live/."""
         return self.url(INGEST_HTTP)
@@ -114,15 +117,13 @@ class Stack:
             "worker": ["worker", f"--control={self.control}", f"--store={self.store}",
                        f"--token={self.token}"],
         }
-        live = []
-        if control_has_live():
-            cmds["ingest"] = ["ingest", f"--control={self.control}", f"--token={self.token}",
-                              f"--store={self.store}", f"--rtmp-port={port + RTMP}",
-                              f"--srt-port={port + SRT}", f"--http-port={port + INGEST_HTTP}"]
-            live = [f"--live={self.ingest}"]
+        cmds["ingest"] = ["ingest", f"--control={self.control}", f"--token={self.token}",
+                          f"--store={self.store}", f"--rtmp-port={port + RTMP}",
+                          f"--srt-port={port + SRT}", f"--http-port={port + INGEST_HTTP}"]
+        cmds["control"] += [f"--ingest-rtmp={self.rtmp}", f"--ingest-srt={self.srt}"]
         for index, (region, _, _) in enumerate(REGIONS):
             cmds[f"origin-{region}"] = ["origin", f"--store={self.store}", f"--region={region}",
-                                        f"--port={port + 2 + index}", *live]
+                                        f"--port={port + 2 + index}", f"--live={self.ingest}"]
             cmds[f"edge-{region}"] = ["edge", f"--region={region}", f"--regions={regions}",
                                       f"--port={port + 10 + index}", "--cache-mb=256",
                                       f"--purge-token={self.purge_token}"]
@@ -160,8 +161,7 @@ async def _wait_healthy(stack: Stack, services: Supervisor) -> None:
     urls = {"geo": stack.geo, "control": stack.control}
     for index, (region, _, _) in enumerate(REGIONS):
         urls.update({f"origin-{region}": stack.origin(index), f"edge-{region}": stack.edge(index)})
-    if control_has_live():
-        urls["ingest"] = stack.ingest
+    urls["ingest"] = stack.ingest
     deadline = time.monotonic() + HEALTH_TIMEOUT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         for name, url in urls.items():
@@ -273,12 +273,6 @@ async def _until_packaged(http: aiohttp.ClientSession, stack: Stack, services: S
     return video
 
 
-def control_has_live() -> bool:
-    """Whether this reel has control's live API and its ingest client (packager.live.control);
-    without them `reel up` runs no ingest, and origins serve /live/ from the store alone."""
-    return importlib.util.find_spec("packager.live.control") is not None
-
-
 async def _create_live(stack: Stack) -> dict:
     """A live stream made through control's API: its video, stream key and ingest URLs."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -348,9 +342,8 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
             print(f"  origin     {stack.origin(index)}  ({region})")
         for index, (region, _, _) in enumerate(REGIONS):
             print(f"  edge       {stack.edge(index)}  ({region})")
-        if control_has_live():
-            print(f"  ingest     {stack.rtmp}/STREAM_KEY  (SRT port {stack.port_base + SRT}, "
-                  f"live HTTP {stack.ingest})")
+        print(f"  ingest     {stack.rtmp}/STREAM_KEY, {stack.srt}?streamid=publish:STREAM_KEY "
+              f"(live HTTP {stack.ingest})")
         print(f"  logs       {stack.data / 'logs'}")
         print(f"  admin      {ADMIN_EMAIL}, bearer token in {asyncio.run(_admin_token(stack))}",
               flush=True)
@@ -359,13 +352,12 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
             print(f"demo video {video['id']} is ready", flush=True)
             print(f"  playback   {video['playback_url']}")
             print(f"  watch      {video['watch_url']}", flush=True)
-            if control_has_live():
-                created = asyncio.run(_create_live(stack))
-                publisher.append(_publish_test_pattern(stack, created["ingest"]["rtmp"]))
-                live = asyncio.run(_until_live(stack, created["video"], publisher[0]))
-                print(f"demo live  {live['id']} is live (a test pattern from ffmpeg)", flush=True)
-                print(f"  playback   {live['playback_url']}")
-                print(f"  watch      {live['watch_url']}", flush=True)
+            created = asyncio.run(_create_live(stack))
+            publisher.append(_publish_test_pattern(stack, created["ingest"]["rtmp"]))
+            live = asyncio.run(_until_live(stack, created["video"], publisher[0]))
+            print(f"demo live  {live['id']} is live (a test pattern from ffmpeg)", flush=True)
+            print(f"  playback   {live['playback_url']}")
+            print(f"  watch      {live['watch_url']}", flush=True)
         print("Ctrl-C stops everything.", flush=True)
         _supervise(services)
         return 0
