@@ -5,21 +5,14 @@ heartbeats, gone, VOD done), its live and VOD objects in the store."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass
 
 from packager.live.config import LiveConfig
 from packager.live.ingest import Ingest, Ports, StaticAdmission
-from tests.live.publishers import BOUND, ffmpeg, finished
+from tests.live.publishers import BOUND, ffmpeg, finished, free_port
 
 SMALL = LiveConfig(rung_names=("v240", "v144"), preset="ultrafast", faster_presets=(), max_lag=3.0,
                    min_rungs=2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 

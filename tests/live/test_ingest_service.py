@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,12 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page
 
-from tests.live.publishers import BOUND
+from tests.live.publishers import BOUND, free_port
 from tests.player import player_page
 
 VIDEO = "ingest0001"
 KEY = "sekrit-key"
 ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str, timeout: float = 20) -> tuple[int, dict[str, str], bytes]:
