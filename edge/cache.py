@@ -20,6 +20,7 @@ STORED_HEADERS = (
     "Last-Modified",
     "Cache-Control",
     "Expires",
+    "Retry-After",  # on answers never kept (a live part not ready yet: 503)
 )
 # What an entry costs beyond its body and headers: the object, the key, the LRU bookkeeping.
 ENTRY_OVERHEAD = 512

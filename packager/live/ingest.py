@@ -188,6 +188,8 @@ class Published:
                                               renditions=renditions))
         if self.ingest.reports is not None:
             await self._report("gone")
+            if not started:
+                return  # it never sent media: the stream waits for a publisher, as before
             if renditions:
                 await self._report("vod_done", duration, renditions)
             else:

@@ -35,10 +35,14 @@ class LiveUpstream:
         self.queries: collections.Counter[str] = collections.Counter()
         self.release = asyncio.Event()
         self.arrived = asyncio.Event()  # set at every request
+        self.not_ready = False  # answer blocking requests 503, as a stalled stream does
 
     async def handle(self, request: web.Request) -> web.Response:
         self.queries[request.query_string] += 1
         self.arrived.set()
+        if self.not_ready:
+            return web.Response(status=503, text="{}", headers={
+                "Content-Type": "application/problem+json", "Retry-After": "1"})
         if "_HLS_msn" in request.query:
             await self.release.wait()
         return web.Response(text=f"#EXTM3U\n# {request.query_string}\n", headers={
@@ -46,13 +50,18 @@ class LiveUpstream:
             "Cache-Control": "public, max-age=1" if request.query_string else "public, max-age=0"})
 
 
-@pytest.fixture
-async def live_upstream() -> AsyncIterator[tuple[LiveUpstream, str]]:
-    upstream = LiveUpstream()
+async def serve(upstream: LiveUpstream) -> TestServer:
     app = web.Application()
     app.router.add_get("/{path:.*}", upstream.handle)
     server = TestServer(app)
     await server.start_server()
+    return server
+
+
+@pytest.fixture
+async def live_upstream() -> AsyncIterator[tuple[LiveUpstream, str]]:
+    upstream = LiveUpstream()
+    server = await serve(upstream)
     try:
         yield upstream, str(server.make_url("")).rstrip("/")
     finally:
@@ -90,3 +99,20 @@ async def test_identical_blocking_reloads_make_one_upstream_request(make_edge, l
     assert upstream.queries["_HLS_msn=12&_HLS_part=2"] == 1
     plain = await get("")  # a plain reload is a key of its own
     assert plain[0].endswith("# \n") and upstream.queries[""] == 1
+
+
+async def test_a_part_not_ready_is_the_streams_answer_not_a_failing_origin(make_edge, live_upstream) -> None:
+    upstream, url = live_upstream
+    upstream.not_ready = True
+    other = LiveUpstream()
+    server = await serve(other)
+    try:
+        client = await make_edge([url, str(server.make_url("")).rstrip("/")])
+        for msn in range(5):  # more than the failures that take an origin down
+            async with client.get(f"{PLAYLIST}?_HLS_msn={msn}") as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert sum(other.queries.values()) == 0  # no failover: every origin would say the same
+        health = await (await client.get("/healthz")).json()
+        assert health["upstreams"][url] is True
+    finally:
+        await server.close()
