@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import html
-import json
 import logging
 import os
-import string
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
@@ -33,15 +30,16 @@ from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fie
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
 from control.jobs import JobQueue
+from control.latest import LatestHandlers
 from control.live import LiveSettings, LiveStreams
 from control.live import sweep as sweep_live
 from control.livehttp import IngestHandlers, LiveHandlers
 from control.models import Health, UploadAccepted, UploadForm
+from control.pages import Pages, npm_file
 from control.pg import PostgresDatabase
 from control.problems import ProblemError, problem_middleware, problem_response
 from control.purge import EdgePurger
 from control.ratelimit import RateLimiter, RateLimits
-from control.requests import Param
 from control.search import SearchHandlers
 from control.social import SocialHandlers
 from control.sqlite import SQLiteDatabase
@@ -50,7 +48,6 @@ from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
 from control.videos import Video, VideoJobHooks, Videos
 from control.workers import JobHandlers
-from origin.layout import is_video_id
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
 from reel.logs import fields
@@ -122,17 +119,16 @@ def _hlsjs_path(override: Path | None) -> Path:
 
 
 class Control:
-    """The request handlers for multipart uploads and the pages."""
+    """The request handlers for multipart uploads, hls.js and health (the pages: `control.pages`)."""
 
     def __init__(self, *, store: Store, videos: Videos, ingest: Ingest, auth: Auth, geo_url: str,
-                 metrics: ControlMetrics, watch_template: string.Template, hlsjs: Path) -> None:
+                 metrics: ControlMetrics, hlsjs: Path) -> None:
         self.store = store
         self.videos = videos
         self.ingest = ingest
         self.auth = auth
         self.geo_url = geo_url.rstrip("/")
         self.metrics = metrics
-        self.watch_template = watch_template
         self.hlsjs = hlsjs
 
     def add_routes(self, api: Api) -> None:
@@ -150,12 +146,6 @@ class Control:
         api.route("GET", "/api/v1/openapi.json", self.openapi_json, summary="This document",
                   tag="meta", responses={200: {"description": "OpenAPI 3.1", "content": {
                       "application/json": {"schema": {"type": "object"}}}}})
-        api.route("GET", "/watch/{video_id}", self.watch, tag="pages",
-                  params=[Param("video_id", "path", {"type": "string"})],
-                  summary="The watch page (HTML, plays through geo with hls.js)",
-                  responses={200: {"description": "HTML page", "content": {"text/html": {}}},
-                             404: {"description": "HTML page: no such video",
-                                   "content": {"text/html": {}}}})
         api.route("GET", "/static/hls.min.js", self.hlsjs_file, tag="pages",
                   summary="hls.js, from the npm install",
                   responses={200: {"description": "JavaScript",
@@ -312,35 +302,8 @@ class Control:
 
     # -- pages and plumbing ---------------------------------------------------------------------
 
-    async def watch(self, request: web.Request) -> web.Response:
-        video_id = request.match_info["video_id"]
-        video = await self.videos.get(video_id) if is_video_id(video_id) else None
-        if video is not None and video.privacy == "private":
-            video = None  # the page is for sharing; private videos are seen through the API
-        if video is None:
-            return web.Response(status=404, content_type="text/html",
-                                text=_not_found_page(video_id))
-        data = {"video": self.video_json(request, video), "api_url": f"/api/v1/videos/{video.id}"}
-        page = self.watch_template.substitute(
-            title=html.escape(video.title or video.id),
-            state=html.escape(video.state),
-            status=html.escape({"queued": "Waiting to be processed…",
-                                "processing": "Processing…",
-                                "failed": f"This video could not be processed: {video.reason}",
-                                }.get(video.state, "")),
-            video_json=json.dumps(data).replace("<", "\\u003c"),
-        )
-        return web.Response(text=page, content_type="text/html",
-                            headers={hdrs.CACHE_CONTROL: "no-cache"})
-
     async def hlsjs_file(self, request: web.Request) -> web.StreamResponse:
-        if not self.hlsjs.is_file():
-            raise ProblemError(404, f"hls.js is not installed at {self.hlsjs}: run `npm ci` "
-                                    "in the repository root (or set REEL_HLSJS)")
-        return web.FileResponse(self.hlsjs, headers={
-            hdrs.CACHE_CONTROL: "public, max-age=86400",
-            hdrs.CONTENT_TYPE: "text/javascript; charset=utf-8",
-        })
+        return npm_file(self.hlsjs, "hls.js", " (or set REEL_HLSJS)")
 
     async def healthz(self, request: web.Request) -> web.Response:
         try:
@@ -362,12 +325,6 @@ async def _read_small(part: BodyPartReader, limit: int) -> bytes | None:
         if len(data) > limit:
             return None
     return bytes(data)
-
-
-def _not_found_page(video_id: str) -> str:
-    return ("<!doctype html><meta charset=utf-8><title>Not found · reel</title>"
-            "<body style='font-family:system-ui;background:#0f0f10;color:#eee;padding:2em'>"
-            f"<h1>No such video</h1><p>There is no video {html.escape(video_id)!s}.</p>")
 
 
 def _metrics_middleware(m: ControlMetrics) -> Any:
@@ -477,7 +434,6 @@ def make_app(
     handlers = Control(
         store=store, videos=videos, ingest=ingest, auth=auth, geo_url=geo_url,
         metrics=control_metrics,
-        watch_template=string.Template((PACKAGE_DIR / "static" / "watch.html").read_text("utf-8")),
         hlsjs=_hlsjs_path(hlsjs_path),
     )
     staging = Path(data_dir) / "uploads"
@@ -524,6 +480,8 @@ def make_app(
                    trending_seconds=trending_seconds, clock=clock).add_routes(api)
     tus.add_routes(api)
     LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)
+    LatestHandlers(db, handlers.video_json).add_routes(api)
+    Pages(tusjs=REPO_ROOT / "node_modules" / "tus-js-client" / "dist" / "tus.min.js").add_routes(api)
     jobs = JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge)
     jobs.add_routes(api)
     IngestHandlers(streams, jobs.require_worker, control_metrics.live_events).add_routes(api)

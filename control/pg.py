@@ -34,6 +34,25 @@ from control.db import (
 
 T = TypeVar("T")
 RETRIES = 10
+
+
+def _search_function(indexed: str) -> str:
+    """The trigger function filling `videos.search` for public videos whose state is in `indexed`
+    (an SQL list): step 4 indexed ready videos, step 6 live ones too."""
+    return f"""
+        CREATE OR REPLACE FUNCTION reel_video_search() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.state IN ({indexed}) AND NEW.privacy = 'public' THEN
+                NEW.search := setweight(to_tsvector('simple', unaccent(NEW.title)), 'A')
+                    || setweight(to_tsvector('simple', unaccent(NEW.tags)), 'B')
+                    || setweight(to_tsvector('simple', unaccent(NEW.description)), 'C');
+            ELSE
+                NEW.search := NULL;
+            END IF;
+            RETURN NEW;
+        END
+        $$;
+        """
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|\?|(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -199,18 +218,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         CREATE EXTENSION IF NOT EXISTS unaccent;
         ALTER TABLE videos ADD COLUMN search tsvector;
-        CREATE FUNCTION reel_video_search() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.state = 'ready' AND NEW.privacy = 'public' THEN
-                NEW.search := setweight(to_tsvector('simple', unaccent(NEW.title)), 'A')
-                    || setweight(to_tsvector('simple', unaccent(NEW.tags)), 'B')
-                    || setweight(to_tsvector('simple', unaccent(NEW.description)), 'C');
-            ELSE
-                NEW.search := NULL;
-            END IF;
-            RETURN NEW;
-        END
-        $$;
+        """ + _search_function("'ready'") + """
         CREATE TRIGGER videos_search
             BEFORE INSERT OR UPDATE OF title, description, tags, state, privacy ON videos
             FOR EACH ROW EXECUTE FUNCTION reel_video_search();
@@ -237,18 +245,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE videos ADD CONSTRAINT videos_state_check CHECK
             (state IN ('queued', 'processing', 'ready', 'failed', 'waiting', 'live'));
         """ + live_tables(real="DOUBLE PRECISION", bigint="BIGINT") + """
-        CREATE OR REPLACE FUNCTION reel_video_search() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.state IN ('ready', 'live') AND NEW.privacy = 'public' THEN
-                NEW.search := setweight(to_tsvector('simple', unaccent(NEW.title)), 'A')
-                    || setweight(to_tsvector('simple', unaccent(NEW.tags)), 'B')
-                    || setweight(to_tsvector('simple', unaccent(NEW.description)), 'C');
-            ELSE
-                NEW.search := NULL;
-            END IF;
-            RETURN NEW;
-        END
-        $$;
+        """ + _search_function("'ready', 'live'") + """
         """,
     ),
 )

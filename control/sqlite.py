@@ -32,31 +32,33 @@ T = TypeVar("T")
 
 _OLD_STATES = "CHECK (state IN ('queued', 'processing', 'ready', 'failed'))"
 _NEW_STATES = "CHECK (state IN ('queued', 'processing', 'ready', 'failed', 'waiting', 'live'))"
-# Search indexes live videos too, while they are live (as it does ready ones).
-_FTS_TRIGGERS = """
-DROP TRIGGER videos_fts_insert;
-DROP TRIGGER videos_fts_delete;
-DROP TRIGGER videos_fts_update;
-CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos
-WHEN new.state IN ('ready', 'live') AND new.privacy = 'public' BEGIN
-    INSERT INTO videos_fts (rowid, title, description, tags)
-    VALUES (new.rowid, new.title, new.description, new.tags);
-END;
-CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos
-WHEN old.state IN ('ready', 'live') AND old.privacy = 'public' BEGIN
-    INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
-    VALUES ('delete', old.rowid, old.title, old.description, old.tags);
-END;
-CREATE TRIGGER videos_fts_update
-AFTER UPDATE OF title, description, tags, state, privacy ON videos BEGIN
-    INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
-    SELECT 'delete', old.rowid, old.title, old.description, old.tags
-    WHERE old.state IN ('ready', 'live') AND old.privacy = 'public';
-    INSERT INTO videos_fts (rowid, title, description, tags)
-    SELECT new.rowid, new.title, new.description, new.tags
-    WHERE new.state IN ('ready', 'live') AND new.privacy = 'public';
-END;
-"""
+
+
+def _fts_triggers(indexed: str) -> str:
+    """Triggers keeping the contentless FTS5 table to the public videos whose state is in
+    `indexed` (an SQL list): step 4 indexed ready videos, step 6 live ones too. The old values go
+    to 'delete', which is how contentless tables forget a row."""
+    return f"""
+        CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos
+        WHEN new.state IN ({indexed}) AND new.privacy = 'public' BEGIN
+            INSERT INTO videos_fts (rowid, title, description, tags)
+            VALUES (new.rowid, new.title, new.description, new.tags);
+        END;
+        CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos
+        WHEN old.state IN ({indexed}) AND old.privacy = 'public' BEGIN
+            INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+            VALUES ('delete', old.rowid, old.title, old.description, old.tags);
+        END;
+        CREATE TRIGGER videos_fts_update
+        AFTER UPDATE OF title, description, tags, state, privacy ON videos BEGIN
+            INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+            SELECT 'delete', old.rowid, old.title, old.description, old.tags
+            WHERE old.state IN ({indexed}) AND old.privacy = 'public';
+            INSERT INTO videos_fts (rowid, title, description, tags)
+            SELECT new.rowid, new.title, new.description, new.tags
+            WHERE new.state IN ({indexed}) AND new.privacy = 'public';
+        END;
+        """
 
 
 async def _live_streams(tx: Tx) -> None:
@@ -72,7 +74,10 @@ async def _live_streams(tx: Tx) -> None:
     await tx.execute("PRAGMA writable_schema = OFF")
     if changed != 1:
         raise SchemaError("videos: the state CHECK to widen was not found")
-    await tx.script(live_tables(real="REAL", bigint="INTEGER") + _FTS_TRIGGERS)
+    # Search indexes live videos too, while they are live (as it does ready ones).
+    await tx.script(live_tables(real="REAL", bigint="INTEGER")
+                    + "DROP TRIGGER videos_fts_insert; DROP TRIGGER videos_fts_delete;"
+                      " DROP TRIGGER videos_fts_update;" + _fts_triggers("'ready', 'live'"))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -81,34 +86,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "full-text search over public ready videos",
         # Contentless FTS5 keyed by the videos rowid: only what is public and ready is indexed, so
-        # searching needs no visibility filter. Triggers pass the old values to 'delete', which
-        # is how contentless tables forget a row. (Nothing here runs VACUUM, which could renumber
+        # searching needs no visibility filter. (Nothing here runs VACUUM, which could renumber
         # rowids of a table without an INTEGER PRIMARY KEY.)
         """
         CREATE VIRTUAL TABLE videos_fts USING fts5 (
             title, description, tags,
             content = '', tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2 3'
         );
-        CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos
-        WHEN new.state = 'ready' AND new.privacy = 'public' BEGIN
-            INSERT INTO videos_fts (rowid, title, description, tags)
-            VALUES (new.rowid, new.title, new.description, new.tags);
-        END;
-        CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos
-        WHEN old.state = 'ready' AND old.privacy = 'public' BEGIN
-            INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
-            VALUES ('delete', old.rowid, old.title, old.description, old.tags);
-        END;
-        CREATE TRIGGER videos_fts_update
-        AFTER UPDATE OF title, description, tags, state, privacy ON videos BEGIN
-            INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
-            SELECT 'delete', old.rowid, old.title, old.description, old.tags
-            WHERE old.state = 'ready' AND old.privacy = 'public';
-            INSERT INTO videos_fts (rowid, title, description, tags)
-            SELECT new.rowid, new.title, new.description, new.tags
-            WHERE new.state = 'ready' AND new.privacy = 'public';
-        END;
-        """,
+        """ + _fts_triggers("'ready'"),
     ),
     Migration(
         5,

@@ -64,6 +64,10 @@ _PLAIN = (*CORS.items(), ("X-Cache", XCache.MISS), ("Age", "0"))
 SMALL = 16 * 1024  # bodies up to this go out in one write with their head (one syscall)
 MAX_PIPELINE = 32  # requests parsed ahead of the response being sent; past it we stop reading
 MAX_DISCARD = 64 * 1024  # body bytes tolerated (and dropped) on a GET or HEAD
+# Seconds a refused client's further bytes are read and dropped after its answer and our FIN, so
+# the close does not reset the connection over an answer it has not read yet (nginx's lingering
+# close): unread bytes at close() make the kernel send RST.
+LINGER = 2.0
 _ALLOW = "GET, HEAD, OPTIONS"
 
 
@@ -187,6 +191,7 @@ class Connection(asyncio.Protocol):
         self._queue: deque[Request | _Refuse] = deque()
         self._reading_paused = False
         self._broken = False  # the parser refused the stream: nothing more is read from it
+        self._lingering = False  # closing after a refusal: the answer is sent, input is dropped
         self._eof = False
         self._answering = False  # inside _next's loop
         self._after_drain: Callable[[], None] | None = None
@@ -465,8 +470,16 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if self._broken and not self._lingering and transport.can_write_eof():
+            self._lingering = True
+            transport.write_eof()  # the answer, then FIN; what the client still sends is dropped
+            transport.resume_reading()
+            asyncio.get_running_loop().call_later(LINGER, self.abort)
+            return
+        transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -156,7 +156,7 @@ def test_distributed_master_and_workers(demo: Demo, catalog: list[str], tmp_path
     """Plain `locust` with --processes 2: the users run in two workers; their tallies reach the
     master through Locust's worker reports."""
     _run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "suites" / "steady.py"),
-          "--headless", "-u", "4", "-t", "6s", "--processes", "2", "--host", demo.geo,
+          "--headless", "-u", "4", "-t", "10s", "--processes", "2", "--host", demo.geo,
           "--catalog", str(demo.up.data / "loadtest-catalog.json"), "--csv", str(tmp_path / "dist"),
           "--sample-seconds", "1", *PLAYER])
     stats = _locust_stats(tmp_path / "dist")

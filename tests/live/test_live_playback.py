@@ -81,12 +81,13 @@ def test_hlsjs_plays_low_latency_and_switches_rungs(rig: LiveRig, page: Page) ->
     assert len(seen["played"]) == 2
     assert seen["live"] and seen["can_block"] and seen["parts"] > 0
     assert seen["part_hold_back"] >= 3 * 0.33
-    # It aims at PART-HOLD-BACK behind the live edge (how close it gets depends on the machine).
-    assert seen["target_latency"] == pytest.approx(seen["part_hold_back"]), seen
+    # It aims at PART-HOLD-BACK behind the live edge (how close it gets depends on the machine);
+    # after stalls hls.js moves its target back by at most one target duration (1 s here).
+    assert seen["part_hold_back"] - 1e-6 <= seen["target_latency"] <= seen["part_hold_back"] + 1, seen
 
 
 def test_hlsjs_without_low_latency_plays_at_hold_back(rig: LiveRig, page: Page) -> None:
     seen = watch(page, rig, low_latency=False)
     assert not [e for e in seen["errors"] if e["fatal"]], seen["errors"]
     assert seen["media_error"] is None and len(seen["played"]) == 2 and seen["live"]
-    assert seen["target_latency"] == pytest.approx(seen["hold_back"]), seen
+    assert seen["hold_back"] - 1e-6 <= seen["target_latency"] <= seen["hold_back"] + 1, seen

@@ -60,7 +60,9 @@ def _play(page: Page, master_url: str, until: float = 8.0) -> dict:
 
 
 def _assert_played_cleanly(seen: dict) -> None:
-    assert seen["errors"] == []
+    # A stall is the machine starving the player (CPU, network), not a defect of the media; every
+    # other error, fatal or not (a hole, a fragment that cannot be parsed), is one.
+    assert [e for e in seen["errors"] if e["details"] != "bufferStalledError"] == []
     assert seen["media_error"] is None
     assert len(seen["played"]) >= 2
     assert seen["advanced"] > 0
