@@ -6,7 +6,10 @@ edge for aiohttp hosts (TestServer, AppRunner, embedding). Both fronts answer al
 an `Ask`, call `Edge.answer`, and send what `shape` says.
 
 Paths are the origin's (`/vod/…`, `/live/…`); the query string is not part of the cache key and
-is not forwarded. Every response carries `X-Cache` (HIT | MISS | COALESCED | STALE) and `Age`.
+is not forwarded, except a live playlist's LL-HLS directives (`_HLS_msn`, `_HLS_part`,
+`_HLS_skip`, normalised by `edge.http.blocking_query`): they are part of its key and asked
+upstream, so viewers waiting on the same blocking reload share one upstream request.
+Every response carries `X-Cache` (HIT | MISS | COALESCED | STALE) and `Age`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ STORED_HEADERS = (
     "Cache-Control",
     "Expires",
     ACCESS_HEADER,  # private | unlisted | unknown: every viewer's token is checked
+    "Retry-After",  # on answers never kept (a live part not ready yet: 503)
 )
 # What an entry costs beyond its body and headers: the object, the key, the LRU bookkeeping.
 ENTRY_OVERHEAD = 512

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from enum import StrEnum
-from urllib.parse import unquote, urljoin
+from urllib.parse import quote, unquote, urljoin
 
 from reel.http import (
     CORS,
@@ -35,6 +35,7 @@ MAX_PATH = 512
 _PATH = re.compile(r"/(?:vod|live)/[A-Za-z0-9_.-][A-Za-z0-9_./-]*")
 NOT_MODIFIED_HEADERS = ("ETag", "Last-Modified", "Cache-Control", "Expires")
 _CORS = tuple(CORS.items())
+_DIRECTIVES = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 PROBLEM_HEADERS = (("Content-Type", "application/problem+json"), ("Cache-Control", "no-store"))
 
 Headers = list[tuple[str, str]]
@@ -88,7 +89,29 @@ def split_target(target: str) -> tuple[str | None, str | None]:
         path = unquote(path, errors="replace") if path.isascii() else ""
     if not _PATH.fullmatch(path) or ".." in path or "//" in path:
         return None, None
+    if path.startswith("/live/") and path.endswith(".m3u8") and "_HLS_" in target:
+        return path[1:] + blocking_query(target.partition("?")[2]), token
     return path[1:], token
+
+
+def blocking_query(query: str) -> str:
+    """The LL-HLS delivery directives of a live playlist's query, normalised ("?_HLS_msn=12&
+    _HLS_part=2&_HLS_skip=YES", fixed order, numbers without leading zeros, everything else
+    dropped), or "" when it has none. Part of the cache key and passed upstream as it is: every
+    viewer waiting for the same part shares one key, so one upstream request."""
+    found: dict[str, str] = {}
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        if name in _DIRECTIVES and name not in found:
+            if value.isdigit() and name != "_HLS_skip":
+                value = str(int(value[:12]))
+            found[name] = quote(unquote(value), safe="")[:32]  # the upstream answers 400 if wrong
+    return "?" + "&".join(f"{name}={found[name]}" for name in _DIRECTIVES if name in found) if found else ""
+
+
+def base_key(key: str) -> str:
+    """The object a key names, without its LL-HLS directives."""
+    return key.partition("?")[0]
 
 
 def relative_key(key: str, reference: str) -> str | None:

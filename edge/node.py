@@ -24,7 +24,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from edge.cache import NO_STORE, Cache, Entry, Policy, header_age, policy, select_headers
-from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache, cmcd_nor, relative_key
+from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache, base_key, cmcd_nor, relative_key
 from edge.inflight import Abandoned, FetchEnd, FetchFailed, Flight, Flights, Head, Stream
 from edge.stats import Stats, merge
 from edge.upstream import Upstream, UpstreamError
@@ -201,7 +201,7 @@ class Edge:
     def _look_ahead(self, ask: Ask, playlist: bool = True) -> None:
         """After media segment N: fetch N+1..N+k from the cached media playlist, and CMCD's nor."""
         key = ask.key
-        if key.endswith(".m3u8"):
+        if base_key(key).endswith(".m3u8"):
             return
         targets: list[str] = []
         nor = cmcd_nor(ask.cmcd)
@@ -356,7 +356,9 @@ class Edge:
         Raises ValueError with a message for the client when the body is not a purge request."""
         paths, prefixes = parse_purge(body)
         keys = {path[1:] for path in paths}
-        starts = tuple(prefix[1:] for prefix in prefixes)
+        # A live playlist's blocking answers are kept under its key and their directives.
+        starts = tuple(prefix[1:] for prefix in prefixes) + tuple(f"{key}?" for key in keys
+                                                                    if key.endswith(".m3u8"))
         gone = self.cache.purge(keys, starts) | self.flights.purge(keys, starts)
         self.stats.purged += len(gone)
         count = len(gone)

@@ -141,7 +141,7 @@ class Upstream:
                             extra=fields(upstream=base, path=redact(path), error=repr(exc)))
                 continue
             self._on_response(base, resp.status)
-            if resp.status >= 500:
+            if resp.status >= 500 and not _live_verdict(path, resp.status):
                 self.failed(base)
                 if number < len(order):
                     problems.append(f"{base}: {resp.status}")
@@ -215,3 +215,11 @@ def origins_nearest(regions_file: Path | str, region: str) -> list[str]:
     if not origins:
         raise ConfigError(f"{regions_file}: no region lists any origins")
     return origins
+
+
+def _live_verdict(path: str, status: int) -> bool:
+    """A live part or blocking reload the stream has not made in time is answered 503 (LL-HLS:
+    after three target durations): the stream's state, the same from every origin, not a
+    failing upstream to count down or fail over from."""
+    return status == 503 and path.startswith("/live/")
+

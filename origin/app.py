@@ -143,6 +143,18 @@ class ObjectHandler:
     def _count(self, key: Key | None, status: int) -> None:
         self.stats.responses.labels(key.kind if key else "invalid", str(status)).inc()
 
+    async def gate(self, request: web.Request) -> tuple[web.Response | None, dict[str, str]]:
+        """For objects answered by someone else (the ingest's live app): the refusal a request
+        without a valid token gets, or None and the headers that mark the video's access level."""
+        key = key_of(request)
+        if key is None:
+            return None, {}
+        valid = self.access.valid(request, key.owner)
+        level = await self.access.level(key.owner)
+        if valid is False or (level != "public" and not valid):
+            return self._refuse(key, request.method == "HEAD"), {}
+        return None, ({} if level == "public" else {ACCESS_HEADER: level})
+
     def _refuse(self, key: Key | None, head: bool) -> web.Response:
         """The one answer to a request without a valid token, whether the video exists or not."""
         self._count(key, 403)
@@ -278,9 +290,12 @@ async def _cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
         response.headers.setdefault(name, value)
 
 
-def make_app(store: Store, region: str | None = None, ring: KeyRing | None = None) -> web.Application:
+def make_app(store: Store, region: str | None = None, ring: KeyRing | None = None,
+             live: str | None = None, live_hold: float = 4.0) -> web.Application:
     """The origin application for `store`; `region` is reported by /healthz. `ring` checks the
-    playback tokens of private and unlisted videos (without one, none of their bytes is served)."""
+    playback tokens of private and unlisted videos (without one, none of their bytes is served).
+    With `live` (the ingest's live HTTP URL), `/live/...` is asked of the ingest first
+    (origin.live), after the same access check."""
     app = web.Application()
     app[STORE_KEY] = store
     app[REGION_KEY] = region or ""
@@ -304,6 +319,21 @@ def make_app(store: Store, region: str | None = None, ring: KeyRing | None = Non
     app.router.add_get("/healthz", healthz)
     objects = ObjectHandler(store, stats, Access(store, ring, region))
     app.router.add_route("OPTIONS", "/{path:.*}", _preflight)
+    if live:
+        from origin.live import LiveProxy
+
+        proxy = LiveProxy(live, objects.handle, live_hold)
+        app.on_startup.append(proxy.start)
+        app.on_cleanup.append(proxy.close)
+
+        async def live_object(request: web.Request) -> web.StreamResponse:
+            try:
+                refusal, marks = await objects.gate(request)
+            except StoreError:
+                return problem(503, "Store Unavailable", headers={"Retry-After": "1"})
+            return refusal or await proxy.handle(request, marks)
+
+        app.router.add_get("/live/{path:.*}", live_object)
     app.router.add_get("/{path:.*}", objects.handle)
     app.on_response_prepare.append(_cors)
     return app

@@ -15,6 +15,12 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--port", default=8100, type=int, help="listen port")
     flags.flag("--region", default=None, help="region this origin is in")
     flags.flag("--playback-keys", default=None, help=KEYS_HELP)
+    flags.flag("--live", default=None,
+               help="ingest's live HTTP URL: /live/... is asked of it first (the newest parts "
+                    "exist only there), the store serving what it holds when the ingest is unreachable")
+    flags.flag("--live-hold", default=4.0, type=float,
+               help="seconds to wait for the ingest's answer (a blocking reload holds up to three "
+                    "target durations)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from reel.service import serve
 
     ring = load_ring(args.playback_keys)
-    serve(make_app(open_store(args.store), region=args.region, ring=ring), args.host, args.port)
+    serve(make_app(open_store(args.store), region=args.region, ring=ring, live=args.live,
+                   live_hold=args.live_hold), args.host, args.port)
     return 0
 
 

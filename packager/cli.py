@@ -67,5 +67,56 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_ingest_flags(flags: Flags) -> None:
+    flags.flag("--control", default=None, help="control URL (admits stream keys, hears of each stream)")
+    flags.flag("--token", default=None, help="worker token control expects")
+    flags.flag("--static-key", default=[], nargs="*",
+               help="KEY=VIDEO_ID: admit this stream key as this video, without control (development)")
+    flags.flag("--store", required=True, help=STORE_HELP)
+    flags.flag("--host", default="127.0.0.1", help="listen address (RTMP, SRT, HTTP)")
+    flags.flag("--rtmp-port", default=1935, type=int, help="RTMP listen port")
+    flags.flag("--srt-port", default=None, type=int, help="SRT listen port (UDP; none: no SRT)")
+    flags.flag("--http-port", default=8422, type=int,
+               help="live HTTP port: LL-HLS from memory for origins, /healthz, /metrics")
+    flags.flag("--max-streams", default=4, type=int, help="live streams ingested at once")
+    flags.flag("--preset", default="veryfast", help="x264 preset of the live ladder (it degrades from there)")
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from origin.store import open_store
+    from packager.live.config import LiveConfig
+    from packager.live.ingest import Ingest, Ports, StaticKeys
+    from reel.service import run_until_signal
+
+    keys = dict(item.partition("=")[::2] for item in args.static_key)
+    if not args.control and not keys:
+        print("reel ingest: give --control URL --token TOKEN, or --static-key KEY=VIDEO_ID", file=sys.stderr)
+        return 2
+    open_store(args.store)  # a bad store spec fails here, before any publisher is admitted
+
+    async def main(stop) -> None:
+        control = None
+        if args.control:
+            from packager.live.control import IngestControl
+
+            control = IngestControl(args.control, args.token or "")
+        ingest = Ingest(control or StaticKeys(keys), args.store,
+                        Ports(args.rtmp_port, args.http_port, args.srt_port),
+                        host=args.host, max_streams=args.max_streams,
+                        config=LiveConfig(preset=args.preset))
+        try:
+            await ingest.start()
+            await stop.wait()
+        finally:
+            await ingest.close()
+            if control is not None:
+                await control.close()
+
+    run_until_signal(main)
+    return 0
+
+
 PACKAGE = Command("package", "offline packager: INPUT -> OUTDIR", add_package_flags, run_package)
 WORKER = Command("worker", "claim and run packaging jobs", add_worker_flags, run_worker)
+INGEST = Command("ingest", "live: RTMP/SRT in by stream key, real-time ABR, LL-HLS out",
+                 add_ingest_flags, run_ingest)

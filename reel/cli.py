@@ -18,7 +18,7 @@ from edge.cli import EDGE
 from geo.cli import GEO
 from origin.base import StoreError
 from origin.cli import ORIGIN
-from packager.cli import PACKAGE, WORKER
+from packager.cli import INGEST, PACKAGE, WORKER
 from reel import logs
 from reel.loadtest import LOADTEST
 from reel.service import stop_with_parent
@@ -26,7 +26,7 @@ from reel.settings import Flags
 from reel.up import UP
 
 COMMANDS = {command.name: command for command in (UP, PACKAGE, ORIGIN, EDGE, GEO, CONTROL, WORKER,
-                                                  LOADTEST)}
+                                                  INGEST, LOADTEST)}
 
 
 def parser() -> argparse.ArgumentParser:

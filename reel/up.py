@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from reel.supervisor import GaveUp, Supervisor
 
 HEALTH_TIMEOUT = 30.0
 DEMO_TIMEOUT = 600.0
+
+# Ingest's ports, from the port base (DESIGN.md: RTMP +20, SRT +21; its live HTTP app +22).
+RTMP, SRT, INGEST_HTTP = 20, 21, 22
 
 REGIONS = (
     # name, latitude, longitude: two regions far apart so geo's choice is visible.
@@ -68,6 +72,19 @@ class Stack:
 
     def edge(self, index: int) -> str:
         return self.url(10 + index)
+
+    @property
+    def rtmp(self) -> str:
+        return f"rtmp://{self.host}:{self.port_base + RTMP}/live"
+
+    @property
+    def srt(self) -> str:
+        return f"srt://{self.host}:{self.port_base + SRT}"
+
+    @property
+    def ingest(self) -> str:
+        """The ingest's live HTTP app (LL-HLS from memory), which the origins ask for /live/."""
+        return self.url(INGEST_HTTP)
 
     @property
     def store(self) -> Path | str:
@@ -108,9 +125,13 @@ class Stack:
             "worker": ["worker", f"--control={self.control}", f"--store={self.store}",
                        f"--token={self.token}"],
         }
+        cmds["ingest"] = ["ingest", f"--control={self.control}", f"--token={self.token}",
+                          f"--store={self.store}", f"--rtmp-port={port + RTMP}",
+                          f"--srt-port={port + SRT}", f"--http-port={port + INGEST_HTTP}"]
+        cmds["control"] += [f"--ingest-rtmp={self.rtmp}", f"--ingest-srt={self.srt}"]
         for index, (region, _, _) in enumerate(REGIONS):
             cmds[f"origin-{region}"] = ["origin", f"--store={self.store}", f"--region={region}",
-                                        f"--port={port + 2 + index}", keys]
+                                        f"--port={port + 2 + index}", keys, f"--live={self.ingest}"]
             cmds[f"edge-{region}"] = ["edge", f"--region={region}", f"--regions={regions}",
                                       f"--port={port + 10 + index}", "--cache-mb=256",
                                       f"--purge-token={self.purge_token}", keys]
@@ -132,7 +153,7 @@ class Stack:
     def ports_in_use(self) -> list[int]:
         busy = []
         for offset in (0, 1, *(2 + i for i in range(len(REGIONS))),
-                       *(10 + i for i in range(len(REGIONS)))):
+                       *(10 + i for i in range(len(REGIONS))), RTMP, INGEST_HTTP):
             with socket.socket() as probe:
                 # As the services bind: connections of a stack just stopped (TIME_WAIT) are no
                 # reason to refuse; only a listener is.
@@ -148,6 +169,7 @@ async def _wait_healthy(stack: Stack, services: Supervisor) -> None:
     urls = {"geo": stack.geo, "control": stack.control}
     for index, (region, _, _) in enumerate(REGIONS):
         urls.update({f"origin-{region}": stack.origin(index), f"edge-{region}": stack.edge(index)})
+    urls["ingest"] = stack.ingest
     deadline = time.monotonic() + HEALTH_TIMEOUT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         for name, url in urls.items():
@@ -259,6 +281,42 @@ async def _until_packaged(http: aiohttp.ClientSession, stack: Stack, services: S
     return video
 
 
+async def _create_live(stack: Stack) -> dict:
+    """A live stream made through control's API: its video, stream key and ingest URLs."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        auth = await _demo_user(http, stack.control)
+        async with http.post(stack.control + "/api/v1/live", headers=auth,
+                             json={"title": "reel demo: live test pattern"}) as resp:
+            if resp.status != 201:
+                raise RuntimeError(f"live stream refused: {resp.status} {await resp.text()}")
+            return await resp.json()
+
+
+def _publish_test_pattern(stack: Stack, rtmp: str) -> subprocess.Popen:
+    """An ffmpeg child publishing a test pattern and a tone it makes itself (nothing downloaded;
+    PyAV publishing in this process would share its loop with the network)."""
+    with open(stack.data / "logs" / "live-demo.log", "ab") as log:  # the child keeps its copy
+        return subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", "-re",
+             "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+             "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30",
+             "-b:v", "1500k", "-c:a", "aac", "-ac", "2", "-b:a", "128k", "-f", "flv", rtmp],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+
+async def _until_live(stack: Stack, video: dict, publisher: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        while video["state"] != "live":
+            if time.monotonic() > deadline or publisher.poll() is not None:
+                raise RuntimeError(f"live demo {video['id']} never went live; see live-demo.log")
+            await asyncio.sleep(0.5)
+            async with http.get(f"{stack.control}/api/v1/videos/{video['id']}") as resp:
+                video = await resp.json()
+    return video
+
+
 def _supervise(services: Supervisor) -> None:
     """Keep the services running until SIGTERM (or Ctrl-C: KeyboardInterrupt)."""
     stop = []
@@ -282,6 +340,7 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
     signal.signal(signal.SIGINT, signal.default_int_handler)
     services = stack.supervisor()
     services.start()
+    publisher: list[subprocess.Popen] = []  # the demo's live test pattern, once started
     try:
         asyncio.run(_wait_healthy(stack, services))
         print("reel is up", flush=True)
@@ -291,6 +350,8 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
             print(f"  origin     {stack.origin(index)}  ({region})")
         for index, (region, _, _) in enumerate(REGIONS):
             print(f"  edge       {stack.edge(index)}  ({region})")
+        print(f"  ingest     {stack.rtmp}/STREAM_KEY, {stack.srt}?streamid=publish:STREAM_KEY "
+              f"(live HTTP {stack.ingest})")
         print(f"  logs       {stack.data / 'logs'}")
         print(f"  admin      {ADMIN_EMAIL}, bearer token in {asyncio.run(_admin_token(stack))}",
               flush=True)
@@ -299,6 +360,12 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
             print(f"demo video {video['id']} is ready", flush=True)
             print(f"  playback   {video['playback_url']}")
             print(f"  watch      {video['watch_url']}", flush=True)
+            created = asyncio.run(_create_live(stack))
+            publisher.append(_publish_test_pattern(stack, created["ingest"]["rtmp"]))
+            live = asyncio.run(_until_live(stack, created["video"], publisher[0]))
+            print(f"demo live  {live['id']} is live (a test pattern from ffmpeg)", flush=True)
+            print(f"  playback   {live['playback_url']}")
+            print(f"  watch      {live['watch_url']}", flush=True)
         print("Ctrl-C stops everything.", flush=True)
         _supervise(services)
         return 0
@@ -313,6 +380,8 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave children running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for proc in publisher:
+            proc.terminate()
         services.stop()
         print("reel up: stopped", file=sys.stderr, flush=True)
 
@@ -324,7 +393,8 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
     flags.flag("--host", default="127.0.0.1", help="address every service listens on")
     flags.flag("--port-base", default=8400, type=int,
-               help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region)")
+               help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region), "
+                    "ingest RTMP +20, SRT +21 (UDP), live HTTP +22")
 
 
 def run(args: argparse.Namespace) -> int:

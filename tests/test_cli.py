@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["up", "package", "origin", "edge", "geo", "control", "worker", "loadtest"]
+COMMANDS = ["up", "package", "origin", "edge", "geo", "control", "worker", "ingest", "loadtest"]
 
 
 def reel(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -49,3 +49,10 @@ def test_unknown_options_are_refused_except_by_loadtest() -> None:
     refused = reel("origin", "--store", "/tmp/x", "--no-such-flag")
     assert refused.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in refused.stderr
+
+
+def test_ingest_needs_control_or_a_static_key(tmp_path) -> None:
+    refused = reel("ingest", f"--store={tmp_path}")
+    assert refused.returncode == 2 and "--static-key" in refused.stderr
+    shown = reel("ingest", "--help", REEL_INGEST_RTMP_PORT="19999")
+    assert "[env REEL_INGEST_RTMP_PORT] (default: 19999)" in shown.stdout

@@ -19,7 +19,7 @@ import pytest
 START_TIMEOUT = 420.0
 
 
-def free_port_base(span: int = 12) -> int:
+def free_port_base(span: int = 23) -> int:
     """A base port with `span` free ports after it."""
     for _ in range(200):
         base = 20000 + (os.getpid() * 7 + int(time.time() * 1000)) % 30000

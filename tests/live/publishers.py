@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import socket
 from itertools import pairwise
 
 import av
@@ -12,6 +13,12 @@ import av
 from tests.live.sinks import RecordingSink
 
 BOUND = 60  # seconds: only ever a bound on a test's waits
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 async def ffmpeg(target: str, seconds: float = 3, *, video: tuple[str, ...] = ("-tune", "zerolatency"),
