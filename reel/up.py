@@ -327,7 +327,7 @@ def _supervise(services: Supervisor) -> None:
 
 
 def run_up(data: Path, host: str, port_base: int, demo: bool = False,
-           demo_seconds: float = 20.0, store: str | None = None) -> int:
+           demo_seconds: float = 20.0, store: str | None = None, demo_live: bool = True) -> int:
     if store is not None:
         open_store(store)  # a bad spec is a clear error (StoreError) before anything starts
     stack = Stack(data.resolve(), host, port_base, store_spec=store)
@@ -360,6 +360,7 @@ def run_up(data: Path, host: str, port_base: int, demo: bool = False,
             print(f"demo video {video['id']} is ready", flush=True)
             print(f"  playback   {video['playback_url']}")
             print(f"  watch      {video['watch_url']}", flush=True)
+        if demo and demo_live:
             created = asyncio.run(_create_live(stack))
             publisher.append(_publish_test_pattern(stack, created["ingest"]["rtmp"]))
             live = asyncio.run(_until_live(stack, created["video"], publisher[0]))
@@ -391,6 +392,8 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--store", default=None, help=STORE_HELP.replace("a directory", "DATA/objects (default)", 1))
     flags.flag("--demo", action="store_true", help="make a test clip, upload it and print its URLs")
     flags.flag("--demo-seconds", default=20.0, type=float, help="length of the demo clip")
+    flags.flag("--no-demo-live", action="store_true",
+               help="with --demo: no live test pattern (its real-time ladder takes most of a core)")
     flags.flag("--host", default="127.0.0.1", help="address every service listens on")
     flags.flag("--port-base", default=8400, type=int,
                help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region), "
@@ -399,7 +402,7 @@ def add_flags(flags: Flags) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return run_up(args.data, args.host, args.port_base, demo=args.demo, demo_seconds=args.demo_seconds,
-                  store=args.store)
+                  store=args.store, demo_live=not args.no_demo_live)
 
 
 UP = Command("up", "everything on one machine, embedded defaults", add_flags, run)

@@ -122,9 +122,8 @@ class Demo:
         return [self.up.url(10), self.up.url(11)]
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    up = UpProcess.start(tmp_path_factory.mktemp("reel-data"), "--demo")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[Demo]:
+    up = UpProcess.start(tmp_path_factory.mktemp("reel-data"), "--demo", *args)
     try:
         video_id = up.wait_for(r"demo video (\S+) is ready").group(1)
         playback = up.wait_for(r"playback\s+(\S+)").group(1)
@@ -133,3 +132,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     finally:
         if up.proc.poll() is None:
             up.interrupt()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`reel up --demo` without its live test pattern: a real-time ladder running through the
+    whole session would take most of a core from every other test (tests/e2e/test_live.py starts
+    the whole demo, live included)."""
+    yield from demo_stack(tmp_path_factory, "--no-demo-live")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page
 
-from tests.e2e.conftest import Demo
+from tests.e2e.conftest import Demo, demo_stack
 from tests.player import player_page
 
 BOUND = 120.0  # seconds: a bound on waits on a busy machine, never a measure
@@ -31,6 +31,12 @@ def call(method: str, url: str, body: dict | None = None, token: str | None = No
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The whole `reel up --demo`, its live test pattern included, for this module only."""
+    yield from demo_stack(tmp_path_factory)
 
 
 def until_state(demo: Demo, video_id: str, wanted: str) -> dict:
