@@ -63,9 +63,12 @@ async def test_not_a_video_fails_with_a_reason_and_service_keeps_working(
         assert failed["state"] == "failed"
         assert "not_a_video" in failed["reason"]
         assert failed["playback_url"] is None
-        # Nothing was published for it.
+        # Nothing was published for it. Without a playback token, a video the origin does not
+        # know gets the same 403 as a private one (DESIGN.md: the answer never tells whether a
+        # private video exists).
         async with http.get(f"{demo.origin}/vod/{bad['id']}/master.m3u8") as resp:
-            assert resp.status == 404
+            assert resp.status == 403
+            assert resp.headers["Content-Type"].startswith("application/problem+json")
 
         # The service keeps working: health, the earlier video, and a new upload all fine.
         async with http.get(f"{demo.control}/healthz") as resp:
@@ -143,6 +146,9 @@ async def test_deleting_a_video_removes_it_from_origin_and_edges(demo: Demo, tmp
         async with http.delete(f"{demo.control}/api/v1/videos/{video['id']}", headers=auth) as resp:
             assert resp.status in (200, 204), await resp.text()
         async with http.get(segment) as resp:
-            assert resp.status == 404  # purged from the edge, gone from the origin
+            # Purged from the edge, gone from the origin: now an unknown video, whose tokenless
+            # answer is the same 403 a private one gets (no byte, and no hint it ever existed).
+            assert resp.status == 403 and resp.headers["X-Cache"] == "MISS"
+            assert resp.headers["Content-Type"].startswith("application/problem+json")
         async with http.get(f"{demo.control}/api/v1/videos/{video['id']}") as resp:
             assert resp.status == 404
