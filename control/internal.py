@@ -1,7 +1,8 @@
 """Reading the API in process, as an anonymous client would: what the pages render.
 
 A page shows exactly what `GET /api/v1/...` shows the public (the same handlers, the same
-visibility rules, the same JSON), without a loopback HTTP round trip or a second copy of any query.
+visibility rules, the same JSON), without a loopback HTTP round trip or a second copy of any query;
+or, given a session token, what it shows that user (a private video to its owner).
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from control.problems import ProblemError
 
 
 async def api_get(request: web.Request, path: str,
-                  query: Mapping[str, str | int | float] | None = None) -> Any | None:
-    """The JSON body of anonymous `GET path?query`, routed by the app's own router; None for a
-    404. Other refusals raise their `ProblemError` (a page shows its detail)."""
+                  query: Mapping[str, str | int | float] | None = None, *,
+                  token: str | None = None) -> Any | None:
+    """The JSON body of anonymous `GET path?query` (or `token`'s user's), routed by the app's
+    own router; None for a 404. Other refusals raise their `ProblemError` (a page shows its
+    detail)."""
     headers = {k: v for k, v in request.headers.items()
                if k.lower() not in (hdrs.AUTHORIZATION.lower(), hdrs.COOKIE.lower())}
+    if token is not None:
+        headers[hdrs.AUTHORIZATION] = f"Bearer {token}"
     sub = request.clone(rel_url=URL(path).with_query(dict(query or {})), headers=headers)
     sub.pop(USER_KEY, None)  # a clone copies the page request's state: forget who asked
     match = await request.app.router.resolve(sub)

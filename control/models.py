@@ -473,6 +473,12 @@ class CommentPage(Page):
     items: list[Comment]
 
 
+class Following(BaseModel):
+    """Whether you follow a user"""
+
+    following: bool
+
+
 class Views(BaseModel):
     """The view count; `counted` is false when you were counted in this window already"""
 

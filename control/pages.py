@@ -5,6 +5,11 @@ they are fast to first paint, usable before any script runs, and the same for ev
 may cache them). Whatever depends on who is signed in (the feed, the studio, likes, follows) is
 filled in by the page's script, which sends the bearer token kept in localStorage: the API never
 authenticates by cookie, so a page cannot be made to act for its visitor by another site.
+
+One exception: a watch page the public may not see (a private video) is rendered for the user
+whose session the `reel_watch` cookie holds (set by the pages' script beside localStorage, path
+`/watch`, SameSite=Lax), so its owner can open it like any page. It only reads (GET, rendered
+for that user alone, `private, no-store`); every action still goes through the bearer API.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ DURATIONS = {"short": (None, 240), "medium": (240, 1200), "long": (1200, None)}
 UPLOADED = {"hour": timedelta(hours=1), "today": timedelta(days=1), "week": timedelta(days=7),
             "month": timedelta(days=30), "year": timedelta(days=365)}
 GRID = 24
+WATCH_COOKIE = "reel_watch"  # a session token, for watch pages of videos the public may not see
 
 
 def search_query(params: Mapping[str, str], now: datetime | None = None) -> dict[str, str]:
@@ -67,7 +73,8 @@ class Pages:
                 ("/search", self.search, "Search results with filters"),
                 ("/signin", self.signin, "Sign in"), ("/signup", self.signup, "Sign up"),
                 ("/upload", self.upload, "Upload a video (tus, resumable)"),
-                ("/studio", self.studio, "Your videos: edit, delete")):
+                ("/studio", self.studio, "Your videos: edit, delete"),
+                ("/live", self.live, "Go live: create a stream, its ingest URL and key, preview, end")):
             api.route("GET", path, handler, tag="pages", summary=summary, responses=HTML)
         api.route("GET", "/watch/{video_id}", self.watch, tag="pages", params=video,
                   summary="The watch page (HTML, plays through geo with hls.js)",
@@ -84,10 +91,11 @@ class Pages:
                   summary="tus-js-client, from the npm install",
                   responses={200: "JavaScript", **NOT_FOUND})
 
-    def render(self, name: str, status: int = 200, **context: Any) -> web.Response:
+    def render(self, name: str, status: int = 200, *, personal: bool = False,
+               **context: Any) -> web.Response:
         text = self.env.get_template(name).render(**context)
         return web.Response(text=text, status=status, content_type="text/html",
-                            headers={hdrs.CACHE_CONTROL: "no-cache"})
+                            headers={hdrs.CACHE_CONTROL: "private, no-store" if personal else "no-cache"})
 
     def not_found(self, what: str) -> web.Response:
         return self.render("notfound.html", status=404, title="Not found", what=what)
@@ -101,11 +109,13 @@ class Pages:
         return {i: p["name"] for i, p in zip(ids, profiles, strict=True) if p}
 
     async def home(self, request: web.Request) -> web.Response:
-        trending, latest = await asyncio.gather(
+        live, trending, latest = await asyncio.gather(
+            api_get(request, "/api/v1/videos", {"state": "live", "limit": 12}),
             api_get(request, "/api/v1/trending", {"limit": GRID}),
             api_get(request, "/api/v1/videos", {"limit": GRID}))
-        videos = trending["items"] + latest["items"]
-        return self.render("home.html", title="Home", trending=trending["items"],
+        trending = [v for v in trending["items"] if v["state"] == "ready"]  # live ones: their row
+        videos = live["items"] + trending + latest["items"]
+        return self.render("home.html", title="Home", live=live["items"], trending=trending,
                            latest=latest["items"], names=await self.names(request, videos))
 
     async def shorts(self, request: web.Request) -> web.Response:
@@ -137,21 +147,34 @@ class Pages:
 
     async def watch(self, request: web.Request) -> web.Response:
         video_id = request.match_info["video_id"]
-        video = await api_get(request, f"/api/v1/videos/{video_id}") if is_video_id(video_id) else None
-        if video is None:
+        if not is_video_id(video_id):
             return self.not_found("video")
+        token = None
+        video = await api_get(request, f"/api/v1/videos/{video_id}")
+        if video is None and (token := request.cookies.get(WATCH_COOKIE)):
+            try:  # perhaps the visitor's own private video
+                video = await api_get(request, f"/api/v1/videos/{video_id}", token=token)
+            except ProblemError as exc:  # an ended session (401): the public answer stands
+                if exc.status != 401:
+                    raise
+        if video is None:
+            response = self.not_found("video")
+            response.headers[hdrs.VARY] = "Cookie"
+            return response
         owner, reviews, comments, latest = await asyncio.gather(
             api_get(request, f"/api/v1/users/{video['owner_id']}") if video["owner_id"] else
             asyncio.sleep(0),
-            api_get(request, f"/api/v1/videos/{video_id}/reviews", {"limit": 20}),
-            api_get(request, f"/api/v1/videos/{video_id}/comments", {"limit": 50}),
+            api_get(request, f"/api/v1/videos/{video_id}/reviews", {"limit": 20}, token=token),
+            api_get(request, f"/api/v1/videos/{video_id}/comments", {"limit": 50}, token=token),
             api_get(request, "/api/v1/videos", {"limit": 9}))
         up_next = [v for v in latest["items"] if v["id"] != video_id][:8]
-        return self.render(
-            "watch.html", title=video["title"] or video_id, video=video, owner=owner,
-            reviews=reviews, comments=comments["items"], up_next=up_next,
+        response = self.render(
+            "watch.html", personal=token is not None, title=video["title"] or video_id,
+            video=video, owner=owner, reviews=reviews, comments=comments["items"], up_next=up_next,
             names=await self.names(request, up_next),
             data={"video": video, "api_url": f"/api/v1/videos/{video_id}"})
+        response.headers[hdrs.VARY] = "Cookie"
+        return response
 
     async def short_link(self, request: web.Request) -> web.Response:
         video_id = request.match_info["video_id"]
@@ -183,6 +206,9 @@ class Pages:
 
     async def studio(self, request: web.Request) -> web.Response:
         return self.render("studio.html", title="Studio")
+
+    async def live(self, request: web.Request) -> web.Response:
+        return self.render("live.html", title="Go live")
 
     # -- files ------------------------------------------------------------------------------------
 

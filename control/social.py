@@ -22,6 +22,7 @@ from control.models import (
     Comment,
     CommentIn,
     CommentPage,
+    Following,
     Rating,
     RatingIn,
     Review,
@@ -93,6 +94,9 @@ class SocialHandlers:
         api.route("PUT", "/api/v1/users/{user_id}/follow", self.follow, summary="Follow",
                   tag="viewers", auth="user", params=user,
                   responses={204: "Following", 404: PROBLEM, 409: PROBLEM})
+        api.route("GET", "/api/v1/users/{user_id}/follow", self.following, tag="viewers",
+                  summary="Whether you follow this user", auth="user", params=user,
+                  responses={200: Following})
         api.route("DELETE", "/api/v1/users/{user_id}/follow", self.unfollow, summary="Unfollow",
                   tag="viewers", auth="user", params=user, responses={204: "Not following"})
         api.route("GET", "/api/v1/me/feed", self.feed, tag="viewers", auth="user",
@@ -258,6 +262,12 @@ class SocialHandlers:
                               " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                               (user.id, target, self.clock()))
         return web.Response(status=204)
+
+    async def following(self, request: web.Request) -> web.Response:
+        user = await self.auth.require(request)
+        row = await self.db.fetchone("SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = ?",
+                                     (user.id, request.match_info["user_id"]))
+        return web.json_response({"following": row is not None})
 
     async def unfollow(self, request: web.Request) -> web.Response:
         user = await self.auth.require(request)

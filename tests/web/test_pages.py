@@ -17,6 +17,7 @@ def _pages(demo: Demo) -> dict[str, str]:
             "search-empty": "/search?q=nothing+like+this&duration=long&uploaded=week",
             "watch": f"/watch/{demo.video_id}", "channel": f"/channel/{video['owner_id']}",
             "signin": "/signin", "signup": "/signup", "upload": "/upload", "studio": "/studio",
+            "live": "/live",
             "not-found": "/watch/nosuchvideo"}
 
 

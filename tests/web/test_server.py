@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from aiohttp.test_utils import TestClient
 
 from control.pages import search_query
-from tests.control.conftest import AUTH, claim, upload
+from reel.playback_token import KeyRing
+from tests.control.conftest import AUTH, MakeClient, claim, signup, upload
 
 
 async def _ready(client: TestClient, headers: dict, title: str, **fields: str) -> str:
@@ -58,10 +59,72 @@ async def test_not_found_and_private_pages(client: TestClient, alice: dict) -> N
         resp = await client.get(path)
         assert resp.status == 404, path
         assert resp.content_type in ("text/html", "application/problem+json"), path
-    # Pages are the same for everyone: even its owner's token does not show a private video there.
+    # A bearer header does not make a page personal (pages never act on the API's behalf).
     assert (await client.get(f"/watch/{vid}", headers=alice)).status == 404
     resp = await client.get(f"/v/{vid}", allow_redirects=False)
     assert resp.status == 302 and resp.headers["Location"] == f"/watch/{vid}"
+
+
+async def test_the_owner_opens_a_private_video_with_the_watch_cookie(make_client: MakeClient) -> None:
+    client = await make_client(playback_keys=KeyRing({"k1": b"k" * 16}, "k1"))
+    alice = await signup(client, "alice@example.com", "Alice")
+    bob = await signup(client, "bob@example.com", "Bob")
+    vid = await _ready(client, alice, "secret", privacy="private")
+    await client.post(f"/api/v1/videos/{vid}/comments", json={"text": "note to self"}, headers=alice)
+    mine = alice["Authorization"].split()[1]
+    resp = await client.get(f"/watch/{vid}", cookies={"reel_watch": mine})
+    page = await resp.text()
+    assert resp.status == 200 and "secret" in page and "note to self" in page
+    assert resp.headers["Cache-Control"] == "private, no-store" and resp.headers["Vary"] == "Cookie"
+    # Its media URLs carry a playback token: the poster, and so the storyboard beside it.
+    assert re.search(rf"/vod/{vid}/~[^/\"]+/thumbs/poster\.jpg", page)
+    # Someone else's session, an ended one, or none: the same 404 as for a video that is not there.
+    for cookies in ({"reel_watch": bob["Authorization"].split()[1]}, {"reel_watch": "ended"}, {}):
+        client.session.cookie_jar.clear()
+        resp = await client.get(f"/watch/{vid}", cookies=cookies)
+        assert resp.status == 404 and "secret" not in await resp.text(), cookies
+    public = await _ready(client, alice, "open to all")
+    resp = await client.get(f"/watch/{public}", cookies={"reel_watch": mine})
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-cache"
+
+
+async def test_follow_state(client: TestClient, alice: dict, bob: dict) -> None:
+    alice_id = (await (await client.get("/api/v1/me", headers=alice)).json())["id"]
+    url = f"/api/v1/users/{alice_id}/follow"
+    assert await (await client.get(url, headers=bob)).json() == {"following": False}
+    assert (await client.put(url, headers=bob)).status == 204
+    assert await (await client.get(url, headers=bob)).json() == {"following": True}
+    assert (await client.get(url)).status == 401
+
+
+async def test_live_now_lists_public_streams_on_air_and_home_shows_them(client: TestClient,
+                                                                        alice: dict) -> None:
+    streams = []
+    for title, privacy in (("<i>on air</i>", "public"), ("hidden show", "private"),
+                           ("not yet", "public")):
+        resp = await client.post("/api/v1/live", json={"title": title, "privacy": privacy},
+                                 headers=alice)
+        assert resp.status == 201
+        streams.append(await resp.json())
+    for created in streams[:2]:  # a publisher connects to the first two
+        resp = await client.post("/api/v1/ingest/authorize", headers=AUTH,
+                                 json={"stream_key": created["stream_key"]})
+        handle = (await resp.json())["publisher"]
+        resp = await client.post(f"/api/v1/ingest/streams/{handle}/connected", headers=AUTH)
+        assert resp.status == 200
+    on_air = streams[0]["video"]["id"]
+    body = await (await client.get("/api/v1/videos?state=live")).json()
+    assert [v["id"] for v in body["items"]] == [on_air]
+    assert (await client.get("/api/v1/videos?state=gone")).status == 400
+    home = await (await client.get("/")).text()
+    row = home.split('id="live-now"')[1].split("</section>")[0]
+    assert f'href="/watch/{on_air}"' in row and "&lt;i&gt;on air" in row
+    assert "LIVE" in row and "0 watching" in row and "hidden show" not in home
+    watch = await (await client.get(f"/watch/{on_air}")).text()
+    assert 'id="live-badge">LIVE' in watch and "0 watching" in watch
+    waiting = await (await client.get(f"/watch/{streams[2]['video']['id']}")).text()
+    assert "Waiting for the stream to start" in waiting
+    assert "Go live" in await (await client.get("/live")).text()
 
 
 async def test_scripts_styles_and_tus_client_are_served(client: TestClient) -> None:

@@ -12,9 +12,18 @@
     return null;
   }
 
+  /* The same token as a cookie for watch pages only: the server renders a private video's page
+     for its owner (it reads, never acts; the API itself ignores cookies). */
+  function watchCookie(s) {
+    var age = s ? Math.floor(((s.expires_at ? Date.parse(s.expires_at) : Date.now() + 86400e3) - Date.now()) / 1000) : 0;
+    document.cookie = "reel_watch=" + (s ? encodeURIComponent(s.token) : "") + "; Path=/watch; SameSite=Lax; Max-Age=" +
+      Math.max(age, 0) + (location.protocol === "https:" ? "; Secure" : "");
+  }
+
   function save(s) {
     if (s) localStorage.setItem(KEY, JSON.stringify(s));
     else localStorage.removeItem(KEY);
+    watchCookie(s);
     applySession(document);
   }
 
@@ -73,6 +82,14 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     applySession(document);
+    var had = /(^|; )reel_watch=./.test(document.cookie);  // visible on watch pages only
+    watchCookie(session());
+    // A session from before the cookie: a private video's page was refused without it, once.
+    if (!had && session() && document.getElementById("not-found") && /^\/watch\//.test(location.pathname) &&
+        sessionStorage.getItem("reel.retried") !== location.pathname) {
+      sessionStorage.setItem("reel.retried", location.pathname);  // never a reload loop
+      location.reload();
+    }
     var out = document.getElementById("signout");
     if (out) out.addEventListener("click", function () {
       api("DELETE", "/api/v1/sessions/current").catch(function () { /* ended anyway */ })

@@ -1,4 +1,5 @@
-/* Follow buttons (`data-follow` = the creator's user id) and the follower count beside them. */
+/* Follow buttons (`data-follow` = the creator's user id), their state as the API has it, and the
+   follower count beside them. */
 (function () {
   "use strict";
   var counter = document.getElementById("followers");
@@ -6,16 +7,6 @@
   function show(button, following) {
     button.setAttribute("aria-pressed", following ? "true" : "false");
     button.textContent = following ? "Following" : "Follow";
-  }
-
-  function following(userId) {
-    return JSON.parse(localStorage.getItem("reel.following") || "{}")[userId] === true;
-  }
-
-  function remember(userId, value) {
-    var all = JSON.parse(localStorage.getItem("reel.following") || "{}");
-    if (value) all[userId] = true; else delete all[userId];
-    localStorage.setItem("reel.following", JSON.stringify(all));
   }
 
   function recount(delta) {
@@ -29,12 +20,15 @@
     var userId = button.dataset.follow;
     var me = reel.session();
     if (me && me.user && me.user.id === userId) { button.hidden = true; return; }
-    show(button, me && following(userId));
+    show(button, false);
+    if (me) reel.api("GET", "/api/v1/users/" + userId + "/follow").then(function (r) {
+      show(button, r.following);
+      button.dataset.known = "true";
+    }, function () { /* unknown: the button still works */ });
     button.addEventListener("click", function () {
       if (!reel.session()) { location.href = "/signin?next=" + encodeURIComponent(location.pathname); return; }
       var now = button.getAttribute("aria-pressed") !== "true";
       reel.api(now ? "PUT" : "DELETE", "/api/v1/users/" + userId + "/follow").then(function () {
-        remember(userId, now);
         show(button, now);
         recount(now ? 1 : -1);
       }, function (problem) { button.title = problem.detail; });

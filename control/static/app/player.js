@@ -1,6 +1,8 @@
 /* The watch page's player: hls.js, our own controls (quality menu, storyboard thumbnails on the
-   seek bar, keyboard shortcuts), processing progress with the preview rendition, and one view
-   counted after a few seconds of real playback. Tests read window.hls, hlsErrors, playedLevels. */
+   seek bar, keyboard shortcuts), processing progress with the preview rendition, one view
+   counted after a few seconds of real playback; and live streams: waiting for the publisher, the
+   seek bar over the DVR window, a LIVE button back to the live edge, the recording once ended.
+   Tests read window.hls, hlsErrors, playedLevels. */
 (function () {
   "use strict";
   var VIEW_AFTER = 5;  // seconds actually played before a view counts
@@ -9,6 +11,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var seek = $("seek"), quality = $("quality"), board = $("storyboard");
   var playing = null;  // the URL hls.js is playing
+  var liveSource = false;  // it is a live stream's (the seek bar spans the DVR window)
   var cues = [];
   var played = 0, lastTime = null;
   window.reelVideo = data.video;
@@ -17,19 +20,26 @@
   function showStatus(text, percent) {
     $("status").hidden = !text;
     $("status-text").textContent = text || "";
-    if (percent !== undefined) { $("processing").hidden = false; $("processing").value = percent; }
+    $("processing").hidden = percent === undefined;
+    if (percent !== undefined) $("processing").value = percent;
   }
 
-  function load(url) {
-    if (playing === url) return;
+  /* The same media whatever playback token a URL carries (a private video's is signed anew on
+     every read of the video). */
+  function media(url) { return url && url.replace(/\/~[^/]+/, ""); }
+
+  function load(url, live) {
+    if (media(playing) === media(url)) return;
     playing = url;
+    liveSource = !!live;
+    $("player").classList.toggle("is-live", liveSource);
     if (window.hls) window.hls.destroy();
     if (!(window.Hls && Hls.isSupported())) {
       if (video.canPlayType("application/vnd.apple.mpegurl")) video.src = url;
       else showStatus("This browser cannot play HLS.");
       return;
     }
-    var hls = new Hls();
+    var hls = new Hls(live ? { lowLatencyMode: true, backBufferLength: 90 } : {});
     window.hls = hls;
     hls.on(Hls.Events.ERROR, function (event, err) {
       window.hlsErrors.push({ type: err.type, details: err.details, fatal: !!err.fatal });
@@ -85,11 +95,34 @@
                              x: +m[4], y: +m[5], w: +m[6], h: +m[7] });
         });
         window.reelPlayer.storyboardCues = cues.length;
+        if (cues.length) window.reelPlayer.storyboardSrc = cues[0].src;
       }).catch(function () { /* no storyboard: the seek bar works without */ });
   }
 
+  /* What the seek bar spans: the whole video, or a live stream's DVR window (what is seekable). */
+  function range() {
+    if (liveSource && video.seekable.length) {
+      return { start: video.seekable.start(0), end: video.seekable.end(video.seekable.length - 1) };
+    }
+    var d = video.duration;
+    return { start: 0, end: isFinite(d) && d ? d : (data.video.duration || 0) };
+  }
+
+  function seekTo(t) {
+    var r = range();
+    if (r.end > r.start) video.currentTime = Math.min(Math.max(t, r.start), r.end);
+  }
+
+  /* Seconds behind the live edge; small enough counts as live. */
+  function behindLive() {
+    var r = range(), target = window.hls && window.hls.targetLatency ? window.hls.targetLatency : 6;
+    var behind = Math.max(0, r.end - video.currentTime);
+    return behind > target + 4 ? behind : 0;
+  }
+
   function previewAt(fraction, clientX) {
-    var t = fraction * (video.duration || data.video.duration || 0);
+    var r = range();
+    var t = r.start + fraction * (r.end - r.start);
     var cue = cues.find(function (c) { return t >= c.start && t < c.end; }) || cues[cues.length - 1];
     if (!cue) return;
     var frame = board.firstElementChild;
@@ -109,16 +142,20 @@
   seek.addEventListener("pointerleave", function () { board.hidden = true; });
   seek.addEventListener("input", function () {
     var rect = seek.getBoundingClientRect();
-    var f = seek.value / 1000;
+    var f = seek.value / 1000, r = range();
     previewAt(f, rect.left + f * rect.width);
-    if (video.duration) video.currentTime = f * video.duration;
+    seekTo(r.start + f * (r.end - r.start));
   });
   seek.addEventListener("change", function () { board.hidden = true; });
 
   /* -- controls and keys -------------------------------------------------------------------- */
   function toggle() { if (video.paused) video.play().catch(function () {}); else video.pause(); }
   function setMuted(m) { video.muted = m; }
-  function jump(by) { if (video.duration) video.currentTime = Math.min(Math.max(video.currentTime + by, 0), video.duration); }
+  function jump(by) { seekTo(video.currentTime + by); }
+  function toLive() {
+    seekTo(window.hls && window.hls.liveSyncPosition ? window.hls.liveSyncPosition : range().end);
+    if (video.paused) video.play().catch(function () {});
+  }
   function fullscreen() {
     if (document.fullscreenElement) document.exitFullscreen();
     else $("player").requestFullscreen().catch(function () {});
@@ -128,6 +165,7 @@
   video.addEventListener("click", toggle);
   $("mute").addEventListener("click", function () { setMuted(!video.muted); });
   $("fullscreen").addEventListener("click", fullscreen);
+  $("golive").addEventListener("click", toLive);
   function playingChanged() {
     $("player").classList.toggle("playing", !video.paused);
     $("play").setAttribute("aria-label", video.paused ? "Play" : "Pause");
@@ -139,10 +177,19 @@
     $("mute").setAttribute("aria-label", video.muted ? "Unmute" : "Mute");
   });
   video.addEventListener("timeupdate", function () {
-    var d = video.duration || 0;
-    if (d && document.activeElement !== seek) seek.value = String(Math.round(1000 * video.currentTime / d));
-    seek.setAttribute("aria-valuetext", reel.formatTime(video.currentTime) + " of " + reel.formatTime(d));
-    $("time").textContent = reel.formatTime(video.currentTime) + " / " + reel.formatTime(d);
+    var r = range(), span = r.end - r.start, t = video.currentTime - r.start;
+    if (span > 0 && document.activeElement !== seek) seek.value = String(Math.round(1000 * t / span));
+    if (liveSource) {
+      var behind = behindLive();
+      $("golive").classList.toggle("behind", behind > 0);
+      $("golive").setAttribute("aria-label", behind > 0 ? "Jump to live (" + reel.formatTime(behind) + " behind)" : "Live");
+      $("time").textContent = behind > 0 ? "-" + reel.formatTime(behind) : "";
+      seek.setAttribute("aria-valuetext", behind > 0 ? reel.formatTime(behind) + " behind live" : "live");
+      window.reelPlayer.behindLive = behind;
+    } else {
+      seek.setAttribute("aria-valuetext", reel.formatTime(video.currentTime) + " of " + reel.formatTime(span));
+      $("time").textContent = reel.formatTime(video.currentTime) + " / " + reel.formatTime(span);
+    }
     countPlayback();
   });
 
@@ -154,7 +201,7 @@
     if (e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|TEXTAREA|SELECT|BUTTON|SUMMARY|A)$/.test(t.tagName)) {
       if (!(t === seek && /^[jklmf0-9]$/.test(e.key))) return;
     }
-    if (/^[0-9]$/.test(e.key) && video.duration) { video.currentTime = video.duration * Number(e.key) / 10; e.preventDefault(); return; }
+    if (/^[0-9]$/.test(e.key)) { var r = range(); seekTo(r.start + (r.end - r.start) * Number(e.key) / 10); e.preventDefault(); return; }
     var action = KEYS[e.key];
     if (action) { action(); e.preventDefault(); }
   });
@@ -176,12 +223,17 @@
   function describe(v) {
     if (v.state === "failed") return "This video could not be processed: " + (v.reason || "unknown error");
     if (v.state === "queued") return "Waiting to be processed…";
+    if (v.state === "waiting") return "Waiting for the stream to start…";
+    if (v.kind === "live") return "The stream has ended. Its recording will be ready in a moment…";
     return "Processing…" + (v.progress && v.progress.total ? " " + Math.floor(100 * v.progress.done / v.progress.total) + "%" : "");
   }
 
   function update(v) {
     data.video = window.reelVideo = v;
     if ($("state")) $("state").textContent = v.state;
+    $("live-badge").hidden = v.state !== "live";
+    if (v.state === "live") $("views").textContent = (v.viewers || 0) + " watching";
+    else if (v.kind === "live" && v.state !== "waiting") $("views").textContent = v.views + (v.views === 1 ? " view" : " views");
     if (v.state === "ready") {
       showStatus("");
       $("status").classList.remove("corner");
@@ -190,9 +242,17 @@
       loadStoryboard(v);
       return;
     }
+    if (v.state === "live") {
+      showStatus("");
+      $("status").classList.remove("corner");
+      load(v.playback_url, true);
+      setTimeout(poll, 5000);  // viewers now, and the end of the stream
+      return;
+    }
     var percent = v.progress && v.progress.total ? Math.floor(100 * v.progress.done / v.progress.total) : 0;
-    showStatus(describe(v), v.state === "failed" ? undefined : percent);
-    if (v.preview_url) { load(v.preview_url); $("status").classList.add("corner"); }
+    showStatus(describe(v), v.state === "failed" || v.kind === "live" ? undefined : percent);
+    if (v.preview_url) load(v.preview_url);
+    $("status").classList.toggle("corner", !!playing && v.state !== "failed");
     if (v.state !== "failed") setTimeout(poll, 2000);
   }
 

@@ -35,6 +35,12 @@
     cell(tr, String(v.views), "Views");
     cell(tr, v.privacy, "Privacy").className = "privacy";
     var actions = cell(tr, button("Edit", "Edit " + (v.title || v.id), function () { edit(v); }));
+    if (v.kind === "live" && (v.state === "waiting" || v.state === "live")) {
+      var manage = document.createElement("a");
+      manage.className = "button"; manage.href = "/live?v=" + v.id; manage.textContent = "Stream";
+      manage.setAttribute("aria-label", "Stream settings of " + (v.title || v.id));
+      actions.append(" ", manage);
+    }
     actions.append(" ", button("Delete", "Delete " + (v.title || v.id), function () { remove(v); }));
     return tr;
   }
