@@ -72,6 +72,7 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
 
 
 def sign_in_as(page: Page, base: str, session: dict) -> None:
-    """Put an API session (from POST /api/v1/sessions) where the pages keep it."""
+    """Put an API session (from POST /api/v1/sessions) where the pages keep it, as signing in
+    through the form does."""
     page.goto(base + "/signin")
-    page.evaluate("s => localStorage.setItem('reel.session', JSON.stringify(s))", session)
+    page.evaluate("s => reel.save(s)", session)
