@@ -125,11 +125,11 @@ def test_go_live_rotate_watch_end(demo: Demo, browser: Browser) -> None:
             assert_accessible(page)
             page.locator("#end-confirm").click()
             expect(page.locator("#stream-state")).to_have_text("Ended: making the recording")
-            expect(page.get_by_role("button", name="End stream")).to_be_disabled()
+            expect(page.locator("#ingest")).to_be_hidden()  # no key nor URL to use any more
         expect(page.locator("#stream-state")).to_have_text("Ended: the recording is ready",
                                                            timeout=BOUND)
         screenshot(page, "desktop-golive-ended")
-        page.locator("#stream-watch").click()
+        page.get_by_role("link", name="Watch the recording").click()
         page.wait_for_function("() => window.reelVideo.state === 'ready'"
                                " && document.getElementById('video').currentTime > 1", timeout=BOUND)
         console.assert_clean()

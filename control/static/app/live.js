@@ -49,7 +49,9 @@
     var live = video.state === "live";
     $("preview-status").hidden = live && state.previewing;
     $("preview-text").textContent = live ? "Connecting to your stream…" : video.state === "waiting" ?
-      "Waiting for your encoder to connect…" : "The stream has ended.";
+      "Waiting for your encoder to connect…" : video.state === "ready" ?
+      "The stream has ended. Its recording is ready on the watch page." :
+      video.state === "processing" ? "The stream has ended. Its recording is being made…" : "The stream has ended.";
     if (!live) { stopPreview(); return; }
     if (hls || !(window.Hls && Hls.isSupported())) return;
     hls = new Hls({ lowLatencyMode: true });
@@ -60,6 +62,7 @@
     });
     $("preview").addEventListener("playing", function () {
       state.previewing = true;
+      $("preview").controls = true;
       $("preview-status").hidden = true;
     }, { once: true });
     hls.loadSource(video.playback_url);
@@ -68,6 +71,7 @@
 
   function stopPreview() {
     if (hls) { hls.destroy(); hls = null; }
+    $("preview").controls = false;
     state.previewing = false;
     $("preview-status").hidden = false;
   }
@@ -82,6 +86,8 @@
     $("stream-watch").href = "/watch/" + video.id;
     var onAir = ON_AIR.indexOf(video.state) >= 0;
     $("rotate").disabled = $("end").disabled = !onAir;
+    $("ingest").hidden = !onAir;  // an ended stream takes no publisher: its key is of no use
+    $("stream-watch").textContent = video.state === "ready" ? "Watch the recording" : "Watch page";
     preview(video);
     clearTimeout(timer);
     if (onAir || video.state === "processing") timer = setTimeout(poll, video.state === "live" ? 4000 : 2000);
