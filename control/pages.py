@@ -123,8 +123,8 @@ class Pages:
             api_get(request, "/api/v1/trending", {"limit": GRID}),
             api_get(request, "/api/v1/videos", {"limit": GRID}))
         seen: set[str] = set()
-        videos = [v for v in trending["items"] + latest["items"]
-                  if v["id"] not in seen and not seen.add(v["id"])]
+        videos = [v for v in trending["items"] + latest["items"]  # videos, not live streams
+                  if v["state"] == "ready" and v["id"] not in seen and not seen.add(v["id"])]
         return self.render("shorts.html", title="Shorts", videos=videos,
                            names=await self.names(request, videos))
 

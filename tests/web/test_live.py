@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import Demo
-from tests.web.browser import assert_accessible, context, screenshot, sign_in_as
+from tests.web.browser import DESKTOP, PHONE, assert_accessible, context, screenshot, sign_in_as
 from tests.web.conftest import new_account
 
 BOUND = 180_000  # ms: a bound on waits on a busy machine, never a measure
@@ -119,6 +119,11 @@ def test_go_live_rotate_watch_end(demo: Demo, browser: Browser) -> None:
             expect(page.locator("#stream-badge")).to_be_visible()
             assert_accessible(page)
             screenshot(page, "desktop-golive-live")
+            page.set_viewport_size(PHONE)
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+            assert_accessible(page)
+            screenshot(page, "phone-golive-live")
+            page.set_viewport_size(DESKTOP)
             _watch_live(browser, base, shown["video"])
             page.get_by_role("button", name="End stream").click()
             expect(page.locator("#end-dialog")).to_be_visible()

@@ -125,6 +125,7 @@ async def test_live_now_lists_public_streams_on_air_and_home_shows_them(client: 
     waiting = await (await client.get(f"/watch/{streams[2]['video']['id']}")).text()
     assert "Waiting for the stream to start" in waiting
     assert "Go live" in await (await client.get("/live")).text()
+    assert on_air not in await (await client.get("/shorts")).text()  # shorts are videos
 
 
 async def test_scripts_styles_and_tus_client_are_served(client: TestClient) -> None:

@@ -15,7 +15,11 @@
       img.src = v.poster_url; img.alt = ""; img.width = 320; img.height = 180;
       thumb.appendChild(img);
     }
-    if (v.duration) {
+    if (v.state === "live") {
+      var badge = document.createElement("span");
+      badge.className = "badge-live"; badge.textContent = "LIVE";
+      thumb.appendChild(badge);
+    } else if (v.duration) {
       var dur = document.createElement("span");
       dur.className = "dur"; dur.textContent = reel.formatTime(v.duration);
       thumb.appendChild(dur);
@@ -25,7 +29,8 @@
     var title = document.createElement("a");
     title.className = "title"; title.href = "/watch/" + v.id; title.textContent = v.title || v.id;
     var meta = document.createElement("span");
-    meta.className = "meta"; meta.textContent = v.views + (v.views === 1 ? " view" : " views");
+    meta.className = "meta";
+    meta.textContent = v.state === "live" ? (v.viewers || 0) + " watching" : v.views + (v.views === 1 ? " view" : " views");
     info.append(title, meta);
     li.append(thumb, info);
     return li;
