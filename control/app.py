@@ -48,6 +48,7 @@ from control.staging import LocalStaging
 from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
 from control.videos import Video, VideoJobHooks, Videos
+from control.views import ViewCounter
 from control.workers import JobHandlers
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
@@ -401,6 +402,8 @@ def make_app(
     playback_keys: KeyRing | None = None,
     token_seconds: float = 4 * 3600,
     view_window_seconds: float = 3600,
+    view_flush_seconds: float = 0.5,
+    max_pending_views: int = 100_000,
     trending_seconds: float = 86400,
     database: str | None = None,
     rate_limits: RateLimits | None = None,
@@ -431,6 +434,8 @@ def make_app(
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
     privacy = Privacy(store, purger, playback_keys, token_seconds)
     streams = LiveStreams(db, live or LiveSettings(), clock, privacy=privacy)
+    views = ViewCounter(db, registry, window_seconds=view_window_seconds,
+                        flush_seconds=view_flush_seconds, max_pending=max_pending_views, clock=clock)
 
     async def refresh_job_gauge() -> None:
         control_metrics.set_job_counts(await queue.counts())
@@ -462,6 +467,7 @@ def make_app(
         await accounts.promote_admins()
         await refresh_job_gauge()
         await purger.start()
+        views.start()
         log.info("database open", extra=fields(database=repr(db)))
         sweepers = [asyncio.create_task(_sweep(tus, accounts, sweep_seconds)),
                      asyncio.create_task(sweep_live(streams, _live_sweep(streams.settings),
@@ -471,6 +477,7 @@ def make_app(
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await sweeper
+        await views.close()  # a graceful stop merges every view accepted
         await privacy.close()
         await purger.close()
         await db.close()
@@ -483,7 +490,7 @@ def make_app(
     AccountHandlers(accounts, auth).add_routes(api)
     SearchHandlers(db, auth, handlers.video_json).add_routes(api)
     SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
-                   render=handlers.video_json, view_window_seconds=view_window_seconds,
+                   render=handlers.video_json, views=views,
                    trending_seconds=trending_seconds, clock=clock).add_routes(api)
     tus.add_routes(api)
     LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)

@@ -1,7 +1,8 @@
 """What viewers do: reviews, like/dislike, threaded comments, follows and a feed, views, trending.
 
-Every list is newest first and cursor-paginated by its (created_at, id) keyset. Like and view
-counts live on the video row, changed in the same transaction as the rows they count.
+Every list is newest first and cursor-paginated by its (created_at, id) keyset. Like counts
+live on the video row, changed in the same transaction as the rows they count; view counts too,
+but merged in batches (`control.views`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from control.models import (
 from control.problems import ProblemError
 from control.requests import KEYSET, LIMIT, OFFSET, keyset, keyset_cursor, offset, page, page_size, path_id
 from control.videos import COLUMNS, Video, iso8601
+from control.views import Full, ViewCounter
 
 RATINGS = {"like": 1, "dislike": -1, "none": 0}
 
@@ -49,14 +51,14 @@ def _after(sql: str, params: list[Any], after: tuple[Any, ...] | None, ts: str, 
 class SocialHandlers:
     def __init__(self, *, db: Database, accounts: Accounts, auth: Auth, catalog: VideoHandlers,
                  render: Callable[[web.Request, Video], dict[str, Any]],
-                 view_window_seconds: float, trending_seconds: float,
+                 views: ViewCounter, trending_seconds: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.accounts = accounts
         self.auth = auth
         self.catalog = catalog
         self.render = render
-        self.view_window = view_window_seconds
+        self.views = views
         self.trending_seconds = trending_seconds
         self.clock = clock
 
@@ -288,20 +290,15 @@ class SocialHandlers:
         # Anonymous viewers count by a hash of their address: one view per window, no raw IPs.
         viewer = f"u:{user.id}" if user else "a:" + hashlib.sha256(
             (request.remote or "?").encode()).hexdigest()[:24]
-        now = self.clock()
-
-        async def count(tx: Tx) -> tuple[bool, int]:
-            added = await tx.execute(
-                "INSERT INTO views (video_id, viewer, bucket, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (video.id, viewer, int(now // self.view_window), now))
-            if added:
-                await tx.execute("UPDATE videos SET views = views + 1 WHERE id = ?", (video.id,))
-            views = await tx.fetchone("SELECT views FROM videos WHERE id = ?", (video.id,))
-            return bool(added), views[0]
-
-        counted, views = await self.db.transaction(count)
-        return web.json_response({"views": views, "counted": counted})
+        try:
+            counted = self.views.add(video.id, viewer)
+        except Full:
+            raise ProblemError(503, "too many views to count just now: send it again shortly",
+                               headers={"Retry-After": "1"}) from None
+        # Merged within a second (control.views); until then the count includes this process's
+        # pending views of the video.
+        return web.json_response({"views": video.views + self.views.pending(video.id),
+                                  "counted": counted})
 
     async def trending(self, request: web.Request) -> web.Response:
         """Public ready videos by views in the last `trending_seconds`, and live ones by those
