@@ -409,12 +409,16 @@ def make_app(
     rate_limits: RateLimits | None = None,
     live: LiveSettings | None = None,
     clock: Callable[[], float] = time.time,
+    worker: int = 0,
+    workers: Sequence[str] = (),
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
     unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
     time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views, live
     streams' grace periods). `live` says where ingest listens and how long a publisher may be
-    gone before its stream ends."""
+    gone before its stream ends. `workers`: every worker process's private URL (reel.workers),
+    `worker` this one's index; worker 0 alone runs the periodic sweeps, and /metrics on any
+    worker sums them all."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
@@ -424,7 +428,9 @@ def make_app(
                      max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds,
                      clock=clock)
     app = web.Application()
-    registry = metrics.install(app)
+    # Job counts are one fact about the database, the same in every worker: not summed.
+    registry = metrics.install(app, [url for i, url in enumerate(workers) if i != worker],
+                               combine={"reel_control_jobs": max})
     control_metrics = ControlMetrics(registry)
     control_metrics.set_job_counts(dict.fromkeys(JOB_STATES, 0))
     videos = Videos(db, clock)
@@ -469,9 +475,10 @@ def make_app(
         await purger.start()
         views.start()
         log.info("database open", extra=fields(database=repr(db)))
+        # Sweeps are idempotent, but N workers sweeping would be N times the work: one does.
         sweepers = [asyncio.create_task(_sweep(tus, accounts, sweep_seconds)),
-                     asyncio.create_task(sweep_live(streams, _live_sweep(streams.settings),
-                                                    asyncio.sleep))]
+                    asyncio.create_task(sweep_live(streams, _live_sweep(streams.settings),
+                                                   asyncio.sleep))] if worker == 0 else []
         yield
         for sweeper in sweepers:
             sweeper.cancel()
