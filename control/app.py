@@ -104,11 +104,14 @@ class ControlMetrics:
             self.jobs.labels(state).set(count)
 
 
-def open_database(where: str | Path) -> Database:
-    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path."""
+def open_database(where: str | Path, replica: str | None = None) -> Database:
+    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path;
+    `replica`: a PostgreSQL streaming replica's URL, for reads that may be a moment old."""
     text = str(where)
     if text.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(text)
+        return PostgresDatabase(text, replica=replica)
+    if replica is not None:
+        raise ValueError("a read replica needs a PostgreSQL primary (--db postgresql://...)")
     return SQLiteDatabase(Path(where))
 
 
@@ -406,6 +409,7 @@ def make_app(
     max_pending_views: int = 100_000,
     trending_seconds: float = 86400,
     database: str | None = None,
+    database_replica: str | None = None,
     rate_limits: RateLimits | None = None,
     live: LiveSettings | None = None,
     clock: Callable[[], float] = time.time,
@@ -413,7 +417,8 @@ def make_app(
     workers: Sequence[str] = (),
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
-    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
+    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname), whose
+    anonymous reads may go to `database_replica` (control.requests.reads). `clock` tells the
     time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views, live
     streams' grace periods). `live` says where ingest listens and how long a publisher may be
     gone before its stream ends. `workers`: every worker process's private URL (reel.workers),
@@ -423,7 +428,7 @@ def make_app(
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
         raise ValueError("max_upload_bytes must be positive")
-    db = open_database(database or Path(data_dir) / "control.sqlite3")
+    db = open_database(database or Path(data_dir) / "control.sqlite3", database_replica)
     queue = JobQueue(db, VideoJobHooks(clock), lease_seconds=lease_seconds,
                      max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds,
                      clock=clock)

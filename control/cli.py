@@ -20,6 +20,9 @@ def add_flags(flags: Flags) -> None:
                help="data directory (SQLite database unless --db, upload staging)")
     flags.flag("--db", default=None,
                help="PostgreSQL URL (postgresql://user:password@host:5432/dbname) instead of SQLite")
+    flags.flag("--db-replica", default=None,
+               help="PostgreSQL streaming replica URL: anonymous reads (videos, lists, search, "
+                    "trending, comments) go there; signed-in reads and all writes to --db")
     flags.flag("--store", required=True, help=STORE_HELP)
     flags.flag("--workers", default=0, type=int,
                help="worker processes on the port (SO_REUSEPORT); 0: one per core. Each is a whole "
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
         raise SystemExit("reel control: --db must be a postgresql:// URL")
+    if args.db_replica is not None and (
+            args.db is None or not args.db_replica.startswith(("postgresql://", "postgres://"))):
+        raise SystemExit("reel control: --db-replica needs --db, and must be a postgresql:// URL")
     if args.data is None and args.db is None:
         raise SystemExit("reel control: give --data DIR (SQLite) or --db postgresql://...")
     data = args.data if args.data is not None else Path("reel-control-data")  # tus staging
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     def build(**worker: Any) -> web.Application:
         return make_app(data, open_store(args.store), geo_url=args.geo_url, database=args.db,
+                        database_replica=args.db_replica,
                         rate_limits=limits, worker_token=args.worker_token,
                         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                         quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,

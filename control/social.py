@@ -33,7 +33,18 @@ from control.models import (
     Views,
 )
 from control.problems import ProblemError
-from control.requests import KEYSET, LIMIT, OFFSET, keyset, keyset_cursor, offset, page, page_size, path_id
+from control.requests import (
+    KEYSET,
+    LIMIT,
+    OFFSET,
+    keyset,
+    keyset_cursor,
+    offset,
+    page,
+    page_size,
+    path_id,
+    reads,
+)
 from control.videos import COLUMNS, Video, iso8601
 from control.views import Full, ViewCounter
 
@@ -138,10 +149,11 @@ class SocialHandlers:
         params: list[Any] = [video.id]
         sql = _after(_REVIEW_SQL + " WHERE r.video_id = ?", params, keyset(request),
                      "r.updated_at", "r.user_id")
-        rows = await self.db.fetchall(sql + " ORDER BY r.updated_at DESC, r.user_id DESC"
-                                      " LIMIT ?", (*params, limit + 1))
-        summary = await self.db.fetchone("SELECT count(*), avg(rating) FROM reviews"
-                                         " WHERE video_id = ?", (video.id,))
+        db = reads(request, self.db)
+        rows = await db.fetchall(sql + " ORDER BY r.updated_at DESC, r.user_id DESC LIMIT ?",
+                                 (*params, limit + 1))
+        summary = await db.fetchone("SELECT count(*), avg(rating) FROM reviews WHERE video_id = ?",
+                                    (video.id,))
         body = page(rows, limit, _review_json,
                     lambda r: keyset_cursor(r["updated_at"], r["user_id"]))
         body.update(count=summary[0],
@@ -228,8 +240,8 @@ class SocialHandlers:
         params: list[Any] = [key]
         sql = _after(_COMMENT_SQL + " WHERE " + where, params, keyset(request),
                      "c.created_at", "c.id")
-        rows = await self.db.fetchall(sql + " ORDER BY c.created_at DESC, c.id DESC LIMIT ?",
-                                      (*params, limit + 1))
+        rows = await reads(request, self.db).fetchall(
+            sql + " ORDER BY c.created_at DESC, c.id DESC LIMIT ?", (*params, limit + 1))
         return web.json_response(page(rows, limit, _comment_json,
                                       lambda r: keyset_cursor(r["created_at"], r["id"])))
 
@@ -306,7 +318,7 @@ class SocialHandlers:
         limit = page_size(request)
         skip = offset(request)
         # Streams on air now count too, each viewer watching as a recent view.
-        rows = await self.db.fetchall(
+        rows = await reads(request, self.db).fetchall(
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))}, t.recent FROM"
             f" (SELECT video_id, sum(n) AS recent FROM"
             f"  (SELECT video_id, 1 AS n FROM views WHERE created_at >= ?"
