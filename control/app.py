@@ -49,6 +49,7 @@ from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
 from control.videos import Video, VideoJobHooks, Videos
 from control.views import ViewCounter
+from control.warm import FeedWarmer
 from control.workers import JobHandlers
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
@@ -447,6 +448,7 @@ def make_app(
     streams = LiveStreams(db, live or LiveSettings(), clock, privacy=privacy)
     views = ViewCounter(db, registry, window_seconds=view_window_seconds,
                         flush_seconds=view_flush_seconds, max_pending=max_pending_views, clock=clock)
+    warmer = FeedWarmer(geo_url, registry)
 
     async def refresh_job_gauge() -> None:
         control_metrics.set_job_counts(await queue.counts())
@@ -479,6 +481,7 @@ def make_app(
         await refresh_job_gauge()
         await purger.start()
         views.start()
+        warmer.start()
         log.info("database open", extra=fields(database=repr(db)))
         # Sweeps are idempotent, but N workers sweeping would be N times the work: one does.
         sweepers = [asyncio.create_task(_sweep(tus, accounts, sweep_seconds)),
@@ -490,6 +493,7 @@ def make_app(
             with suppress(asyncio.CancelledError):
                 await sweeper
         await views.close()  # a graceful stop merges every view accepted
+        await warmer.close()
         await privacy.close()
         await purger.close()
         await db.close()
@@ -502,7 +506,7 @@ def make_app(
     AccountHandlers(accounts, auth).add_routes(api)
     SearchHandlers(db, auth, handlers.video_json).add_routes(api)
     SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
-                   render=handlers.video_json, views=views,
+                   render=handlers.video_json, views=views, warmer=warmer,
                    trending_seconds=trending_seconds, clock=clock).add_routes(api)
     tus.add_routes(api)
     LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)

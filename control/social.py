@@ -18,7 +18,7 @@ from aiohttp import web
 from control.accounts import Accounts, Auth
 from control.api import PROBLEM, Api
 from control.catalog import VIDEO_ID, VideoHandlers
-from control.db import Database, Row, Tx
+from control.db import Database, Row, Statements, Tx
 from control.models import (
     Comment,
     CommentIn,
@@ -47,6 +47,7 @@ from control.requests import (
 )
 from control.videos import COLUMNS, Video, iso8601
 from control.views import Full, ViewCounter
+from control.warm import FeedWarmer
 
 RATINGS = {"like": 1, "dislike": -1, "none": 0}
 
@@ -62,7 +63,7 @@ def _after(sql: str, params: list[Any], after: tuple[Any, ...] | None, ts: str, 
 class SocialHandlers:
     def __init__(self, *, db: Database, accounts: Accounts, auth: Auth, catalog: VideoHandlers,
                  render: Callable[[web.Request, Video], dict[str, Any]],
-                 views: ViewCounter, trending_seconds: float,
+                 views: ViewCounter, warmer: FeedWarmer, trending_seconds: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.accounts = accounts
@@ -70,6 +71,7 @@ class SocialHandlers:
         self.catalog = catalog
         self.render = render
         self.views = views
+        self.warmer = warmer
         self.trending_seconds = trending_seconds
         self.clock = clock
 
@@ -112,6 +114,10 @@ class SocialHandlers:
                   summary="Ready public videos (and streams live now) of the creators you follow, "
                           "newest first",
                   params=[LIMIT, KEYSET], responses={200: VideoPage, 400: PROBLEM})
+        api.route("GET", "/api/v1/feed/for-you", self.for_you, tag="viewers",
+                  summary="For signed-out viewers: trending public videos, then the newest; the "
+                          "viewer's edge is asked to fetch the first ones' first segments ahead",
+                  params=[LIMIT], responses={200: VideoPage, 400: PROBLEM})
         api.route("POST", "/api/v1/videos/{video_id}/views", self.view, tag="viewers",
                   summary="Count a view (once per viewer per window)", auth="optional",
                   params=vid, responses={200: Views, 404: PROBLEM})
@@ -291,8 +297,25 @@ class SocialHandlers:
         rows = await self.db.fetchall(sql + " ORDER BY v.created_at DESC, v.id DESC LIMIT ?",
                                       (*params, limit + 1))
         videos = [Video.from_row(r) for r in rows]
+        if keyset(request) is None:  # the top of the feed: what the viewer sees first
+            self.warmer.warm(request.remote, videos)
         return web.json_response(page(videos, limit, lambda v: self.render(request, v),
                                       lambda v: keyset_cursor(v.created_at, v.id)))
+
+    async def for_you(self, request: web.Request) -> web.Response:
+        """One page: trending videos (as /trending), then the newest public ones not among them."""
+        limit = page_size(request)
+        db = reads(request, self.db)
+        rows = await self._trending(db, limit, 0)
+        seen = {r["id"] for r in rows}
+        if len(rows) < limit:
+            rows += [r for r in await db.fetchall(
+                f"SELECT {COLUMNS} FROM videos WHERE state = 'ready' AND privacy = 'public'"
+                f" ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)) if r["id"] not in seen]
+        videos = [Video.from_row(r) for r in rows[:limit]]
+        self.warmer.warm(request.remote, videos)
+        return web.json_response({"items": [self.render(request, v) for v in videos],
+                                  "next_cursor": None})
 
     # -- views and trending ----------------------------------------------------------------------
 
@@ -317,8 +340,14 @@ class SocialHandlers:
         plus their viewers now, most first."""
         limit = page_size(request)
         skip = offset(request)
+        rows = await self._trending(reads(request, self.db), limit + 1, skip)
+        items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
+                 for r in rows]
+        return web.json_response(page(items, limit, lambda i: i, lambda _: str(skip + limit)))
+
+    async def _trending(self, db: Statements, limit: int, skip: int) -> list[Row]:
         # Streams on air now count too, each viewer watching as a recent view.
-        rows = await reads(request, self.db).fetchall(
+        return await db.fetchall(
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))}, t.recent FROM"
             f" (SELECT video_id, sum(n) AS recent FROM"
             f"  (SELECT video_id, 1 AS n FROM views WHERE created_at >= ?"
@@ -326,10 +355,7 @@ class SocialHandlers:
             f"  GROUP BY video_id) t JOIN videos v ON v.id = t.video_id"
             f" WHERE v.state IN ('ready', 'live') AND v.privacy = 'public'"
             f" ORDER BY t.recent + coalesce(v.viewers, 0) DESC, v.id LIMIT ? OFFSET ?",
-            (self.clock() - self.trending_seconds, limit + 1, skip))
-        items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
-                 for r in rows]
-        return web.json_response(page(items, limit, lambda i: i, lambda _: str(skip + limit)))
+            (self.clock() - self.trending_seconds, limit, skip))
 
 
 _REVIEW_SQL = ("SELECT r.user_id, u.name, r.rating, r.body, r.created_at, r.updated_at"
