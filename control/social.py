@@ -119,8 +119,9 @@ class SocialHandlers:
                           "viewer's edge is asked to fetch the first ones' first segments ahead",
                   params=[LIMIT], responses={200: VideoPage, 400: PROBLEM})
         api.route("POST", "/api/v1/videos/{video_id}/views", self.view, tag="viewers",
-                  summary="Count a view (once per viewer per window)", auth="optional",
-                  params=vid, responses={200: Views, 404: PROBLEM})
+                  summary="Count a view (once per viewer per window; merged within a second)",
+                  auth="optional", params=vid,
+                  responses={200: Views, 404: PROBLEM, 503: PROBLEM})
         api.route("GET", "/api/v1/trending", self.trending, tag="viewers",
                   summary="Public ready videos by recent views, and live streams on air "
                           "(a viewer now counts as a recent view)", params=[LIMIT, OFFSET],
