@@ -93,6 +93,7 @@ class ViewCounter:
         if len(self._recent) > self.remember:
             self._recent.popitem(last=False)
         self.metrics.accepted.inc()
+        self.metrics.pending.inc()
         return True
 
     def pending(self, video_id: str) -> int:

@@ -163,7 +163,8 @@ class StandbyServer(PostgresServer):
         """Wait until everything the primary has written is replayed here."""
         conn = await asyncpg.connect(self.primary.url())
         try:
-            target = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+            # The insert position: with synchronous_commit off a commit may not be written yet.
+            target = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text")
         finally:
             await conn.close()
         async with asyncio.timeout(30):
