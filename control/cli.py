@@ -27,6 +27,9 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--workers", default=0, type=int,
                help="worker processes on the port (SO_REUSEPORT); 0: one per core. Each is a whole "
                     "control; views are merged in the shared database, sweeps run in one")
+    flags.flag("--view-flush-seconds", default=0.5, type=float,
+               help="how often accepted views are merged into the database (a crash loses at "
+                    "most this much of them)")
     flags.flag("--host", default="127.0.0.1", help="listen address")
     flags.flag("--port", default=8300, type=int, help="listen port")
     flags.flag("--geo-url", default="http://127.0.0.1:8000", help="public URL of geo")
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.db_replica is not None and (
             args.db is None or not args.db_replica.startswith(("postgresql://", "postgres://"))):
         raise SystemExit("reel control: --db-replica needs --db, and must be a postgresql:// URL")
+    if not 0 < args.view_flush_seconds <= 60:
+        raise SystemExit("reel control: --view-flush-seconds must be in (0, 60]")
     if args.data is None and args.db is None:
         raise SystemExit("reel control: give --data DIR (SQLite) or --db postgresql://...")
     data = args.data if args.data is not None else Path("reel-control-data")  # tus staging
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                         quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
                         edges=args.edge, purge_token=args.purge_token, live=live,
-                        playback_keys=keys, token_seconds=args.token_hours * 3600, **worker)
+                        playback_keys=keys, token_seconds=args.token_hours * 3600,
+                        view_flush_seconds=args.view_flush_seconds, **worker)
 
     workers = args.workers or cpu_count()
     if workers <= 1:
