@@ -48,6 +48,8 @@ from control.staging import LocalStaging
 from control.tus import EXPOSE as TUS_EXPOSE
 from control.tus import TusHandlers
 from control.videos import Video, VideoJobHooks, Videos
+from control.views import ViewCounter
+from control.warm import FeedWarmer
 from control.workers import JobHandlers
 from origin.store import ObjectInfo, Store, TooLarge
 from reel import metrics
@@ -103,11 +105,14 @@ class ControlMetrics:
             self.jobs.labels(state).set(count)
 
 
-def open_database(where: str | Path) -> Database:
-    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path."""
+def open_database(where: str | Path, replica: str | None = None) -> Database:
+    """A closed `Database` for a PostgreSQL URL (postgresql://...) or an SQLite file path;
+    `replica`: a PostgreSQL streaming replica's URL, for reads that may be a moment old."""
     text = str(where)
     if text.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(text)
+        return PostgresDatabase(text, replica=replica)
+    if replica is not None:
+        raise ValueError("a read replica needs a PostgreSQL primary (--db postgresql://...)")
     return SQLiteDatabase(Path(where))
 
 
@@ -401,27 +406,37 @@ def make_app(
     playback_keys: KeyRing | None = None,
     token_seconds: float = 4 * 3600,
     view_window_seconds: float = 3600,
+    view_flush_seconds: float = 0.5,
+    max_pending_views: int = 100_000,
     trending_seconds: float = 86400,
     database: str | None = None,
+    database_replica: str | None = None,
     rate_limits: RateLimits | None = None,
     live: LiveSettings | None = None,
     clock: Callable[[], float] = time.time,
+    worker: int = 0,
+    workers: Sequence[str] = (),
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
-    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
+    unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname), whose
+    anonymous reads may go to `database_replica` (control.requests.reads). `clock` tells the
     time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views, live
     streams' grace periods). `live` says where ingest listens and how long a publisher may be
-    gone before its stream ends."""
+    gone before its stream ends. `workers`: every worker process's private URL (reel.workers),
+    `worker` this one's index; worker 0 alone runs the periodic sweeps, and /metrics on any
+    worker sums them all."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
         raise ValueError("max_upload_bytes must be positive")
-    db = open_database(database or Path(data_dir) / "control.sqlite3")
+    db = open_database(database or Path(data_dir) / "control.sqlite3", database_replica)
     queue = JobQueue(db, VideoJobHooks(clock), lease_seconds=lease_seconds,
                      max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds,
                      clock=clock)
     app = web.Application()
-    registry = metrics.install(app)
+    # Job counts are one fact about the database, the same in every worker: not summed.
+    registry = metrics.install(app, [url for i, url in enumerate(workers) if i != worker],
+                               combine={"reel_control_jobs": max})
     control_metrics = ControlMetrics(registry)
     control_metrics.set_job_counts(dict.fromkeys(JOB_STATES, 0))
     videos = Videos(db, clock)
@@ -431,6 +446,9 @@ def make_app(
     purger = EdgePurger(edges, purge_token, registry, timeout=purge_timeout)
     privacy = Privacy(store, purger, playback_keys, token_seconds)
     streams = LiveStreams(db, live or LiveSettings(), clock, privacy=privacy)
+    views = ViewCounter(db, registry, window_seconds=view_window_seconds,
+                        flush_seconds=view_flush_seconds, max_pending=max_pending_views, clock=clock)
+    warmer = FeedWarmer(geo_url, registry)
 
     async def refresh_job_gauge() -> None:
         control_metrics.set_job_counts(await queue.counts())
@@ -462,15 +480,20 @@ def make_app(
         await accounts.promote_admins()
         await refresh_job_gauge()
         await purger.start()
+        views.start()
+        warmer.start()
         log.info("database open", extra=fields(database=repr(db)))
+        # Sweeps are idempotent, but N workers sweeping would be N times the work: one does.
         sweepers = [asyncio.create_task(_sweep(tus, accounts, sweep_seconds)),
-                     asyncio.create_task(sweep_live(streams, _live_sweep(streams.settings),
-                                                    asyncio.sleep))]
+                    asyncio.create_task(sweep_live(streams, _live_sweep(streams.settings),
+                                                   asyncio.sleep))] if worker == 0 else []
         yield
         for sweeper in sweepers:
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await sweeper
+        await views.close()  # a graceful stop merges every view accepted
+        await warmer.close()
         await privacy.close()
         await purger.close()
         await db.close()
@@ -483,7 +506,7 @@ def make_app(
     AccountHandlers(accounts, auth).add_routes(api)
     SearchHandlers(db, auth, handlers.video_json).add_routes(api)
     SocialHandlers(db=db, accounts=accounts, auth=auth, catalog=video_handlers,
-                   render=handlers.video_json, view_window_seconds=view_window_seconds,
+                   render=handlers.video_json, views=views, warmer=warmer,
                    trending_seconds=trending_seconds, clock=clock).add_routes(api)
     tus.add_routes(api)
     LiveHandlers(streams, video_handlers, handlers.video_json).add_routes(api)

@@ -23,7 +23,17 @@ from control.models import Video as VideoJson
 from control.privacy import Privacy
 from control.problems import ProblemError
 from control.purge import EdgePurger
-from control.requests import KEYSET, LIMIT, invalid, keyset, keyset_cursor, page, page_size, path_id
+from control.requests import (
+    KEYSET,
+    LIMIT,
+    invalid,
+    keyset,
+    keyset_cursor,
+    page,
+    page_size,
+    path_id,
+    reads,
+)
 from control.staging import Staging
 from control.tus import UploadRecord
 from control.videos import (
@@ -199,7 +209,8 @@ class VideoHandlers:
         """The video (default: the one in the path) if the caller may see it; 404 otherwise:
         a private video is as absent as a missing one."""
         video_id = video_id or request.match_info["video_id"]
-        video = await self.videos.get(video_id) if is_video_id(video_id) else None
+        video = await self.videos.get(video_id, reads(request, self.videos.db)) if is_video_id(
+            video_id) else None
         if video is not None and video.privacy == "private":
             user = await self.auth.user(request)
             if not video.visible_to(user and user.id, bool(user and user.is_admin)):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from origin.store import STORE_HELP
 from reel.playback_token import KEYS_HELP
 from reel.settings import Command, Flags
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def add_flags(flags: Flags) -> None:
@@ -15,7 +20,16 @@ def add_flags(flags: Flags) -> None:
                help="data directory (SQLite database unless --db, upload staging)")
     flags.flag("--db", default=None,
                help="PostgreSQL URL (postgresql://user:password@host:5432/dbname) instead of SQLite")
+    flags.flag("--db-replica", default=None,
+               help="PostgreSQL streaming replica URL: anonymous reads (videos, lists, search, "
+                    "trending, comments) go there; signed-in reads and all writes to --db")
     flags.flag("--store", required=True, help=STORE_HELP)
+    flags.flag("--workers", default=0, type=int,
+               help="worker processes on the port (SO_REUSEPORT); 0: one per core. Each is a whole "
+                    "control; views are merged in the shared database, sweeps run in one")
+    flags.flag("--view-flush-seconds", default=0.5, type=float,
+               help="how often accepted views are merged into the database (a crash loses at "
+                    "most this much of them)")
     flags.flag("--host", default="127.0.0.1", help="listen address")
     flags.flag("--port", default=8300, type=int, help="listen port")
     flags.flag("--geo-url", default="http://127.0.0.1:8000", help="public URL of geo")
@@ -52,9 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from origin.store import open_store
     from reel.playback_token import load_ring
     from reel.service import serve
+    from reel.workers import cpu_count, supervise
 
     if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
         raise SystemExit("reel control: --db must be a postgresql:// URL")
+    if args.db_replica is not None and (
+            args.db is None or not args.db_replica.startswith(("postgresql://", "postgres://"))):
+        raise SystemExit("reel control: --db-replica needs --db, and must be a postgresql:// URL")
+    if not 0 < args.view_flush_seconds <= 60:
+        raise SystemExit("reel control: --view-flush-seconds must be in (0, 60]")
     if args.data is None and args.db is None:
         raise SystemExit("reel control: give --data DIR (SQLite) or --db postgresql://...")
     data = args.data if args.data is not None else Path("reel-control-data")  # tus staging
@@ -65,14 +85,28 @@ def run(args: argparse.Namespace) -> int:
                             grace_seconds=args.live_grace_seconds)
     except ValueError as exc:
         raise SystemExit(f"reel control: {exc}") from None
-    serve(make_app(data, open_store(args.store), geo_url=args.geo_url, database=args.db,
-                   rate_limits=limits, worker_token=args.worker_token,
-                   max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-                   quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
-                   edges=args.edge, purge_token=args.purge_token, live=live,
-                   playback_keys=load_ring(args.playback_keys), token_seconds=args.token_hours * 3600),
-          args.host, args.port)
-    return 0
+    keys = load_ring(args.playback_keys)
+
+    def build(**worker: Any) -> web.Application:
+        return make_app(data, open_store(args.store), geo_url=args.geo_url, database=args.db,
+                        database_replica=args.db_replica,
+                        rate_limits=limits, worker_token=args.worker_token,
+                        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+                        quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
+                        edges=args.edge, purge_token=args.purge_token, live=live,
+                        playback_keys=keys, token_seconds=args.token_hours * 3600,
+                        view_flush_seconds=args.view_flush_seconds, **worker)
+
+    workers = args.workers or cpu_count()
+    if workers <= 1:
+        serve(build(), args.host, args.port)
+        return 0
+
+    def one(index: int, urls: tuple[str, ...], private: socket.socket) -> None:
+        serve(build(worker=index, workers=urls), args.host, args.port, reuse_port=True,
+              sockets=(private,))
+
+    return supervise(one, workers, "reel control")
 
 
 CONTROL = Command("control", "creators' and viewers' API", add_flags, run)

@@ -273,6 +273,12 @@ class Database(Statements):
     def __init__(self, migrations: Sequence[Migration]) -> None:
         self.migrations = tuple(migrations)
 
+    @property
+    def stale(self) -> Statements:
+        """Where reads that may be a moment old go: a read replica when there is one (PostgreSQL,
+        `control.pg`), else the database itself. Never for what a caller just wrote."""
+        return self
+
     @abc.abstractmethod
     async def open(self) -> None: ...
 

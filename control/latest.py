@@ -16,7 +16,7 @@ from control.api import PROBLEM, Api
 from control.db import Database
 from control.models import VideoPage
 from control.problems import ProblemError
-from control.requests import KEYSET, LIMIT, Param, keyset, keyset_cursor, page, page_size
+from control.requests import KEYSET, LIMIT, Param, keyset, keyset_cursor, page, page_size, reads
 from control.videos import COLUMNS, Video
 
 _SQL = f"SELECT {COLUMNS} FROM videos WHERE state = ? AND privacy = 'public'"
@@ -46,8 +46,8 @@ class LatestHandlers:
         if after is not None:
             sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
             params += [after[0], after[0], after[1]]
-        rows = await self.db.fetchall(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
-                                      (*params, limit + 1))
+        rows = await reads(request, self.db).fetchall(
+            sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit + 1))
         videos = [Video.from_row(r) for r in rows]
         return web.json_response(page(videos, limit, lambda v: self.render(request, v),
                                       lambda v: keyset_cursor(v.created_at, v.id)))

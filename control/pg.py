@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,13 +26,16 @@ from control.db import (
     Migration,
     Params,
     Row,
+    Statements,
     Tx,
     UnstorableValue,
     check_params,
     live_tables,
     portable_steps,
 )
+from reel.logs import fields
 
+log = logging.getLogger("reel.control.pg")
 T = TypeVar("T")
 RETRIES = 10
 
@@ -140,9 +144,12 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, url: str, migrations: Sequence[Migration] | None = None, *,
-                 min_size: int = 1, max_size: int = 10, command_timeout: float = 30) -> None:
+                 min_size: int = 1, max_size: int = 10, command_timeout: float = 30,
+                 replica: str | None = None) -> None:
         super().__init__(MIGRATIONS if migrations is None else migrations)
         self.url = url
+        self.replica = None if replica is None else Replica(replica, self, max_size=max_size,
+                                                            command_timeout=command_timeout)
         self._sizes = (min_size, max_size)
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
@@ -160,14 +167,22 @@ class PostgresDatabase(Database):
         self._statements = _Statements(self._pool)
         try:
             await self.migrate()
+            if self.replica is not None:
+                await self.replica.open()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
         pool, self._pool, self._statements = self._pool, None, None
+        if self.replica is not None:
+            await self.replica.close()
         if pool is not None:
             await pool.close()
+
+    @property
+    def stale(self) -> Statements:
+        return self if self.replica is None else self.replica
 
     def _direct(self) -> _Statements:
         if self._statements is None:
@@ -204,6 +219,61 @@ class PostgresDatabase(Database):
                     raise
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
         raise AssertionError("unreachable")
+
+
+class Replica(Statements):
+    """Reads from a streaming replica (`PostgresDatabase.stale`); a replica that cannot be reached
+    sends them to the primary instead, for `DOWN_SECONDS` before it is tried again.
+
+    Why fall back rather than fail: what goes to the replica is what anonymous viewers read, and
+    a primary that also answers those for a while is slower, while failing them is an outage.
+    `reads` counts what each served (a test, an SRE: is the replica really used?).
+    """
+
+    DOWN_SECONDS = 5.0
+
+    def __init__(self, url: str, primary: PostgresDatabase, *, max_size: int,
+                 command_timeout: float) -> None:
+        self.url, self.primary = url, primary
+        self._max_size, self._command_timeout = max_size, command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._down_until = 0.0
+        self.reads = {"replica": 0, "primary": 0}
+
+    async def open(self) -> None:
+        # No connection at start (min_size=0): a replica down now must not keep control down.
+        self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self._max_size,
+                                               command_timeout=self._command_timeout, timeout=2)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _read(self, fn: Callable[[_Statements], Awaitable[T]]) -> T:
+        loop_time = asyncio.get_running_loop().time()
+        if self._pool is not None and loop_time >= self._down_until:
+            try:
+                result = await fn(_Statements(self._pool))
+                self.reads["replica"] += 1
+                return result
+            except (OSError, TimeoutError, asyncpg.InterfaceError,
+                    asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                    asyncpg.exceptions.OperatorInterventionError) as exc:
+                log.warning("read replica unreachable; reading the primary",
+                            extra=fields(error=repr(exc), seconds=self.DOWN_SECONDS))
+                self._down_until = loop_time + self.DOWN_SECONDS
+        self.reads["primary"] += 1
+        return await fn(self.primary._direct())
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        return await self._read(lambda s: s.fetchone(sql, params))
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return await self._read(lambda s: s.fetchall(sql, params))
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        raise TypeError("a read replica takes no writes: write to the primary")
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ValidationError
 
+from control.db import Database, Statements
 from control.models import ID_PATTERN, MAX_PAGE
 from control.problems import ProblemError
 
@@ -170,3 +171,10 @@ def page(rows: list[T], limit: int, render: Callable[[T], Any],
     rows = rows[:limit]
     return {"items": [render(r) for r in rows],
             "next_cursor": cursor(rows[-1]) if more and rows else None}
+
+
+def reads(request: web.Request, db: Database) -> Statements:
+    """Where this request's public reads go: an anonymous request's to `db.stale` (a replica,
+    which may lag a moment), a signed-in one's to the primary, so a user reads their own writes
+    at once (and what the edges may cache is what anonymous viewers see)."""
+    return db if hdrs.AUTHORIZATION in request.headers else db.stale

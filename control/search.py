@@ -28,6 +28,7 @@ from control.requests import (
     page_size,
     query_number,
     query_time,
+    reads,
 )
 from control.videos import COLUMNS, Video
 
@@ -126,7 +127,7 @@ class SearchHandlers:
                 params.append(value)
         columns = ", ".join("v." + c for c in COLUMNS.split(", "))
         sql = (_postgres_sql if postgres else _sqlite_sql)(columns, where)
-        rows = await self.db.fetchall(sql, (*params, CANDIDATES, limit + 1, skip))
+        rows = await reads(request, self.db).fetchall(sql, (*params, CANDIDATES, limit + 1, skip))
         videos = [Video.from_row(r) for r in rows]
         body = page(videos, limit, lambda v: self.render(request, v), lambda _: str(skip + limit))
         if skip + limit > MAX_OFFSET:

@@ -1,7 +1,8 @@
 """What viewers do: reviews, like/dislike, threaded comments, follows and a feed, views, trending.
 
-Every list is newest first and cursor-paginated by its (created_at, id) keyset. Like and view
-counts live on the video row, changed in the same transaction as the rows they count.
+Every list is newest first and cursor-paginated by its (created_at, id) keyset. Like counts
+live on the video row, changed in the same transaction as the rows they count; view counts too,
+but merged in batches (`control.views`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp import web
 from control.accounts import Accounts, Auth
 from control.api import PROBLEM, Api
 from control.catalog import VIDEO_ID, VideoHandlers
-from control.db import Database, Row, Tx
+from control.db import Database, Row, Statements, Tx
 from control.models import (
     Comment,
     CommentIn,
@@ -33,8 +34,21 @@ from control.models import (
     Views,
 )
 from control.problems import ProblemError
-from control.requests import KEYSET, LIMIT, OFFSET, keyset, keyset_cursor, offset, page, page_size, path_id
+from control.requests import (
+    KEYSET,
+    LIMIT,
+    OFFSET,
+    keyset,
+    keyset_cursor,
+    offset,
+    page,
+    page_size,
+    path_id,
+    reads,
+)
 from control.videos import COLUMNS, Video, iso8601
+from control.views import Full, ViewCounter
+from control.warm import FeedWarmer
 
 RATINGS = {"like": 1, "dislike": -1, "none": 0}
 
@@ -50,14 +64,15 @@ def _after(sql: str, params: list[Any], after: tuple[Any, ...] | None, ts: str, 
 class SocialHandlers:
     def __init__(self, *, db: Database, accounts: Accounts, auth: Auth, catalog: VideoHandlers,
                  render: Callable[[web.Request, Video], dict[str, Any]],
-                 view_window_seconds: float, trending_seconds: float,
+                 views: ViewCounter, warmer: FeedWarmer, trending_seconds: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.accounts = accounts
         self.auth = auth
         self.catalog = catalog
         self.render = render
-        self.view_window = view_window_seconds
+        self.views = views
+        self.warmer = warmer
         self.trending_seconds = trending_seconds
         self.clock = clock
 
@@ -103,9 +118,14 @@ class SocialHandlers:
                   summary="Ready public videos (and streams live now) of the creators you follow, "
                           "newest first",
                   params=[LIMIT, KEYSET], responses={200: VideoPage, 400: PROBLEM})
+        api.route("GET", "/api/v1/feed/for-you", self.for_you, tag="viewers",
+                  summary="For signed-out viewers: trending public videos, then the newest; the "
+                          "viewer's edge is asked to fetch the first ones' first segments ahead",
+                  params=[LIMIT], responses={200: VideoPage, 400: PROBLEM})
         api.route("POST", "/api/v1/videos/{video_id}/views", self.view, tag="viewers",
-                  summary="Count a view (once per viewer per window)", auth="optional",
-                  params=vid, responses={200: Views, 404: PROBLEM})
+                  summary="Count a view (once per viewer per window; merged within a second)",
+                  auth="optional", params=vid,
+                  responses={200: Views, 404: PROBLEM, 503: PROBLEM})
         api.route("GET", "/api/v1/trending", self.trending, tag="viewers",
                   summary="Public ready videos by recent views, and live streams on air "
                           "(a viewer now counts as a recent view)", params=[LIMIT, OFFSET],
@@ -140,10 +160,11 @@ class SocialHandlers:
         params: list[Any] = [video.id]
         sql = _after(_REVIEW_SQL + " WHERE r.video_id = ?", params, keyset(request),
                      "r.updated_at", "r.user_id")
-        rows = await self.db.fetchall(sql + " ORDER BY r.updated_at DESC, r.user_id DESC"
-                                      " LIMIT ?", (*params, limit + 1))
-        summary = await self.db.fetchone("SELECT count(*), avg(rating) FROM reviews"
-                                         " WHERE video_id = ?", (video.id,))
+        db = reads(request, self.db)
+        rows = await db.fetchall(sql + " ORDER BY r.updated_at DESC, r.user_id DESC LIMIT ?",
+                                 (*params, limit + 1))
+        summary = await db.fetchone("SELECT count(*), avg(rating) FROM reviews WHERE video_id = ?",
+                                    (video.id,))
         body = page(rows, limit, _review_json,
                     lambda r: keyset_cursor(r["updated_at"], r["user_id"]))
         body.update(count=summary[0],
@@ -230,8 +251,8 @@ class SocialHandlers:
         params: list[Any] = [key]
         sql = _after(_COMMENT_SQL + " WHERE " + where, params, keyset(request),
                      "c.created_at", "c.id")
-        rows = await self.db.fetchall(sql + " ORDER BY c.created_at DESC, c.id DESC LIMIT ?",
-                                      (*params, limit + 1))
+        rows = await reads(request, self.db).fetchall(
+            sql + " ORDER BY c.created_at DESC, c.id DESC LIMIT ?", (*params, limit + 1))
         return web.json_response(page(rows, limit, _comment_json,
                                       lambda r: keyset_cursor(r["created_at"], r["id"])))
 
@@ -287,8 +308,25 @@ class SocialHandlers:
         rows = await self.db.fetchall(sql + " ORDER BY v.created_at DESC, v.id DESC LIMIT ?",
                                       (*params, limit + 1))
         videos = [Video.from_row(r) for r in rows]
+        if keyset(request) is None:  # the top of the feed: what the viewer sees first
+            self.warmer.warm(request.remote, videos)
         return web.json_response(page(videos, limit, lambda v: self.render(request, v),
                                       lambda v: keyset_cursor(v.created_at, v.id)))
+
+    async def for_you(self, request: web.Request) -> web.Response:
+        """One page: trending videos (as /trending), then the newest public ones not among them."""
+        limit = page_size(request)
+        db = reads(request, self.db)
+        rows = await self._trending(db, limit, 0)
+        seen = {r["id"] for r in rows}
+        if len(rows) < limit:
+            rows += [r for r in await db.fetchall(
+                f"SELECT {COLUMNS} FROM videos WHERE state = 'ready' AND privacy = 'public'"
+                f" ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)) if r["id"] not in seen]
+        videos = [Video.from_row(r) for r in rows[:limit]]
+        self.warmer.warm(request.remote, videos)
+        return web.json_response({"items": [self.render(request, v) for v in videos],
+                                  "next_cursor": None})
 
     # -- views and trending ----------------------------------------------------------------------
 
@@ -298,28 +336,29 @@ class SocialHandlers:
         # Anonymous viewers count by a hash of their address: one view per window, no raw IPs.
         viewer = f"u:{user.id}" if user else "a:" + hashlib.sha256(
             (request.remote or "?").encode()).hexdigest()[:24]
-        now = self.clock()
-
-        async def count(tx: Tx) -> tuple[bool, int]:
-            added = await tx.execute(
-                "INSERT INTO views (video_id, viewer, bucket, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (video.id, viewer, int(now // self.view_window), now))
-            if added:
-                await tx.execute("UPDATE videos SET views = views + 1 WHERE id = ?", (video.id,))
-            views = await tx.fetchone("SELECT views FROM videos WHERE id = ?", (video.id,))
-            return bool(added), views[0]
-
-        counted, views = await self.db.transaction(count)
-        return web.json_response({"views": views, "counted": counted})
+        try:
+            counted = self.views.add(video.id, viewer)
+        except Full:
+            raise ProblemError(503, "too many views to count just now: send it again shortly",
+                               headers={"Retry-After": "1"}) from None
+        # Merged within a second (control.views); until then the count includes this process's
+        # pending views of the video.
+        return web.json_response({"views": video.views + self.views.pending(video.id),
+                                  "counted": counted})
 
     async def trending(self, request: web.Request) -> web.Response:
         """Public ready videos by views in the last `trending_seconds`, and live ones by those
         plus their viewers now, most first."""
         limit = page_size(request)
         skip = offset(request)
+        rows = await self._trending(reads(request, self.db), limit + 1, skip)
+        items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
+                 for r in rows]
+        return web.json_response(page(items, limit, lambda i: i, lambda _: str(skip + limit)))
+
+    async def _trending(self, db: Statements, limit: int, skip: int) -> list[Row]:
         # Streams on air now count too, each viewer watching as a recent view.
-        rows = await self.db.fetchall(
+        return await db.fetchall(
             f"SELECT {', '.join('v.' + c for c in COLUMNS.split(', '))}, t.recent FROM"
             f" (SELECT video_id, sum(n) AS recent FROM"
             f"  (SELECT video_id, 1 AS n FROM views WHERE created_at >= ?"
@@ -327,10 +366,7 @@ class SocialHandlers:
             f"  GROUP BY video_id) t JOIN videos v ON v.id = t.video_id"
             f" WHERE v.state IN ('ready', 'live') AND v.privacy = 'public'"
             f" ORDER BY t.recent + coalesce(v.viewers, 0) DESC, v.id LIMIT ? OFFSET ?",
-            (self.clock() - self.trending_seconds, limit + 1, skip))
-        items = [{**self.render(request, Video.from_row(r)), "recent_views": r["recent"]}
-                 for r in rows]
-        return web.json_response(page(items, limit, lambda i: i, lambda _: str(skip + limit)))
+            (self.clock() - self.trending_seconds, limit, skip))
 
 
 _REVIEW_SQL = ("SELECT r.user_id, u.name, r.rating, r.body, r.created_at, r.updated_at"

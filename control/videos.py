@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from control.db import Database, Row, Tx
+from control.db import Database, Row, Statements, Tx
 from control.jobs import Job, JobQueue
 
 STATES = ("queued", "processing", "ready", "failed", "waiting", "live")
@@ -156,8 +156,10 @@ class Videos:
         self.db = db
         self.clock = clock
 
-    async def get(self, video_id: str) -> Video | None:
-        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM videos WHERE id = ?", (video_id,))
+    async def get(self, video_id: str, db: Statements | None = None) -> Video | None:
+        """The video, read from `db` (e.g. a replica; by default the primary)."""
+        row = await (db or self.db).fetchone(f"SELECT {COLUMNS} FROM videos WHERE id = ?",
+                                             (video_id,))
         return None if row is None else Video.from_row(row)
 
     async def create(self, upload: Upload, queue: JobQueue) -> tuple[Video, Job | None]:

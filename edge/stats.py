@@ -7,16 +7,15 @@ bucket list here, and a collector on the app's own registry reports them when /m
 
 from __future__ import annotations
 
-import operator
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.parser import text_string_to_metric_families
 
 from edge.http import XCache
+from reel import metrics
 
 RESULTS = tuple(XCache)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -155,22 +154,4 @@ _COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up":
 def merge(texts: list[str]) -> str:
     """Several worker processes' /metrics as one, each family merged by its meaning (_COMBINE;
     anything else adds up)."""
-    families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text):
-            _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
-            combine = _COMBINE.get(family.name, operator.add)
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                samples[key] = combine(samples[key], sample.value) if key in samples else sample.value
-    lines = []
-    for name, (kind, documentation, samples) in families.items():
-        lines += [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}"]
-        for (sample, labels), value in samples.items():
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{sample}{{{label_text}}} {value!r}" if labels else f"{sample} {value!r}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return metrics.merge(texts, _COMBINE)

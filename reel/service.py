@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -19,12 +20,15 @@ log = logging.getLogger("reel.service")
 PARENT_ENV = "REEL_UP_PID"  # `reel up` tells each service it starts who started it
 
 
-async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -> None:
+async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
+                 sockets: tuple[socket.socket, ...]) -> None:
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
     try:
         await site.start()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
     except OSError as exc:
         await runner.cleanup()
         raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -43,9 +47,11 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-def serve(app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
-    """Serve `app` on host:port until the process is told to stop."""
-    uvloop.run(_serve(app, host, port, reuse_port))
+def serve(app: web.Application, host: str, port: int, reuse_port: bool = False,
+          sockets: tuple[socket.socket, ...] = ()) -> None:
+    """Serve `app` on host:port (and on `sockets`, already listening) until the process is told
+    to stop."""
+    uvloop.run(_serve(app, host, port, reuse_port, sockets))
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

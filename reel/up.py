@@ -55,6 +55,7 @@ class Stack:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     purge_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     store_spec: str | None = None  # `--store`: s3://... instead of DATA/objects
+    control_workers: int = 0  # `reel control --workers`: 0, one per core (as the edges)
 
     def url(self, offset: int) -> str:
         return f"http://{self.host}:{self.port_base + offset}"
@@ -119,6 +120,7 @@ class Stack:
             "control": ["control", f"--data={self.data / 'control'}", f"--store={self.store}",
                         f"--port={port + 1}", f"--geo-url={self.geo}", f"--worker-token={self.token}",
                         f"--purge-token={self.purge_token}", f"--admin-email={ADMIN_EMAIL}", keys,
+                        f"--workers={self.control_workers}",
                         "--edge", *(self.edge(i) for i in range(len(REGIONS)))],  # URLs: http://...
             "geo": ["geo", f"--regions={regions}", f"--port={port}", keys,
                     "--trusted-proxy", "127.0.0.1", "::1"],
@@ -327,10 +329,12 @@ def _supervise(services: Supervisor) -> None:
 
 
 def run_up(data: Path, host: str, port_base: int, demo: bool = False,
-           demo_seconds: float = 20.0, store: str | None = None, demo_live: bool = True) -> int:
+           demo_seconds: float = 20.0, store: str | None = None, demo_live: bool = True,
+           control_workers: int = 0) -> int:
     if store is not None:
         open_store(store)  # a bad spec is a clear error (StoreError) before anything starts
-    stack = Stack(data.resolve(), host, port_base, store_spec=store)
+    stack = Stack(data.resolve(), host, port_base, store_spec=store,
+                  control_workers=control_workers)
     stack.data.mkdir(parents=True, exist_ok=True)
     if busy := stack.ports_in_use():
         print(f"reel up: port {', '.join(map(str, busy))} already in use (another `reel up`?); "
@@ -395,6 +399,8 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--no-demo-live", action="store_true",
                help="with --demo: no live test pattern (its real-time ladder takes most of a core)")
     flags.flag("--host", default="127.0.0.1", help="address every service listens on")
+    flags.flag("--control-workers", default=0, type=int,
+               help="control's worker processes (reel control --workers; 0: one per core)")
     flags.flag("--port-base", default=8400, type=int,
                help="geo listens here, control +1, origins +2, +3, edges +10, +11 (one of each per region), "
                     "ingest RTMP +20, SRT +21 (UDP), live HTTP +22")
@@ -402,7 +408,8 @@ def add_flags(flags: Flags) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return run_up(args.data, args.host, args.port_base, demo=args.demo, demo_seconds=args.demo_seconds,
-                  store=args.store, demo_live=not args.no_demo_live)
+                  store=args.store, demo_live=not args.no_demo_live,
+                  control_workers=args.control_workers)
 
 
 UP = Command("up", "everything on one machine, embedded defaults", add_flags, run)

@@ -5,6 +5,7 @@ root, the server runs as an unprivileged user (`postgres` when it exists, else `
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
@@ -71,13 +72,17 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
+    def _start_server(self) -> None:
+        options = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                   "-c wal_level=replica -c max_wal_senders=10")
+        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"),
+                  "-o", options, "-w", "-t", "60", "start")
+
     async def start(self) -> None:
         self._run(self.initdb, "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
                   "--encoding=UTF8", "--locale=C", "--no-sync")
-        options = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"),
-                  "-o", options, "-w", "-t", "60", "start")
+        self._start_server()
         await self._admin(f"CREATE DATABASE {self.template}")
         db = PostgresDatabase(self.url(self.template), min_size=1, max_size=1)
         await db.open()  # the template carries every migration: each test's copy starts migrated
@@ -119,6 +124,74 @@ class PostgresServer:
                 self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class StandbyServer(PostgresServer):
+    """A streaming replica of `primary`: pg_basebackup -R (it then follows the primary's WAL),
+    started hot (read-only queries). `pause()`/`resume()` its replay to make it visibly stale."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        super().__init__()
+        self.primary = primary
+        basebackup = pg_binary("pg_basebackup")
+        if basebackup is None:
+            raise RuntimeError("PostgreSQL's pg_basebackup is not installed")
+        self.basebackup = basebackup
+
+    async def start(self) -> None:
+        self._run(self.basebackup, "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", SUPERUSER,
+                  "-D", str(self.data), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast")
+        self._start_server()
+        async with asyncio.timeout(60):  # until it accepts read-only connections
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.url())
+                except (OSError, asyncpg.CannotConnectNowError):
+                    await asyncio.sleep(0.2)
+                    continue
+                await conn.close()
+                return
+
+    async def _standby(self, sql: str) -> object:
+        conn = await asyncpg.connect(self.url())
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    async def caught_up(self) -> None:
+        """Wait until everything the primary has written is replayed here."""
+        conn = await asyncpg.connect(self.primary.url())
+        try:
+            # The insert position: with synchronous_commit off a commit may not be written yet.
+            target = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        finally:
+            await conn.close()
+        async with asyncio.timeout(30):
+            while True:
+                if await self._standby(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
+                    return
+                await asyncio.sleep(0.05)
+
+    async def pause(self) -> None:
+        """Stop replaying, and wait until it has (a pause is only requested at first)."""
+        await self._standby("SELECT pg_wal_replay_pause()")
+        async with asyncio.timeout(30):
+            while True:
+                if await self._standby("SELECT pg_get_wal_replay_pause_state()") == "paused":
+                    return
+                await asyncio.sleep(0.02)
+
+    async def resume(self) -> None:
+        await self._standby("SELECT pg_wal_replay_resume()")
+
+    def halt(self) -> None:
+        """Stop the server, as a crash would (its files stay until `stop()`)."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def url_of(self, primary_url: str) -> str:
+        """The replica's URL of the database `primary_url` names."""
+        return self.url(primary_url.rsplit("/", 1)[1])
 
 
 def _user_exists(name: str) -> bool:
