@@ -157,8 +157,10 @@ class LiveAudioLane:
 
     def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None],
                  on_segment: SegmentDone | None = None,
-                 origin: tuple[float, int] = (0.0, 0)) -> None:
-        """`origin`: (video ticks, segment number) where this publisher's grid starts."""
+                 origin: tuple[float, int] = (0.0, 0), resume_at: int | None = None) -> None:
+        """`origin`: (video ticks, segment number) where this publisher's grid starts;
+        `resume_at`: where the sound of the publisher before ended (samples), for this one's
+        to go on from without a hole."""
         self.resampler, self.encoder = aac_encoder(kbps)
         self.track = cmaf.AudioTrack(bytes(self.encoder.extradata), 2, AUDIO_RATE, kbps * 1000)
         self.writer = PartWriter(self.track, emit, AAC_FRAME, on_segment)
@@ -166,6 +168,8 @@ class LiveAudioLane:
         self.segment_parts = cadence.segment_parts
         self.origin = origin[0] * AUDIO_RATE / VIDEO_TIMESCALE  # in samples
         self.origin_msn = origin[1]
+        self.resume_at = resume_at
+        self.written = 0  # where the sound written so far ends (samples)
         self.start: int | None = None  # where the first sample falls on the timeline
         self.end: int | None = None  # no sample from here on (the pictures' end)
         self._samples = 0
@@ -177,7 +181,7 @@ class LiveAudioLane:
         if self.start is None:
             if seconds * AUDIO_RATE < self.origin:
                 return  # sound from before the first picture
-            self.start = round(seconds * AUDIO_RATE)
+            self.start = self.resume_at if self.resume_at is not None else round(seconds * AUDIO_RATE)
         self._source = (frame.format.name, frame.layout.name, frame.sample_rate)
         self._encode(self.resampler.resample(frame))
 
@@ -203,7 +207,8 @@ class LiveAudioLane:
             pts = packet.pts - self._first_pts + (self.start or 0)
             if self.end is not None and pts + AAC_FRAME // 2 > self.end:
                 continue  # mostly past the last picture: codec padding, or a tail to nowhere
-            part = int((pts - self.origin) // self.part_ticks)
+            part = max(0, int((pts - self.origin) // self.part_ticks))
+            self.written = pts + AAC_FRAME
             msn = self.origin_msn
             self.writer.add(bytes(packet), pts, True, (msn + part // self.segment_parts,
                                                        msn * self.segment_parts + part))

@@ -69,6 +69,7 @@ class Continuation:
     frame_index: int  # the next picture's index on the stream's frame grid
     msn: int  # the next segment's number
     thumbs: Thumbnails | None = None  # the poster and storyboard, gathering on
+    audio_end: int | None = None  # where the sound ended (samples): the next goes on from there
 
     @property
     def seconds(self) -> float:
@@ -199,7 +200,9 @@ class Transcoder(threading.Thread):
         rungs = tuple(t.lane.rendition for t in self.lanes  # type: ignore[attr-defined]
                       if t.lane.rendition.name not in self.governor.gone)  # type: ignore[attr-defined]
         return Continuation(self.cadence, rungs, self.audio is not None, self._last_index + 1,
-                            max(self._segment + 1, self._origin[1]), self.thumbs)
+                            max(self._segment + 1, self._origin[1]), self.thumbs,
+                            self.audio.written if self.audio is not None and self.audio.written
+                            else None)
 
     def _handle(self, packet: MediaPacket, arrival: float, wall: float) -> None:
         if self._first_arrival is None:
@@ -279,7 +282,9 @@ class Transcoder(threading.Thread):
             self.audio = LiveAudioLane(self.cadence, self.config.audio_kbps,
                                        lambda part: self._part(AUDIO_NAME, part),
                                        self._whole(AUDIO_NAME),
-                                       origin=(frame_index * self.cadence.frame_ticks, msn))
+                                       origin=(frame_index * self.cadence.frame_ticks, msn),
+                                       resume_at=self.continuation.audio_end
+                                       if self.continuation else None)
             self.events.init(AUDIO_NAME, cmaf.init_segment(self.audio.track))
             variants.append(Variant(AUDIO_NAME, self.audio.track.codecs,
                                     kbps=self.config.audio_kbps, peak_kbps=self.config.audio_kbps))
