@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
@@ -42,6 +41,8 @@ from packager.live.stream import LiveStream
 from packager.publish import StoreOutput
 from reel import metrics as reel_metrics
 from reel.logs import fields
+from reel.viewers import HEADER as VIEWERS_HEADER
+from reel.viewers import Viewers
 
 log = logging.getLogger("ingest")
 
@@ -164,7 +165,6 @@ class Broadcast:
                  outputs: list[StoreOutput]) -> None:
         self.ingest, self.admission, self.stream, self.outputs = ingest, admission, stream, outputs
         self.publisher: Published | None = None
-        self.viewers = 0  # playlist requests since the last heartbeat
         self.over = False  # control ended the stream
         self._heartbeat: asyncio.Task[None] | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -269,11 +269,7 @@ class Broadcast:
     async def _beat(self) -> None:
         while not self.closing:
             await asyncio.sleep(self.admission.heartbeat_seconds)
-            # A player reloads a playlist about once a part: requests seen, as viewers. Behind
-            # edges that coalesce it is a floor (the edges know their own audiences).
-            requests, self.viewers = self.viewers, 0
-            part = self.stream.cadence.part_seconds if self.stream.cadence else 1.0
-            viewers = math.ceil(requests * part / self.admission.heartbeat_seconds)
+            viewers = self.ingest.viewers.total(self.video_id)
             handle = self.admission.publisher
             status = await self._report("heartbeat", handle, viewers)
             if status is None:
@@ -353,6 +349,8 @@ class Ingest:
         self.config = config or LiveConfig()
         self.streams: dict[str, LiveStream] = {}  # served: the broadcasts', and ended ones lingering
         self.broadcasts: dict[str, Broadcast] = {}
+        # Who watches: players asking here (through an origin), and the edges' counts.
+        self.viewers = Viewers("ingest")
         self.app = web.Application(middlewares=[self._count])
         self.registry = reel_metrics.install(self.app)
         self.metrics = Metrics(self.registry, max_streams)
@@ -455,9 +453,10 @@ class Ingest:
         if request.path.startswith("/live/"):
             kind = request_kind(request)
             self.metrics.requests.labels(kind).inc()
-            broadcast = self.broadcasts.get(request.path.split("/")[2])
-            if broadcast is not None and kind in ("blocking", "playlist"):
-                broadcast.viewers += 1
+            cmcd = f"{request.query.get('CMCD', '')},{request.headers.get('CMCD-Session', '')}"
+            address = request.headers.get("X-Forwarded-For") or request.remote
+            self.viewers.request(request.path, cmcd, address, request.headers.get("User-Agent"),
+                                 request.headers.get(VIEWERS_HEADER))
         return await handler(request)
 
     async def _healthz(self, request: web.Request) -> web.Response:
