@@ -67,7 +67,7 @@ async def player(url: str, headers: dict[str, str], stop: asyncio.Event) -> None
 async def test_viewers_through_an_edge_are_counted_once_each(control: TestClient,
                                                              tmp_path: Path) -> None:
     owner = await signup(control, "streamer@example.com")
-    made = await (await control.post("/api/v1/live", json={"title": "Harbour cam"},
+    made = await (await control.post("/api/v1/live", json={"title": "Harbour cam", "dvr_seconds": 90},
                                      headers=owner)).json()
     vid, key = made["video"]["id"], made["stream_key"]
     store = tmp_path / "store"
@@ -96,6 +96,7 @@ async def test_viewers_through_an_edge_are_counted_once_each(control: TestClient
                         return False
 
                 await until(playing, "the playlist through the edge")
+            assert ingest.streams[vid].config.dvr_seconds == 90  # the window asked for, wired
 
             async def video() -> dict:
                 return await (await control.get(f"/api/v1/videos/{vid}")).json()
