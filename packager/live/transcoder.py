@@ -151,7 +151,7 @@ class Transcoder(threading.Thread):
         self._origin = (continuation.frame_index, continuation.msn) if continuation else (0, 0)
         self.stream_id, self.config, self.events, self.metrics = stream_id, config, events, metrics
         self._queue: queue.SimpleQueue[tuple[MediaPacket, float, float] | None] = queue.SimpleQueue()
-        self.video_decoder = _decoder("h264", video.avcc) if video else None
+        self.video_decoder = _decoder(video.codec, video.avcc) if video else None
         self.audio_decoder = _decoder("aac", audio.asc) if audio else None
         self.cadence: Cadence | None = None
         self.lanes: list[LaneThread] = []
