@@ -423,9 +423,9 @@ class Connection(asyncio.Protocol):
         cmcd = headers.get(b"cmcd-request")
         if "CMCD=" in request.target:
             cmcd = _query_value(request.target, "CMCD") or cmcd
-        self.edge.viewers.request(key, f"{cmcd or ''},{headers.get(b'cmcd-session', '')}",  # live:
-                                  self.peer(), headers.get(b"user-agent"),  # who watches
-                                  headers.get(_VIEWERS))
+        if key.startswith("live/"):  # who watches (reel.viewers), told upstream
+            self.edge.viewers.request(key, f"{cmcd or ''},{headers.get(b'cmcd-session', '')}",
+                                      self.peer(), headers.get(b"user-agent"), headers.get(_VIEWERS))
         ask = Ask(request.method, key, headers.get(b"range"), headers.get(b"if-range"),
                   headers.get(b"if-none-match"), headers.get(b"if-modified-since"), cmcd, token)
         if token is not None and not self.edge.admits(ask, self.peer()):
