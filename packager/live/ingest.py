@@ -396,6 +396,10 @@ class Ingest:
     async def authorize(self, app: str, stream_key: str) -> StreamSink | None:
         if app != "live":
             return self._refuse("unknown_app", app=app[:64])
+        if len(self.broadcasts) >= self.max_streams and all(
+                b.publisher is not None for b in self.broadcasts.values()):
+            # Full, and no stream waits for its publisher to come back: control is not asked.
+            return self._refuse("capacity", streams=len(self.broadcasts))
         admission = await self.admit.admit(stream_key)
         if admission is None:
             return self._refuse("refused")
