@@ -31,6 +31,7 @@ from edge.upstream import Upstream, UpstreamError
 from reel.http import problem_body
 from reel.logs import fields
 from reel.playback_token import KeyRing, Viewer, token_path
+from reel.viewers import Viewers, node_id
 
 log = logging.getLogger("reel.edge")
 
@@ -120,6 +121,7 @@ class Edge:
             self.stats.upstream_up[url] = lambda url=url: self.upstream.healthy(url)
         self._tasks: set[asyncio.Task[None]] = set()
         self._prefetching = 0
+        self.viewers = Viewers(node_id(settings.region))  # of live streams, told upstream
 
     def _evicted(self, key: str, entry: Entry) -> None:
         self.stats.evictions += 1
@@ -259,7 +261,8 @@ class Edge:
         asked = time.perf_counter()
         try:
             resp, flight.upstream = await self.upstream.open(
-                self.upstream_path(flight.key), stale.validators if stale else None,
+                self.upstream_path(flight.key),
+                {**(stale.validators if stale else {}), **self.viewers.upstream_headers(flight.key)},
                 via=self.settings.owner(flight.key),
             )
         except UpstreamError as exc:

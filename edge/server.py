@@ -62,13 +62,16 @@ from reel import metrics
 from reel.http import CORS, PREFLIGHT
 from reel.logs import fields
 from reel.playback_token import redact
+from reel.viewers import HEADER as VIEWERS_HEADER
 
 log = logging.getLogger("reel.edge")
 access = logging.getLogger("reel.edge.access")
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _WANTED = {b"range", b"if-range", b"if-none-match", b"if-modified-since", b"cmcd-request",
-           b"authorization", RELAY_HEADER.lower().encode(), b"content-length"}
+           b"authorization", RELAY_HEADER.lower().encode(), b"content-length",
+           b"user-agent", b"cmcd-session", VIEWERS_HEADER.lower().encode()}
+_VIEWERS = VIEWERS_HEADER.lower().encode()
 _NO_BODY = (204, 304)
 _RELAY = RELAY_HEADER.lower().encode()
 # What every answer the edge makes itself carries (DESIGN.md: X-Cache and Age on everything).
@@ -420,6 +423,9 @@ class Connection(asyncio.Protocol):
         cmcd = headers.get(b"cmcd-request")
         if "CMCD=" in request.target:
             cmcd = _query_value(request.target, "CMCD") or cmcd
+        if key.startswith("live/"):  # who watches (reel.viewers), told upstream
+            self.edge.viewers.request(key, f"{cmcd or ''},{headers.get(b'cmcd-session', '')}",
+                                      self.peer(), headers.get(b"user-agent"), headers.get(_VIEWERS))
         ask = Ask(request.method, key, headers.get(b"range"), headers.get(b"if-range"),
                   headers.get(b"if-none-match"), headers.get(b"if-modified-since"), cmcd, token)
         if token is not None and not self.edge.admits(ask, self.peer()):

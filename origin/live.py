@@ -23,7 +23,9 @@ from reel.playback_token import split_path
 log = logging.getLogger("reel.origin")
 
 # Request headers that decide the answer; response headers worth passing back.
-FORWARDED = ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
+FORWARDED = ("Range", "If-Range", "If-None-Match", "If-Modified-Since",
+             # who watches (reel.viewers): edges' counts, or a player's own marks
+             "X-Reel-Viewers", "User-Agent", "CMCD-Request", "CMCD-Session")
 RETURNED = ("Content-Type", "Cache-Control", "ETag", "Last-Modified", "Content-Range", "Accept-Ranges",
             "Retry-After", "Expires")
 
@@ -55,6 +57,7 @@ class LiveProxy:
         """`extra`: headers added to the answer (the video's access level for the edges)."""
         assert self._session is not None, "start() first"
         headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+        headers["X-Forwarded-For"] = request.remote or ""  # a player asking the origin itself
         path, _ = split_path(request.raw_path.partition("?")[0])  # the token is not the ingest's
         query = request.raw_path.partition("?")[2]
         url = URL(self.base + path + (f"?{query}" if query else ""), encoded=True)

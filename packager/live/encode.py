@@ -156,24 +156,43 @@ class LiveAudioLane:
     """Stereo AAC at 48 kHz, cut on the same grid of parts and segments as the pictures."""
 
     def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None],
-                 on_segment: SegmentDone | None = None) -> None:
+                 on_segment: SegmentDone | None = None,
+                 origin: tuple[float, int] = (0.0, 0), resume_at: int | None = None) -> None:
+        """`origin`: (video ticks, segment number) where this publisher's grid starts;
+        `resume_at`: where the sound of the publisher before ended (samples), for this one's
+        to go on from without a hole."""
         self.resampler, self.encoder = aac_encoder(kbps)
         self.track = cmaf.AudioTrack(bytes(self.encoder.extradata), 2, AUDIO_RATE, kbps * 1000)
         self.writer = PartWriter(self.track, emit, AAC_FRAME, on_segment)
         self.part_ticks = Fraction(cadence.part_frames * AUDIO_RATE) / cadence.frame_rate
         self.segment_parts = cadence.segment_parts
+        self.origin = origin[0] * AUDIO_RATE / VIDEO_TIMESCALE  # in samples
+        self.origin_msn = origin[1]
+        self.resume_at = resume_at
+        self.written = 0  # where the sound written so far ends (samples)
         self.start: int | None = None  # where the first sample falls on the timeline
         self.end: int | None = None  # no sample from here on (the pictures' end)
         self._samples = 0
         self._first_pts: int | None = None
+        self._source: tuple[str, str, int] | None = None  # the decoded sound's format
 
     def encode(self, frame: av.AudioFrame, seconds: float = 0.0) -> None:
         """`seconds`: where `frame` starts on the stream's timeline."""
         if self.start is None:
-            if seconds < 0:
+            if seconds * AUDIO_RATE < self.origin:
                 return  # sound from before the first picture
-            self.start = round(seconds * AUDIO_RATE)
+            self.start = self.resume_at if self.resume_at is not None else round(seconds * AUDIO_RATE)
+        self._source = (frame.format.name, frame.layout.name, frame.sample_rate)
         self._encode(self.resampler.resample(frame))
+
+    def _silence(self, samples: int) -> av.AudioFrame:
+        assert self._source is not None
+        fmt, layout, rate = self._source
+        frame = av.AudioFrame(format=fmt, layout=layout, samples=round(samples * rate / AUDIO_RATE))
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate = rate
+        return frame
 
     def _encode(self, frames: list[av.AudioFrame]) -> None:
         for resampled in frames:
@@ -188,12 +207,20 @@ class LiveAudioLane:
             pts = packet.pts - self._first_pts + (self.start or 0)
             if self.end is not None and pts + AAC_FRAME // 2 > self.end:
                 continue  # mostly past the last picture: codec padding, or a tail to nowhere
-            part = int(pts // self.part_ticks)
-            self.writer.add(bytes(packet), pts, True, (part // self.segment_parts, part))
+            part = max(0, int((pts - self.origin) // self.part_ticks))
+            self.written = pts + AAC_FRAME
+            msn = self.origin_msn
+            self.writer.add(bytes(packet), pts, True, (msn + part // self.segment_parts,
+                                                       msn * self.segment_parts + part))
 
-    def finish(self, video_end: float | None) -> None:
+    def finish(self, video_end: float | None, pad: bool = False) -> None:
         """Flush, keeping no sound past the pictures' end (or past the sound given, without
-        pictures): the encoder's padding would be a sliver of a segment to nowhere."""
+        pictures): the encoder's padding would be a sliver of a segment to nowhere. `pad`:
+        silence up to the pictures' end, when the sound stopped short of it."""
+        if pad and video_end is not None and self._source is not None and self.start is not None:
+            missing = round(video_end * AUDIO_RATE) - (self.start + self._samples) + 2 * AAC_FRAME
+            if missing > 0:
+                self._encode(self.resampler.resample(self._silence(missing)))
         self._encode(self.resampler.resample(None))
         if self.start is not None:
             self.end = round(video_end * AUDIO_RATE) if video_end is not None \

@@ -1,6 +1,6 @@
-"""FLV: tag payloads, as RTMP's audio and video messages carry them (H.264 and AAC only;
-anything else is refused by name), and the tags around them, back to back in an RTMP aggregate
-message or streamed by a remuxer (SRT ingest)."""
+"""FLV: tag payloads, as RTMP's audio and video messages carry them (H.264, HEVC in Enhanced RTMP's
+extended video tag header, and AAC; anything else is refused by name), and the tags around them,
+back to back in an RTMP aggregate message or streamed by a remuxer (SRT ingest)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 
 _AVC, _AAC = 7, 10
 _KEYFRAME, _INFO_FRAME = 1, 5
+# Enhanced RTMP packet types
+_SEQUENCE_START, _CODED_FRAMES, _SEQUENCE_END, _CODED_FRAMES_X, _METADATA = 0, 1, 2, 3, 4
 _VIDEO_CODECS = {2: "h263", 3: "screen", 4: "vp6", 5: "vp6a", 6: "screen2", 12: "hevc"}
 _AUDIO_CODECS = {0: "pcm", 1: "adpcm", 2: "mp3", 3: "pcm_le", 7: "g711a", 8: "g711u", 9: "ex", 11: "speex"}
 # AudioSpecificConfig (ISO 14496-3 1.6.2.1): sampling frequency index and channel configuration.
@@ -26,7 +28,7 @@ def read_video(payload: bytes, timestamp: int) -> VideoConfig | MediaPacket | No
     if not payload:
         raise CutOff("bad_video", detail="empty video message")
     if payload[0] & 0x80:  # Enhanced RTMP: a FourCC (hvc1, av01, vp09) instead of a codec id
-        raise CutOff("unsupported_codec", codec=payload[1:5].decode("latin-1"))
+        return _read_enhanced(payload, timestamp)
     frame_type, codec = payload[0] >> 4, payload[0] & 0x0F
     if frame_type == _INFO_FRAME:
         return None
@@ -45,6 +47,38 @@ def read_video(payload: bytes, timestamp: int) -> VideoConfig | MediaPacket | No
     return MediaPacket("video", timestamp, timestamp + composition, body, frame_type == _KEYFRAME)
 
 
+def _read_enhanced(payload: bytes, timestamp: int) -> VideoConfig | MediaPacket | None:
+    """Enhanced RTMP's extended video tag header (veovera's enhanced-rtmp v1): a frame type and
+    packet type in the first byte, then a FourCC; HEVC (`hvc1`) only."""
+    if len(payload) < 5:
+        raise CutOff("bad_video", detail="short extended video header")
+    frame_type, packet_type, fourcc = (payload[0] >> 4) & 0x07, payload[0] & 0x0F, payload[1:5]
+    if fourcc != b"hvc1":
+        raise CutOff("unsupported_codec", codec=fourcc.decode("latin-1"))
+    if frame_type == _INFO_FRAME or packet_type in (_SEQUENCE_END, _METADATA):
+        return None
+    if packet_type == _SEQUENCE_START:
+        return VideoConfig(_checked_hvcc(payload[5:]), "hevc")
+    if packet_type == _CODED_FRAMES:  # with a composition time offset
+        if len(payload) < 8:
+            raise CutOff("bad_video", detail="short HEVC frame header")
+        composition, body = int.from_bytes(payload[5:8], "big", signed=True), payload[8:]
+    elif packet_type == _CODED_FRAMES_X:  # composition time zero
+        composition, body = 0, payload[5:]
+    else:
+        raise CutOff("bad_video", detail=f"extended packet type {packet_type}")
+    if not body:
+        return None
+    return MediaPacket("video", timestamp, timestamp + composition, body, frame_type == _KEYFRAME)
+
+
+def _checked_hvcc(hvcc: bytes) -> bytes:
+    # version 1, 22 bytes of profile, tier, level and sizes, then the parameter set arrays
+    if len(hvcc) < 23 or hvcc[0] != 1:
+        raise CutOff("bad_video", detail="not an HEVCDecoderConfigurationRecord")
+    return hvcc
+
+
 def _checked_avcc(avcc: bytes) -> bytes:
     # version 1, then profile, compatibility, level, length size, and at least one SPS
     if len(avcc) < 7 or avcc[0] != 1 or avcc[5] & 0x1F == 0:
@@ -53,6 +87,8 @@ def _checked_avcc(avcc: bytes) -> bytes:
 
 
 def nal_length_size(config: VideoConfig) -> int:
+    if config.codec == "hevc":
+        return (config.avcc[21] & 0x03) + 1  # hvcC's lengthSizeMinusOne
     return (config.avcc[4] & 0x03) + 1
 
 

@@ -10,10 +10,12 @@ from typing import Literal, Protocol
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """H.264 decoder configuration: an AVCDecoderConfigurationRecord (the avcC box body), as RTMP's
-    AVC sequence header carries it and as PyAV takes it for `extradata`."""
+    """Video decoder configuration, as RTMP's sequence header carries it and as PyAV takes it for
+    `extradata`: for H.264 an AVCDecoderConfigurationRecord (the avcC box body), for HEVC
+    (Enhanced RTMP's `hvc1`) an HEVCDecoderConfigurationRecord (hvcC)."""
 
     avcc: bytes
+    codec: str = "h264"  # or "hevc": the decoder's name
 
 
 @dataclass(frozen=True)

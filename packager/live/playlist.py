@@ -44,6 +44,9 @@ class Part:
 class Segment:
     msn: int
     start: float
+    wall: float = 0.0  # its PROGRAM-DATE-TIME (epoch seconds)
+    discontinuity: bool = False  # the first of a publisher that came back (EXT-X-DISCONTINUITY)
+    dsn: int = 0  # its discontinuity sequence number: discontinuities up to and including it
     parts: list[Part] = field(default_factory=list)
     duration: float = 0.0
     size: int = 0
@@ -68,15 +71,30 @@ class Report:
 
 class Timeline:
     """A rendition's segments within the DVR window: the completed ones, then the one being
-    written (its parts so far). Parts' bytes are kept for the newest `memory_segments` only."""
+    written (its parts so far). Parts' bytes are kept for the newest `memory_segments` only.
+
+    A publisher that drops and comes back continues the same timeline: media times and sequence
+    numbers go on, the first segment after the gap carries EXT-X-DISCONTINUITY, and its
+    PROGRAM-DATE-TIME restarts from the wall clock (`discontinue`)."""
 
     def __init__(self, cadence: Cadence, config: LiveConfig, wall_start: float) -> None:
         self.cadence, self.config, self.wall_start = cadence, config, wall_start
         self.segments: deque[Segment] = deque()
         self.ended = False
+        self.away = False  # the publisher went and may come back: no part is coming for now
         self._duration = 0.0  # of the completed segments in the window
         self.growing: tuple[int, int] | None = None  # the part being written, chunk by chunk
         self._growing_data = bytearray()
+        self._discontinuity = False  # the next segment starts after a gap
+        self._dsn = 0
+
+    def discontinue(self, wall_start: float) -> None:
+        """The publisher came back: the next segment is discontinuous, its wall clock anew
+        (`wall_start`: the epoch of media time 0 on the new publisher's clock)."""
+        self.wall_start = wall_start
+        self.away = False
+        self.growing, self._growing_data = None, bytearray()
+        self._discontinuity = bool(self.segments)
 
     def grow(self, msn: int, index: int, chunk: bytes) -> None:
         """A chunk of the part being written (it is listed once complete, by `add`)."""
@@ -92,12 +110,23 @@ class Timeline:
         """Append a part; returns its segment when the part completes it."""
         if self.growing == (part.msn, part.index):
             self.growing, self._growing_data = None, bytearray()
+        if self.segments and not self.segments[-1].complete and self.segments[-1].msn != part.msn:
+            self.seal()  # its publisher went between two parts: it ended with the last one
         if not self.segments or self.segments[-1].complete:
-            self.segments.append(Segment(part.msn, part.start))
+            discontinuity, self._discontinuity = self._discontinuity, False
+            self._dsn += discontinuity
+            self.segments.append(Segment(part.msn, part.start, self.wall_start + part.start,
+                                         discontinuity, self._dsn))
         segment = self.segments[-1]
         segment.parts.append(part)
-        if not part.last:
+        return self.seal() if part.last else None
+
+    def seal(self) -> Segment | None:
+        """Complete the segment being written with the parts it has (its publisher went);
+        returns it, or None when there was none."""
+        if not self.segments or self.segments[-1].complete or not self.segments[-1].parts:
             return None
+        segment = self.segments[-1]
         segment.complete = True
         segment.data = b"".join(p.data for p in segment.parts)
         segment.duration = sum(p.duration for p in segment.parts)
@@ -189,6 +218,7 @@ class Timeline:
             self.server_control(),
             f"#EXT-X-PART-INF:PART-TARGET={self.cadence.part_target:.3f}",
             f"#EXT-X-MEDIA-SEQUENCE:{self.first_msn}",
+            *self._discontinuity_sequence(),
             '#EXT-X-MAP:URI="init.mp4"',
         ]
         skipped = self.skippable() if skip else 0
@@ -197,10 +227,11 @@ class Timeline:
         parts_from = self._parts_from()
         for position, segment in enumerate(self.segments):
             if position >= skipped:
-                lines += self._segment_lines(segment, with_parts=position >= parts_from)
+                lines += self._segment_lines(segment, with_parts=position >= parts_from,
+                                             first=position == 0)
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
-        else:
+        elif not self.away:  # while the publisher is away, no hint at a part not coming
             msn, index = self.next_part()
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{part_uri(msn, index)}"')
         for report in reports or []:
@@ -217,8 +248,16 @@ class Timeline:
             covered += self.segments[position].duration
         return position
 
-    def _segment_lines(self, segment: Segment, with_parts: bool) -> list[str]:
-        lines = [f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(self.wall_start + segment.start)}"]
+    def _discontinuity_sequence(self) -> list[str]:
+        """The first listed segment's discontinuity sequence number (RFC 8216bis 4.4.3.3), which
+        counts its own discontinuity: that tag is not repeated on it. A delta update names the
+        first segment of the whole playlist, skipped ones included, as MEDIA-SEQUENCE does."""
+        dsn = self.segments[0].dsn if self.segments else 0
+        return [f"#EXT-X-DISCONTINUITY-SEQUENCE:{dsn}"] if dsn else []
+
+    def _segment_lines(self, segment: Segment, with_parts: bool, first: bool) -> list[str]:
+        lines = ["#EXT-X-DISCONTINUITY"] if segment.discontinuity and not first else []
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment.wall)}")
         if with_parts or not segment.complete:
             for p in segment.parts:
                 independent = ",INDEPENDENT=YES" if p.independent else ""
@@ -232,11 +271,13 @@ class Timeline:
         completed segments only."""
         lines = ["#EXTM3U", "#EXT-X-VERSION:7",
                  f"#EXT-X-TARGETDURATION:{self.cadence.target_duration}",
-                 f"#EXT-X-MEDIA-SEQUENCE:{self.first_msn}", '#EXT-X-MAP:URI="init.mp4"']
-        for segment in self.segments:
+                 f"#EXT-X-MEDIA-SEQUENCE:{self.first_msn}", *self._discontinuity_sequence(),
+                 '#EXT-X-MAP:URI="init.mp4"']
+        for position, segment in enumerate(self.segments):
             if segment.complete:
-                lines += [f"#EXT-X-PROGRAM-DATE-TIME:"
-                          f"{program_date_time(self.wall_start + segment.start)}",
+                if segment.discontinuity and position > 0:
+                    lines.append("#EXT-X-DISCONTINUITY")
+                lines += [f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment.wall)}",
                           f"#EXTINF:{segment.duration:.5f},", segment.uri]
         if self.ended:
             lines.append("#EXT-X-ENDLIST")

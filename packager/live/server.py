@@ -156,10 +156,13 @@ class LiveHandler:
                                  or rendition.dropped, hold)
             if rendition.dropped and not timeline.has(msn, part):
                 return _problem(404, "Not Found", "rendition dropped to keep up with real time")
-        if not ready:
+        if not ready and not stream.paused:
             return _problem(503, "Part Not Ready", retry=True)
         text = stream.playlist(rendition.name, skip=wanted.skip)
-        cache = BLOCKING if wanted.msn is not None else RELOAD
+        # While the publisher is away (its grace period), a blocking reload is answered with the
+        # playlist as it is after the hold, uncached: players keep reloading without counting
+        # errors toward giving up, and see the next part as soon as a publisher continues.
+        cache = BLOCKING if wanted.msn is not None and ready else RELOAD
         return _m3u8(text, cache)
 
     async def _part(self, request: web.Request, stream: LiveStream, rendition: Rendition,

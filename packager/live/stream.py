@@ -25,8 +25,8 @@ from packager.ladder import AUDIO_NAME
 from packager.live.config import Cadence, LiveConfig
 from packager.live.encode import LiveMetrics
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
-from packager.live.playlist import Part, Report, Timeline
-from packager.live.transcoder import Transcoder, Variant
+from packager.live.playlist import Part, Report, Segment, Timeline
+from packager.live.transcoder import Continuation, Transcoder, Variant
 from packager.live.vod import VodRecorder
 from packager.output import Output
 
@@ -115,6 +115,8 @@ class LiveStream:
         self.changes: Changes | None = None
         self._version = 0  # of what the playlists show: one more at every change
         self._rendered: dict[tuple[str, bool], tuple[int, str]] = {}
+        self._continuation: Continuation | None = None  # where a paused stream goes on from
+        self.paused = False  # its publisher went; another may continue it (`resume`)
 
     # --- StreamSink ------------------------------------------------------------------------------
 
@@ -126,6 +128,33 @@ class LiveStream:
                                       self.metrics, thumbs=self.vod_output)
         self._transcoder.start()
 
+    async def pause(self) -> None:
+        """The publisher went, and another may continue the stream: everything it sent is
+        encoded, each rendition's last segment closed, and the encoders are released (nothing
+        is buffered while the stream waits). Players keep the playlists, without ENDLIST."""
+        if self._transcoder is None or self._done is None or self.ended or self.paused:
+            return
+        self.paused = True
+        self._transcoder.finish(final=False)
+        await self._done.wait()
+
+    def resumable(self, video: VideoConfig | None, audio: AudioConfig | None) -> bool:
+        """Whether a publisher with these tracks can continue this paused stream."""
+        cont = self._continuation
+        return (self.paused and cont is not None and video is not None and bool(cont.renditions)
+                and cont.audio == (audio is not None))
+
+    async def resume(self, video: VideoConfig | None, audio: AudioConfig | None) -> None:
+        """A new publisher continues the paused stream: the same rungs and cadence, media times
+        and segment numbers going on, a discontinuity and a new wall clock in the playlists."""
+        if not self.resumable(video, audio):
+            raise RuntimeError("this publisher's tracks cannot continue the stream")
+        self.paused, self._done = False, asyncio.Event()
+        self._transcoder = Transcoder(self.video_id, video, audio, self.config, self,
+                                      self.metrics, thumbs=self.vod_output,
+                                      continuation=self._continuation)
+        self._transcoder.start()
+
     async def packet(self, packet: MediaPacket) -> None:
         assert self._transcoder is not None, "start() first"
         if self.ended or not self._transcoder.is_alive():
@@ -133,11 +162,19 @@ class LiveStream:
         self._transcoder.feed(packet)
 
     async def end(self) -> None:
-        if self._transcoder is None or self._done is None:
+        if self._transcoder is None or self._done is None or self.ended:
             return
-        self._transcoder.finish()
-        await self._done.wait()
         loop = asyncio.get_running_loop()
+        if self.paused:  # its encoders are gone (or going): only the end remains to write
+            await self._done.wait()
+            thumbs = self._continuation.thumbs if self._continuation else None
+            end = self._continuation.seconds if self._continuation else 0.0
+            if thumbs is not None and end > 0:
+                await loop.run_in_executor(None, thumbs.finish, end)
+            self._ended()
+        else:
+            self._transcoder.finish()
+            await self._done.wait()
         await loop.run_in_executor(None, self.store.close)
         await loop.run_in_executor(None, self.vod_store.close)
         self.metrics.forget(self.video_id, list(self.renditions))
@@ -167,8 +204,8 @@ class LiveStream:
         if self.vod is not None:
             self._call(self.vod.segment, name, fragment, duration)
 
-    def finished(self) -> None:
-        self._call(self._ended)
+    def finished(self, continuation: Continuation | None) -> None:
+        self._call(self._finished, continuation)
 
     # --- on the loop -----------------------------------------------------------------------------
 
@@ -178,6 +215,11 @@ class LiveStream:
         self.changes.notify()
 
     def _started(self, cadence: Cadence, wall_start: float, variants: list[Variant]) -> None:
+        if self.renditions:  # a publisher came back: the same renditions go on
+            for rendition in self.renditions.values():
+                rendition.timeline.discontinue(wall_start)
+            self._notify()
+            return
         self.cadence = cadence
         for variant in variants:
             timeline = Timeline(cadence, self.config, wall_start)
@@ -185,6 +227,11 @@ class LiveStream:
         self._notify()
 
     def _init(self, name: str, data: bytes) -> None:
+        if self._inits.get(name) == data:
+            return  # a publisher that came back: its encoders write the same parameter sets
+        if name in self._inits:
+            log.warning("init segment changed on resume", extra={"stream": self.video_id,
+                                                                  "rendition": name})
         self._inits[name] = data
         if name in self.renditions:
             self.renditions[name].init = data
@@ -194,11 +241,7 @@ class LiveStream:
 
     def _part(self, name: str, part: Part) -> None:
         rendition = self.renditions[name]
-        segment = rendition.timeline.add(part)
-        if segment is not None:
-            assert segment.data is not None
-            self.store.write(f"{name}/{segment.uri}", segment.data)
-            self.store.write(f"{name}/index.m3u8", rendition.timeline.render_plain().encode())
+        self._stored(rendition, rendition.timeline.add(part))
         if self.master is None and all(r.timeline.segments for r in self.renditions.values()):
             self._write_master()
         self._notify()
@@ -211,6 +254,28 @@ class LiveStream:
     def _dropped(self, name: str) -> None:
         self.renditions[name].dropped = True
         self._write_master()
+        self._notify()
+
+    def _stored(self, rendition: Rendition, segment: Segment | None) -> None:
+        """A completed segment to the store, with the plain playlist that lists it."""
+        if segment is not None:
+            assert segment.data is not None
+            self.store.write(f"{rendition.name}/{segment.uri}", segment.data)
+            self.store.write(f"{rendition.name}/index.m3u8",
+                             rendition.timeline.render_plain().encode())
+
+    def _finished(self, continuation: Continuation | None) -> None:
+        """The transcoder is done: the stream ends, or waits for its next publisher."""
+        for rendition in self.renditions.values():  # the last parts may not close a segment
+            self._stored(rendition, rendition.timeline.seal())
+        if not self.paused:
+            self._ended()
+            return
+        self._continuation = continuation
+        for rendition in self.renditions.values():
+            rendition.timeline.away = True
+        assert self._done is not None
+        self._done.set()
         self._notify()
 
     def _ended(self) -> None:
@@ -228,6 +293,18 @@ class LiveStream:
     def _write_master(self) -> None:
         self.master = master_playlist([r.variant for r in self.renditions.values() if not r.dropped])
         self.store.write("master.m3u8", self.master.encode())
+
+    @property
+    def resumable_tracks(self) -> bool:
+        """Whether another publisher could continue it: it has pictures (a stream of sound
+        alone has no frame grid to go on from)."""
+        return any(name != AUDIO_NAME for name in self.renditions)
+
+    def duration(self) -> float:
+        """Seconds of media made so far (the VOD's length), else of wall clock since the start."""
+        if self.vod is not None and self.vod.segments:
+            return max(sum(s.duration for s in segments) for segments in self.vod.segments.values())
+        return time.time() - self.started_at if self.started_at else 0.0
 
     # --- for the server ----------------------------------------------------------------------------
 

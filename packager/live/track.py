@@ -48,6 +48,7 @@ class PartWriter:
     _fragments: int = 0
     _segment: list[cmaf.Sample] = field(default_factory=list)
     _segment_start: int = 0
+    _segment_end: int = 0
     _chunks: list[cmaf.Fragment] = field(default_factory=list)  # of the pending part, sent
     _sent: int = 0  # pending samples already in a chunk
 
@@ -77,9 +78,16 @@ class PartWriter:
         self._grid = grid
 
     def close(self) -> None:
-        """The stream ended: the pending samples are the last part of the last segment."""
+        """The stream ended: the pending samples are the last part of the last segment (or,
+        when the last part went out whole already, that segment ends with it)."""
         if self._pending:
             self._flush(end=self._pending[-1].pts + self.frame_ticks, last=True)
+        elif self._segment and self.on_segment is not None:
+            end = self._segment_end
+            fragment = cmaf.media_segment(self.track, self._msn + 1, self._segment_start,
+                                          self._segment)
+            self.on_segment(self._msn, fragment, (end - self._segment_start) / self.track.timescale)
+            self._segment = []
 
     def _samples(self, end: int) -> list[cmaf.Sample]:
         """The pending samples, each lasting to the next one's start (the last, to `end`)."""
@@ -120,6 +128,7 @@ class PartWriter:
         if self._index == 0:
             self._segment, self._segment_start = [], start
         self._segment += samples
+        self._segment_end = end
         if last and self.on_segment is not None:
             fragment = cmaf.media_segment(self.track, self._msn + 1, self._segment_start,
                                           self._segment)

@@ -57,6 +57,26 @@ class Variant:
     frame_rate: float = 0.0
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """Where a stream stands when its publisher goes, for the next publisher to go on from:
+    the same cadence and rungs (so the same init segments), the next frame on the grid and the
+    next segment number (so media times and sequence numbers go on without a hole)."""
+
+    cadence: Cadence
+    renditions: tuple[Rendition, ...]  # the rungs still encoded (none dropped meanwhile)
+    audio: bool
+    frame_index: int  # the next picture's index on the stream's frame grid
+    msn: int  # the next segment's number
+    thumbs: Thumbnails | None = None  # the poster and storyboard, gathering on
+    audio_end: int | None = None  # where the sound ended (samples): the next goes on from there
+
+    @property
+    def seconds(self) -> float:
+        """Where the next picture starts on the stream's timeline."""
+        return self.frame_index * self.cadence.frame_ticks / VIDEO_TIMESCALE
+
+
 class Events(Protocol):
     """What the transcoder reports, called from its threads; LiveStream forwards them to its loop."""
 
@@ -66,7 +86,7 @@ class Events(Protocol):
     def segment(self, name: str, fragment: cmaf.Fragment, duration: float) -> None: ...
     def chunk(self, name: str, msn: int, index: int, data: bytes) -> None: ...
     def dropped(self, name: str) -> None: ...
-    def finished(self) -> None: ...
+    def finished(self, continuation: Continuation | None) -> None: ...
 
 
 class Governor:
@@ -83,6 +103,7 @@ class Governor:
         self.delays: dict[str, float] = {}  # newest picture's delay, per lane (set by the lanes)
         self._dropped: dict[str, int] = {}  # since the last review
         self._strikes: dict[str, int] = {}
+        self.gone: set[str] = set()  # rungs dropped to keep real time
 
     def dropped(self, name: str) -> None:
         self._dropped[name] = self._dropped.get(name, 0) + 1
@@ -106,6 +127,7 @@ class Governor:
                 exhausted = True
         if exhausted and len(alive) > self.config.min_rungs:
             alive[0].stop()
+            self.gone.add(alive[0].lane.rendition.name)
             self._step("drop_rung", alive[0].lane.rendition.name)
             self.events.dropped(alive[0].lane.rendition.name)
         self._dropped.clear()
@@ -122,11 +144,14 @@ class Transcoder(threading.Thread):
 
     def __init__(self, stream_id: str, video: VideoConfig | None, audio: AudioConfig | None,
                  config: LiveConfig, events: Events, metrics: LiveMetrics,
-                 thumbs: Output | None = None) -> None:
+                 thumbs: Output | None = None, continuation: Continuation | None = None) -> None:
+        """`continuation`: where the stream's previous publisher left it, to go on from."""
         super().__init__(name=f"live-{stream_id}", daemon=True)
+        self.continuation = continuation
+        self._origin = (continuation.frame_index, continuation.msn) if continuation else (0, 0)
         self.stream_id, self.config, self.events, self.metrics = stream_id, config, events, metrics
         self._queue: queue.SimpleQueue[tuple[MediaPacket, float, float] | None] = queue.SimpleQueue()
-        self.video_decoder = _decoder("h264", video.avcc) if video else None
+        self.video_decoder = _decoder(video.codec, video.avcc) if video else None
         self.audio_decoder = _decoder("aac", audio.asc) if audio else None
         self.cadence: Cadence | None = None
         self.lanes: list[LaneThread] = []
@@ -134,19 +159,24 @@ class Transcoder(threading.Thread):
         self._t0: int | None = None  # ms: the first picture's presentation time
         self._first_arrival: tuple[int, float] | None = None  # (dts ms, wall time)
         self._held: list[tuple[str, av.frame.Frame, float]] = []
-        self._last_index = -1
+        self._last_index = self._origin[0] - 1
         self._skipping = False  # decoding too far behind: waiting for the next keyframe
         self._segment = -1
+        self._last_frame: av.VideoFrame | None = None
         self.governor = Governor(stream_id, config, metrics, events)
         self.thumbs_output = thumbs  # where poster and storyboard go, at the end
-        self.thumbs: Thumbnails | None = None
+        self.thumbs: Thumbnails | None = continuation.thumbs if continuation else None
+        self._final = True
 
     # --- from the event loop -------------------------------------------------------------------
 
     def feed(self, packet: MediaPacket) -> None:
         self._queue.put((packet, time.monotonic(), time.time()))
 
-    def finish(self) -> None:
+    def finish(self, final: bool = True) -> None:
+        """No more packets from this publisher. `final`: the stream ends (poster and storyboard
+        are written); else it may go on from `finished`'s Continuation."""
+        self._final = final
         self._queue.put(None)
 
     # --- on the thread ---------------------------------------------------------------------------
@@ -162,7 +192,17 @@ class Transcoder(threading.Thread):
             for lane in self.lanes:
                 if lane.is_alive():
                     lane.close_quietly()
-            self.events.finished()
+            self.events.finished(self._continues())
+
+    def _continues(self) -> Continuation | None:
+        if self.cadence is None or not self.lanes:
+            return self.continuation  # nothing was made: go on from where the last one left
+        rungs = tuple(t.lane.rendition for t in self.lanes  # type: ignore[attr-defined]
+                      if t.lane.rendition.name not in self.governor.gone)  # type: ignore[attr-defined]
+        return Continuation(self.cadence, rungs, self.audio is not None, self._last_index + 1,
+                            max(self._segment + 1, self._origin[1]), self.thumbs,
+                            self.audio.written if self.audio is not None and self.audio.written
+                            else None)
 
     def _handle(self, packet: MediaPacket, arrival: float, wall: float) -> None:
         if self._first_arrival is None:
@@ -214,11 +254,14 @@ class Transcoder(threading.Thread):
             rate = snap_rate(statistics.median(gaps) / 1000) if gaps else Fraction(30)
         else:
             self._t0, rate = self._held[0][1].pts, Fraction(30)
-        self.cadence = Cadence.of(rate, self.config)
+        # A publisher that came back goes on at the stream's cadence, whatever its own rate.
+        self.cadence = self.continuation.cadence if self.continuation else Cadence.of(rate, self.config)
         variants = self._start_lanes(pictures[0] if pictures else None)
         assert self._first_arrival is not None
         first_pts, first_wall = self._first_arrival
-        self.events.started(self.cadence, first_wall + (self._t0 - first_pts) / 1000, variants)
+        origin = self.continuation.seconds if self.continuation else 0.0
+        self.events.started(self.cadence, first_wall + (self._t0 - first_pts) / 1000 - origin,
+                            variants)
         held, self._held = self._held, []
         for kind, frame, arrival in held:
             self._frame(kind, frame, arrival)
@@ -229,21 +272,27 @@ class Transcoder(threading.Thread):
         if picture is not None:
             for rendition in self._renditions(picture):
                 variants.append(self._start_lane(rendition))
-            if self.thumbs_output is not None:
+            if self.thumbs_output is not None and self.thumbs is None:
                 # Tiles spaced as for a video as long as the DVR window: a storyboard of a
                 # few hundred small pictures however long the stream, not one every 2 s.
                 self.thumbs = Thumbnails(picture.width, picture.height, self.config.dvr_seconds,
                                          (variants[0].width, variants[0].height), self.thumbs_output)
         if self.audio_decoder is not None:
+            frame_index, msn = self._origin
             self.audio = LiveAudioLane(self.cadence, self.config.audio_kbps,
                                        lambda part: self._part(AUDIO_NAME, part),
-                                       self._whole(AUDIO_NAME))
+                                       self._whole(AUDIO_NAME),
+                                       origin=(frame_index * self.cadence.frame_ticks, msn),
+                                       resume_at=self.continuation.audio_end
+                                       if self.continuation else None)
             self.events.init(AUDIO_NAME, cmaf.init_segment(self.audio.track))
             variants.append(Variant(AUDIO_NAME, self.audio.track.codecs,
                                     kbps=self.config.audio_kbps, peak_kbps=self.config.audio_kbps))
         return variants
 
     def _renditions(self, picture: av.VideoFrame) -> list[Rendition]:
+        if self.continuation is not None:  # the same rungs, whatever the new source's size
+            return list(self.continuation.renditions)
         chosen = choose(picture.width, picture.height, self.config.ladder)
         if self.config.rung_names:
             chosen = [r for r in chosen if r.name in self.config.rung_names] or chosen[-1:]
@@ -287,24 +336,35 @@ class Transcoder(threading.Thread):
         cadence = self.cadence
         # On the frame grid: publishers' millisecond times jitter, a grid does not, so parts
         # last exactly their frames and each closes with its last picture, not a frame later.
-        index = round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
+        # A publisher that came back starts at its origin: the next frame and segment after
+        # the last ones of the one before.
+        origin = self._origin[0]
+        index = origin + round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
         if index <= self._last_index or not self.lanes:
             return  # a repeated or backwards timestamp cannot be presented
+        self._last_frame = frame
+        self._place(frame, index, arrival)
+        if self.thumbs is not None:
+            self.thumbs.offer(frame, round(index * cadence.frame_ticks) / VIDEO_TIMESCALE)
+
+    def _place(self, frame: av.VideoFrame, index: int, arrival: float, wait: bool = False) -> None:
+        """Hand picture `index` of the grid to every lane (`wait`: never dropped)."""
+        assert self.cadence is not None
+        cadence = self.cadence
+        origin, msn = self._origin
         self._last_index = index
         ticks = round(index * cadence.frame_ticks)
-        part = index // cadence.part_frames
-        closes = (index + 1) % cadence.part_frames == 0
-        tick = Tick((part // cadence.segment_parts, part), arrival,
-                    round((index + 1) * cadence.frame_ticks) if closes else None,
+        part = (index - origin) // cadence.part_frames
+        closes = (index - origin + 1) % cadence.part_frames == 0
+        tick = Tick((msn + part // cadence.segment_parts, msn * cadence.segment_parts + part),
+                    arrival, round((index + 1) * cadence.frame_ticks) if closes else None,
                     closes and (part + 1) % cadence.segment_parts == 0)
         key = tick.grid[0] != self._segment
         if key:
             self._segment = tick.grid[0]
             self.governor.review(self.lanes)
         for lane in self.lanes:
-            self._offer(lane, frame, ticks, tick, key)
-        if self.thumbs is not None:
-            self.thumbs.offer(frame, ticks / VIDEO_TIMESCALE)
+            self._offer(lane, frame, ticks, tick, key or wait)
 
     def _offer(self, lane: LaneThread, frame: av.VideoFrame, ticks: int, tick: Tick,
                key: bool) -> None:
@@ -318,7 +378,21 @@ class Transcoder(threading.Thread):
     def _audio(self, frame: av.AudioFrame) -> None:
         if self.audio is None or frame.pts is None or self._t0 is None:
             return
-        self.audio.encode(frame, (frame.pts - self._t0) / 1000)
+        origin = self.continuation.seconds if self.continuation else 0.0
+        self.audio.encode(frame, (frame.pts - self._t0) / 1000 + origin)
+
+    def _fill_segment(self) -> None:
+        """The publisher went mid-segment and another may continue: the last picture is held to
+        the segment's end, so every segment (live, and the VOD's) is whole and the next
+        publisher starts on a segment boundary (a still of under a second, where players would
+        stall anyway)."""
+        if self.cadence is None or self._last_frame is None:
+            return
+        origin = self._origin[0]
+        frames = self.cadence.part_frames * self.cadence.segment_parts
+        missing = -(self._last_index - origin + 1) % frames
+        for index in range(self._last_index + 1, self._last_index + 1 + missing):
+            self._place(self._last_frame, index, time.monotonic(), wait=True)
 
     def _flush(self) -> None:
         """The publisher is gone: drain the decoders, then every encoder."""
@@ -328,6 +402,8 @@ class Transcoder(threading.Thread):
                     self._frame(kind, frame, time.monotonic())
         if self.cadence is None and self._held:
             self._begin()
+        if not self._final:
+            self._fill_segment()
         for lane in self.lanes:
             if lane.is_alive():
                 lane.stop()
@@ -336,8 +412,8 @@ class Transcoder(threading.Thread):
         end = (self._last_index + 1) * self.cadence.frame_ticks / VIDEO_TIMESCALE \
             if self.cadence and self._last_index >= 0 else None
         if self.audio is not None:
-            self.audio.finish(end)
-        if self.thumbs is not None and end is not None:
+            self.audio.finish(end, pad=not self._final)
+        if self.thumbs is not None and end is not None and self._final:
             self.thumbs.finish(end)
 
 

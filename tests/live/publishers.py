@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import socket
+import time
 from itertools import pairwise
 
 import av
@@ -89,8 +90,9 @@ def librtmp() -> ctypes.CDLL | None:
     return lib
 
 
-def librtmp_publish(lib: ctypes.CDLL, url: str, flv: bytes) -> bool:
-    """Publish an FLV file's tags with librtmp, as OBS does (blocking: run it in a thread)."""
+def librtmp_publish(lib: ctypes.CDLL, url: str, flv: bytes, paced: bool = False) -> bool:
+    """Publish an FLV file's tags with librtmp, as OBS does (blocking: run it in a thread);
+    `paced`: each tag at its time, as a live encoder sends them."""
     rtmp = lib.RTMP_Alloc()
     lib.RTMP_Init(rtmp)
     target = ctypes.create_string_buffer(url.encode())  # librtmp keeps pointers into it
@@ -100,7 +102,15 @@ def librtmp_publish(lib: ctypes.CDLL, url: str, flv: bytes) -> bool:
         lib.RTMP_EnableWrite(rtmp)
         if not (lib.RTMP_Connect(rtmp, None) and lib.RTMP_ConnectStream(rtmp, 0)):
             return False
-        return all(lib.RTMP_Write(rtmp, piece, len(piece)) > 0 for piece in _flv_tags(flv))
+        started = time.monotonic()
+        for piece in _flv_tags(flv):
+            if paced:
+                tag = piece[13:] if piece.startswith(b"FLV") else piece
+                ms = int.from_bytes(tag[4:7], "big") | tag[7] << 24
+                time.sleep(max(0.0, started + ms / 1000 - time.monotonic()))
+            if lib.RTMP_Write(rtmp, piece, len(piece)) <= 0:
+                return False
+        return True
     finally:
         lib.RTMP_Close(rtmp)
         lib.RTMP_Free(rtmp)

@@ -69,7 +69,7 @@ async def test_ingest_admits_by_key_bounds_streams_and_reports_to_control(tmp_pa
         assert await finished(await ffmpeg(rtmp + "good2", 2)) != 0  # one stream at most
         assert await finished(good) == 0
         await asyncio.wait_for(control.event("vod_done").wait(), BOUND)
-        assert not ingest.publishing
+        assert not ingest.broadcasts
         assert await finished(await ffmpeg(rtmp + "bad", 2)) != 0  # room now, but a wrong key
     finally:
         await ingest.close()

@@ -8,7 +8,7 @@ import m3u8
 import pytest
 
 from packager.live.config import Cadence, LiveConfig, snap_rate
-from packager.live.playlist import Part, Report, Timeline
+from packager.live.playlist import Part, Report, Timeline, program_date_time
 
 WALL = 1_700_000_000.0
 CONFIG = LiveConfig(dvr_seconds=10.0, memory_segments=2)
@@ -110,3 +110,38 @@ def test_what_exists() -> None:
     timeline.ended = True
     text = timeline.render()
     assert text.rstrip().endswith("#EXT-X-ENDLIST") and "PRELOAD-HINT" not in text
+
+
+def test_a_publisher_back_after_a_gap_continues_the_timeline_with_a_discontinuity() -> None:
+    timeline = Timeline(CADENCE, CONFIG, WALL)
+    grow(timeline, 7)  # two whole segments and one part of a third: the publisher goes
+    timeline.away = True
+    sealed = timeline.seal()
+    assert sealed is not None and sealed.complete and len(sealed.parts) == 1
+    assert "PRELOAD-HINT" not in timeline.render()  # nothing is coming for now
+    timeline.discontinue(WALL + 20)  # back 20 s later, on the same media timeline
+    start = 7 * CADENCE.part_seconds
+    for n in range(6):
+        msn, index = 3 + n // 3, n % 3
+        timeline.add(Part(msn, index, CADENCE.part_seconds, index == 0, b"y", start + n / 3,
+                          last=index == 2))
+    text = timeline.render()
+    lines = text.splitlines()
+    uris = [line for line in lines if line.startswith("seg_")]
+    assert uris == [f"seg_{n:05d}.m4s" for n in range(5)]  # sequence numbers go on
+    assert lines.index("#EXT-X-DISCONTINUITY") == lines.index("seg_00002.m4s") + 1
+    dates = tags(text, "#EXT-X-PROGRAM-DATE-TIME")
+    assert dates[2] == program_date_time(WALL + 2)
+    assert dates[3] == program_date_time(WALL + 20 + start)  # the wall clock anew
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE" not in text and "PRELOAD-HINT" in text
+    assert "#EXT-X-DISCONTINUITY" in timeline.render_plain()
+    # The window slides past the join: the first segment counts it, and no tag repeats it.
+    for n in range(6, 30):
+        msn, index = 3 + n // 3, n % 3
+        timeline.add(Part(msn, index, CADENCE.part_seconds, index == 0, b"y", start + n / 3,
+                          last=index == 2))
+    text = timeline.render()
+    assert tags(text, "#EXT-X-DISCONTINUITY-SEQUENCE") == ["1"]
+    assert "#EXT-X-DISCONTINUITY\n" not in text
+    parsed = m3u8.loads(text)
+    assert parsed.discontinuity_sequence == 1 and parsed.media_sequence == timeline.first_msn

@@ -152,7 +152,8 @@ async def test_publisher_media_rules() -> None:
         (publisher.video(video_tag(False, nals=b"\x00\x00\x00\x09\x65"), 40, now=3), "bad_video"),
         (publisher.video(b"\x17\x00\x00\x00\x00" + AVCC[:-1] + b"\x81", 40, now=3), "config_changed"),
         (publisher.video(b"\x1c\x00\x00\x00\x00", 40, now=3), "unsupported_codec"),
-        (publisher.video(b"\x90hvc1", 40, now=3), "unsupported_codec"),
+        (publisher.video(b"\x90av01", 40, now=3), "unsupported_codec"),  # Enhanced RTMP AV1
+        (publisher.video(b"\x90hvc1", 40, now=3), "bad_video"),  # HEVC without its hvcC
         (publisher.audio(b"\x2f\x00", 40), "unsupported_codec"),
     ]:
         with pytest.raises(CutOff) as cut:
