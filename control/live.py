@@ -301,6 +301,9 @@ class LiveStreams:
                 return s
             if s.state not in ("live", "processing"):
                 raise Refused("state", f"the stream is {s.state}: there is no VOD to report")
+            if s.state == "live" and not self._is_current(s, handle):
+                # a publisher cut off by a rotation: the stream waits for the new key
+                raise Refused("stale", f"publisher {handle} no longer holds the stream")
             return replace(finished(s, now), state="ready", reason=None)
 
         video_id = parse_handle(handle)[0]

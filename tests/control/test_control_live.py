@@ -256,6 +256,9 @@ async def test_rotation_refuses_the_old_key_and_cuts_its_publisher(live: TestCli
     await authorize(live, old, 403)
     beat = await ingest(live, f"streams/{publisher}/heartbeat", {"viewers": 2})
     assert (beat["disconnect"], beat["end"], beat["state"]) == (True, False, "live")
+    # the cut-off publisher's recording does not end the stream: it waits for the new key
+    await ingest(live, f"streams/{publisher}/vod", {"duration": 3.0, "renditions": ["720p"]},
+                 status=409)
     resumed = await authorize(live, new)
     assert resumed["resume"] is True
 
