@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
 from control.api import PROBLEM, Api
+from control.caching import Sharing
 from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
@@ -406,12 +407,15 @@ def make_app(
     rate_limits: RateLimits | None = None,
     live: LiveSettings | None = None,
     clock: Callable[[], float] = time.time,
+    edge_secret: str = "",
+    api_max_age: int = 2,
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
     unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname). `clock` tells the
     time to everything that keeps it (leases, backoffs, sessions, uploads' expiry, views, live
     streams' grace periods). `live` says where ingest listens and how long a publisher may be
-    gone before its stream ends."""
+    gone before its stream ends. Edges may share anonymous reads for `api_max_age` seconds
+    (control.caching), and are believed about their clients' addresses with `edge_secret`."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
@@ -454,8 +458,9 @@ def make_app(
     app[STAGING_KEY] = staging
     app[API_KEY] = api
     limiter = RateLimiter(rate_limits or RateLimits(), api)
-    app.middlewares.extend([cors_middleware, _metrics_middleware(control_metrics),
-                            problem_middleware, limiter.middleware])
+    sharing = Sharing(max_age=api_max_age, edge_secret=edge_secret)
+    app.middlewares.extend([sharing.forwarded, cors_middleware, _metrics_middleware(control_metrics),
+                            sharing.cache_headers, problem_middleware, limiter.middleware])
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await db.open()

@@ -43,6 +43,11 @@ def add_flags(flags: Flags) -> None:
                help="requests per second:burst per signed-in user (0: no limit)")
     flags.flag("--rate-auth", default="0.2:20",
                help="sign-ups and sign-ins per second:burst per client address (0: no limit)")
+    flags.flag("--edge-secret", default="",
+               help="shared secret edges send (their --control-secret): only then is their "
+                    "X-Forwarded-For believed as the client's address (empty: never)")
+    flags.flag("--api-max-age", default=2, type=int,
+               help="seconds edges may serve an anonymous public read (a video, comments, search...)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
                    max_upload_bytes=args.max_upload_mb * 1024 * 1024,
                    quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
                    edges=args.edge, purge_token=args.purge_token, live=live,
-                   playback_keys=load_ring(args.playback_keys), token_seconds=args.token_hours * 3600),
+                   playback_keys=load_ring(args.playback_keys), token_seconds=args.token_hours * 3600,
+                   edge_secret=args.edge_secret, api_max_age=args.api_max_age),
           args.host, args.port)
     return 0
 
