@@ -34,7 +34,7 @@ from yarl import URL
 
 from edge.cache import STORED_HEADERS, Entry, Policy, policy
 from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache
-from edge.inflight import FetchFailed, Head, Stream
+from edge.inflight import FetchFailed, Flight, Head, Stream
 from edge.node import Edge, Settings, parse_purge
 from reel.http import problem_body
 from reel.logs import fields
@@ -89,6 +89,7 @@ class ApiEdge(Edge):
     def __init__(self, settings: Settings, secret: str | None) -> None:
         super().__init__(settings, CollectorRegistry(auto_describe=False))
         self.secret = secret or None
+        self._asking: str | None = None  # X-Forwarded-For of the request being answered
         self._askers: dict[str, str] = {}  # key -> X-Forwarded-For of the request leading its fetch
         self.passed = 0  # requests passed through
 
@@ -118,9 +119,13 @@ class ApiEdge(Edge):
             return Policy(False)
         return policy(headers, 0.0, 0.0)
 
+    def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> Flight:
+        if self._asking is not None:  # read once by the fetch's first step, fetch_headers
+            self._askers[key] = self._asking
+        return super()._lead(key, stale, prefetch)
+
     def fetch_headers(self, key: str) -> dict[str, str]:
-        forwarded = self._askers.pop(key, None)
-        return self.trust({}, forwarded)
+        return self.trust({}, self._askers.pop(key, None))
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -143,11 +148,11 @@ class ApiEdge(Edge):
 
     def answer_for(self, ask: Ask, forwarded: str) -> tuple[XCache, Entry | Stream]:
         """Edge.answer, remembering who would lead a fetch (its address goes to control)."""
-        self._askers[ask.key] = forwarded
+        self._asking = forwarded
         try:
             return self.answer(ask)
         finally:
-            self._askers.pop(ask.key, None)
+            self._asking = None
 
     def pass_through(self, method: str, target: str, headers: list[tuple[str, str]],
                      body: bytes | None, forwarded: str) -> Stream:

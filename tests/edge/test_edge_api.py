@@ -237,3 +237,69 @@ async def test_control_unreachable_is_a_problem_or_a_stale_copy(stack, tmp_path)
     await asyncio.sleep(MAX_AGE + 0.2)  # expired: within stale-if-error, the copy stands in
     status, headers, _ = await read(s.edges[0], "/api/v1/trending")
     assert status == 200 and headers["X-Cache"] == "STALE"
+
+
+async def test_a_shared_fetch_is_charged_to_the_client_that_missed(stack) -> None:  # type: ignore[no-untyped-def]
+    s = await stack(rate_limits=RateLimits(per_ip=Rate(0.01, 3)))
+    edge0 = s.edges[0]
+
+    async def searches(address: str, words: list[str]) -> list[int]:
+        connector = aiohttp.TCPConnector(local_addr=(address, 0))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            statuses = []
+            for word in words:
+                async with http.get(f"http://{edge0.host}:{edge0.port}/api/v1/search?q={word}") as resp:
+                    statuses.append(resp.status)
+            return statuses
+
+    # every search is a miss (a key of its own): each costs its client a token at control
+    assert await searches("127.0.0.2", ["a", "b", "c", "d"]) == [200, 200, 200, 429]
+    assert await searches("127.0.0.3", ["e", "f", "g"]) == [200, 200, 200]
+    # what 127.0.0.2 had fetched is shared with anyone, whatever their own bucket holds
+    assert await searches("127.0.0.3", ["a", "b", "c"]) == [200, 200, 200]
+
+
+async def test_waiters_never_get_an_answer_meant_for_the_leader() -> None:
+    """A shared fetch answered 429 (the leading client's bucket was empty): those who waited on
+    it ask control themselves, and are answered for themselves."""
+    from aiohttp import web
+
+    from tests.edge.conftest import metric
+
+    asked: list[str] = []
+    release = asyncio.Event()
+
+    async def trending(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("X-Forwarded-For", ""))
+        if len(asked) == 1:
+            await release.wait()
+            return web.json_response({"status": 429}, status=429, headers={"Retry-After": "9"},
+                                     content_type="application/problem+json")
+        return web.json_response({"items": []}, headers={"Cache-Control": "public, max-age=60"})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/trending", trending)
+    control = TestServer(app, host="127.0.0.1")
+    await control.start_server()
+    edge0 = FastClient(edge.app.make_app(region="eu", origins=[closed_port_url()], cache_bytes=8 << 20,
+                                         health_interval=0, control=str(control.make_url("")).rstrip("/"),
+                                         control_secret=SECRET))
+    try:
+        leader = asyncio.create_task(read(edge0, "/api/v1/trending"))
+        await until(lambda: asyncio.sleep(0, bool(asked)), 10)
+        follower = asyncio.create_task(read(edge0, "/api/v1/trending"))
+
+        async def both_waiting() -> bool:
+            return await metric(edge0, "reel_edge_api_inflight_readers") == 2
+
+        await until(both_waiting, 10)
+        release.set()
+        status, headers, _ = await leader
+        assert status == 429 and headers["Retry-After"] == "9"
+        status, headers, body = await follower
+        assert status == 200 and body == {"items": []} and headers["X-Cache"] == "MISS"
+        assert len(asked) == 2 and all(a.endswith("127.0.0.1") for a in asked)
+    finally:
+        release.set()
+        await edge0.close()
+        await control.close()
