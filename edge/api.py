@@ -36,7 +36,7 @@ from edge.cache import STORED_HEADERS, Entry, Policy, policy
 from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache
 from edge.inflight import FetchFailed, Flight, Head, Stream
 from edge.node import Edge, Settings, parse_purge
-from reel.http import problem_body
+from reel.http import CORS, problem_body
 from reel.logs import fields
 
 log = logging.getLogger("reel.edge.api")
@@ -58,6 +58,9 @@ _NOT_ASKED = _NOT_PASSED | {SECRET_HEADER.lower(), RELAY_HEADER.lower(), "x-forw
                             "accept-encoding", "expect"}
 # A shared answer may name these in Vary: the edge never shares with a request carrying them.
 _VARY_OK = frozenset({"authorization", "cookie", "accept-encoding", "origin"})
+# A sibling worker's own CORS list is the one this edge adds: not twice.
+_EXPOSE_NAME = "Access-Control-Expose-Headers"
+_EXPOSE = _EXPOSE_NAME.lower()
 # The edge finds validators and freshness by these spellings, whatever the upstream's.
 _SPELLING = {name.lower(): name for name in (*STORED_HEADERS, "Vary", "Location")}
 
@@ -79,7 +82,8 @@ def personal(head: Head) -> bool:
 
 def passed_headers(headers: Mapping[str, str] | Any) -> tuple[tuple[str, str], ...]:
     """Control's response headers the edge passes on (and keeps with a cached copy)."""
-    return tuple((_SPELLING.get(k.lower(), k), v) for k, v in headers.items() if k.lower() not in _NOT_PASSED)
+    return tuple((_SPELLING.get(k.lower(), k), v) for k, v in headers.items()
+                 if k.lower() not in _NOT_PASSED and not (k.lower() == _EXPOSE and v == CORS[_EXPOSE_NAME]))
 
 
 class ApiEdge(Edge):
