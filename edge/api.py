@@ -45,6 +45,11 @@ PREFIX = "/api/v1/"
 SECRET_HEADER = "X-Reel-Edge"  # the shared secret that makes control believe X-Forwarded-For
 MAX_BODY = 1 << 20  # request bodies the edge passes on (uploads go to control directly)
 MAX_TARGET = 4096
+# Seconds control has to start answering (nginx's proxy_read_timeout). Far longer than an
+# origin's 5 s: a sign-up hashes a password, a busy control queues, and that is slowness to pass
+# on, not a failed upstream. A client waits a little longer (edge.server.ApiFlight), so the 504
+# it may get is the edge's own, saying what it waited for.
+CONTROL_TIMEOUT = 60.0
 # Headers the edge makes itself, or that describe one hop only (RFC 9110 §7.6.1), or that the
 # edge's own CORS replaces (a second Access-Control-Allow-Origin makes browsers refuse).
 _NOT_PASSED = frozenset({
@@ -102,6 +107,7 @@ class ApiEdge(Edge):
         settings = dataclasses.replace(
             media, upstreams=[control], cache_bytes=cache_bytes,
             max_object_bytes=min(cache_bytes // 8, 8 << 20), prefetch_segments=0, ring=None,
+            first_byte_timeout=max(media.first_byte_timeout, CONTROL_TIMEOUT),
             # control says how long and how stale; without a word, nothing is kept stale
             stale_while_revalidate=0.0, stale_if_error=0.0)
         return cls(settings, secret)

@@ -827,6 +827,12 @@ class ApiFlight(FromFlight):
     __slots__ = ()
     api = True
 
+    def start(self) -> None:
+        super().start()
+        conn = self.conn
+        if conn.response is self and conn.timer is Timer.WAIT:  # still waiting: at control's pace
+            conn.due = conn._loop.time() + api_path.CONTROL_TIMEOUT + 5.0
+
     def _send_head(self, stream: Stream) -> bool:
         head = stream.head
         if head is not None and self.x_cache is XCache.COALESCED and api_path.personal(head):
