@@ -24,7 +24,7 @@ import dataclasses
 import hmac
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -98,7 +98,7 @@ class ApiEdge(Edge):
     def __init__(self, settings: Settings, secret: str | None) -> None:
         super().__init__(settings, CollectorRegistry(auto_describe=False))
         self.secret = secret or None
-        self._asking: str | None = None  # X-Forwarded-For of the request being answered
+        self._asking: Callable[[], str] | None = None  # the X-Forwarded-For of the request answered
         self._askers: dict[str, str] = {}  # key -> X-Forwarded-For of the request leading its fetch
         self.passed = 0  # requests passed through
 
@@ -131,7 +131,7 @@ class ApiEdge(Edge):
 
     def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> Flight:
         if self._asking is not None:  # read once by the fetch's first step, fetch_headers
-            self._askers[key] = self._asking
+            self._askers[key] = self._asking()
         return super()._lead(key, stale, prefetch)
 
     def fetch_headers(self, key: str) -> dict[str, str]:
@@ -156,8 +156,9 @@ class ApiEdge(Edge):
             return given
         return f"{given}, {peer or 'unknown'}" if given else (peer or "unknown")
 
-    def answer_for(self, ask: Ask, forwarded: str) -> tuple[XCache, Entry | Stream]:
-        """Edge.answer, remembering who would lead a fetch (its address goes to control)."""
+    def answer_for(self, ask: Ask, forwarded: Callable[[], str]) -> tuple[XCache, Entry | Stream]:
+        """Edge.answer, remembering who would lead a fetch (its address goes to control; made
+        only then: a hit needs none)."""
         self._asking = forwarded
         try:
             return self.answer(ask)

@@ -456,13 +456,12 @@ class Connection(asyncio.Protocol):
         assert api is not None
         if len(request.target) > api_path.MAX_TARGET:
             return Local(self, request, local(414, "URI Too Long", head=method == "HEAD"))
-        forwarded = api.forwarded_for(headers, self.peer())
         if not api_path.shared(method, headers):
             return ApiFlight(self, request, XCache.MISS, Ask(method, request.target[1:]),
-                             self._pass(request, forwarded), sibling=False)
+                             self._pass(request, api.forwarded_for(headers, self.peer())), sibling=False)
         ask = Ask(method, request.target[1:], if_none_match=headers.get(b"if-none-match"),
                   if_modified_since=headers.get(b"if-modified-since"))
-        x_cache, source = api.answer_for(ask, forwarded)
+        x_cache, source = api.answer_for(ask, lambda: api.forwarded_for(headers, self.peer()))
         if isinstance(source, Entry):
             return ApiFromCache(self, request, x_cache, ask, source)
         try:
