@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
 from control.api import PROBLEM, Api
 from control.caching import Sharing
+from control.caching import describe as describe_sharing
 from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
@@ -497,6 +498,7 @@ def make_app(
     jobs = JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge)
     jobs.add_routes(api)
     IngestHandlers(streams, jobs.require_worker, control_metrics.live_events).add_routes(api)
+    describe_sharing(api)
     api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
               responses={200: {"description": "Prometheus text format",
                                "content": {"text/plain": {}}}})

@@ -25,6 +25,8 @@ import ipaddress
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from control.api import Api
+
 SECRET_HEADER = "X-Reel-Edge"
 # Anonymous reads of public data (routes as registered): the same answer for every visitor.
 SHARED_ROUTES = frozenset({
@@ -55,6 +57,20 @@ def api_paths(video_id: str, owner_id: str | None = None) -> list[str]:
 def api_keys(video_id: str) -> list[str]:
     """Edge purge paths (exact) for a video's reads without a query."""
     return [f"/api/v1/videos/{video_id}", "/api/v1/videos"]
+
+
+def describe(api: Api) -> None:
+    """Say in the OpenAPI document what `Sharing.cache_headers` does to the shared routes."""
+    headers = {
+        "Cache-Control": {"description": "anonymous: public, max-age, stale-while-revalidate; "
+                                         "signed in: private, no-store", "schema": {"type": "string"}},
+        "ETag": {"description": "anonymous reads: a strong validator of the body",
+                 "schema": {"type": "string"}},
+    }
+    for path in SHARED_ROUTES:
+        api.annotate("GET", path, 200, {"headers": headers})
+        api.annotate("GET", path, 304, {"description": "Not Modified: If-None-Match names the "
+                                                       "current ETag (anonymous reads)"})
 
 
 class Sharing:

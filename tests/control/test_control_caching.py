@@ -77,3 +77,11 @@ async def test_without_a_secret_no_forwarded_address_is_believed(make_client: Ma
                                   headers={"X-Reel-Edge": "", "X-Forwarded-For": f"192.0.2.{i}"})).status
                 for i in range(3)]
     assert statuses == [200, 200, 429]
+
+
+async def test_the_document_says_so(make_client: MakeClient) -> None:
+    client = await make_client()
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    shared = doc["paths"]["/api/v1/videos/{video_id}"]["get"]["responses"]
+    assert "304" in shared and {"Cache-Control", "ETag"} <= set(shared["200"]["headers"])
+    assert "304" not in doc["paths"]["/api/v1/me"]["get"]["responses"]
