@@ -337,6 +337,9 @@ class Connection(asyncio.Protocol):
             if length.isdigit() and int(length) > MAX_PURGE_BODY:
                 raise _Refuse(413, "Content Too Large")
             request.body = bytearray()
+            if (request.headers.get(b"expect", "").lower() == "100-continue" and self.idle_but_parsing
+                    and self.transport is not None):
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is wanted
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing
@@ -361,6 +364,11 @@ class Connection(asyncio.Protocol):
             raise _Refuse(431, "Request Header Fields Too Large")
 
     # -- answering, one request at a time -----------------------------------------------------
+
+    @property
+    def idle_but_parsing(self) -> bool:
+        """Nothing is being answered or waits: an interim answer now is this request's."""
+        return self.response is None and not self._answering and not self._queue
 
     @property
     def idle(self) -> bool:

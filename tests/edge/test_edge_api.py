@@ -303,3 +303,22 @@ async def test_waiters_never_get_an_answer_meant_for_the_leader() -> None:
         release.set()
         await edge0.close()
         await control.close()
+
+
+async def test_a_body_behind_expect_100_continue_is_asked_for(stack) -> None:  # type: ignore[no-untyped-def]
+    s = await stack()
+    edge0 = s.edges[0]
+    body = b'{"email": "carol@example.com", "password": "correct horse battery"}'
+    reader, writer = await asyncio.open_connection(edge0.host, edge0.port)
+    try:
+        writer.write(b"POST /api/v1/users HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(body)
+        await writer.drain()
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert final.startswith(b"HTTP/1.1 201"), final
+    finally:
+        writer.close()
