@@ -849,7 +849,7 @@ class ApiFlight(FromFlight):
             self.x_cache = XCache.MISS
             forwarded = conn.server.api.forwarded_for(self.request.headers, conn.peer())
             self.ask = Ask(self.request.method, self.ask.key)
-            self.plain = True
+            self.plain = self.request.method == "GET"
             self.cursor = conn._pass(self.request, forwarded).cursor(self.pump)
             return False
         return super()._send_head(stream)
