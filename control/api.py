@@ -110,6 +110,18 @@ class Api:
         else:
             self.router.add_route(method, path, endpoint, **options)
 
+    def annotate(self, method: str, path: str, status: int, response: Mapping[str, Any]) -> None:
+        """Add (or extend) what an operation registered before says of `status`: what a
+        middleware adds to routes it knows (control.caching's 304s and cache headers)."""
+        op = self._paths.get(path, {}).get(method.lower())
+        if op is not None:
+            described = op["responses"].setdefault(str(status), {})
+            for key, value in response.items():
+                if isinstance(value, dict) and isinstance(described.get(key), dict):
+                    described[key] = {**described[key], **value}
+                else:
+                    described[key] = value
+
     def describe(self, model: type[BaseModel]) -> None:
         """Put `model` among the document's schemas (for a body a handler reads itself)."""
         self._models.setdefault(model, "validation")

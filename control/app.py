@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from control.accounts import AccountHandlers, Accounts, Auth, PasswordHasher, User
 from control.api import PROBLEM, Api
+from control.caching import Sharing
+from control.caching import describe as describe_sharing
 from control.catalog import Ingest, VideoHandlers, hashed, title_from, video_fields
 from control.db import Database
 from control.jobs import STATES as JOB_STATES
@@ -416,6 +418,8 @@ def make_app(
     clock: Callable[[], float] = time.time,
     worker: int = 0,
     workers: Sequence[str] = (),
+    edge_secret: str = "",
+    api_max_age: int = 2,
 ) -> web.Application:
     """The control application. Upload staging lives in `data_dir`; so does the SQLite database,
     unless `database` is a PostgreSQL URL (postgresql://user:password@host/dbname), whose
@@ -424,7 +428,8 @@ def make_app(
     streams' grace periods). `live` says where ingest listens and how long a publisher may be
     gone before its stream ends. `workers`: every worker process's private URL (reel.workers),
     `worker` this one's index; worker 0 alone runs the periodic sweeps, and /metrics on any
-    worker sums them all."""
+    worker sums them all. Edges may share anonymous reads for `api_max_age` seconds
+    (control.caching), and are believed about their clients' addresses with `edge_secret`."""
     if not worker_token:
         raise ValueError("worker_token must not be empty")
     if max_upload_bytes <= 0:
@@ -472,8 +477,9 @@ def make_app(
     app[STAGING_KEY] = staging
     app[API_KEY] = api
     limiter = RateLimiter(rate_limits or RateLimits(), api)
-    app.middlewares.extend([cors_middleware, _metrics_middleware(control_metrics),
-                            problem_middleware, limiter.middleware])
+    sharing = Sharing(max_age=api_max_age, edge_secret=edge_secret)
+    app.middlewares.extend([sharing.forwarded, cors_middleware, _metrics_middleware(control_metrics),
+                            sharing.cache_headers, problem_middleware, limiter.middleware])
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await db.open()
@@ -515,6 +521,7 @@ def make_app(
     jobs = JobHandlers(queue, worker_token, control_metrics.job_events, refresh_job_gauge)
     jobs.add_routes(api)
     IngestHandlers(streams, jobs.require_worker, control_metrics.live_events).add_routes(api)
+    describe_sharing(api)
     api.route("GET", "/metrics", None, summary="Prometheus metrics", tag="meta", throttled=False,
               responses={200: {"description": "Prometheus text format",
                                "content": {"text/plain": {}}}})

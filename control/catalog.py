@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from control.accounts import Accounts, Auth, User
 from control.api import PROBLEM, Api
+from control.caching import api_keys, api_paths
 from control.jobs import Job, JobQueue
 from control.models import MAX_TITLE_CHARS, Copied, Copies, VideoEdit, VideoFields, VideoPage
 from control.models import Video as VideoJson
@@ -236,6 +237,8 @@ class VideoHandlers:
             raise ProblemError(404, f"no video {video.id!r}")
         if updated.privacy != video.privacy:  # origins and edges follow within seconds
             await self.privacy.apply(video.id, updated.privacy)
+        # What the edges share of it (and the lists it is in) goes now, not in max-age.
+        await self.purger.purge(api_paths(video.id, video.owner_id), api_keys(video.id))
         return web.json_response(self.render(request, updated))
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -248,7 +251,8 @@ class VideoHandlers:
         for prefix in (source_prefix(video.id), *published):
             removed += await self.store.delete_prefix(prefix)
         await self.privacy.forget(video.id)
-        edges = await self.purger.purge([f"/{prefix}" for prefix in published])
+        edges = await self.purger.purge([*(f"/{prefix}" for prefix in published),
+                                         *api_paths(video.id, video.owner_id)], api_keys(video.id))
         log.info("video deleted", extra=fields(video=video.id, user=user.id, objects=removed,
                                                edges_purged=edges))
         return web.Response(status=204)

@@ -57,6 +57,11 @@ def add_flags(flags: Flags) -> None:
                help="requests per second:burst per signed-in user (0: no limit)")
     flags.flag("--rate-auth", default="0.2:20",
                help="sign-ups and sign-ins per second:burst per client address (0: no limit)")
+    flags.flag("--edge-secret", default="",
+               help="shared secret edges send (their --control-secret): only then is their "
+                    "X-Forwarded-For believed as the client's address (empty: never)")
+    flags.flag("--api-max-age", default=2, type=int,
+               help="seconds edges may serve an anonymous public read (a video, comments, search...)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                         quota_bytes=args.quota_mb * 1024 * 1024, admin_emails=args.admin_email,
                         edges=args.edge, purge_token=args.purge_token, live=live,
                         playback_keys=keys, token_seconds=args.token_hours * 3600,
-                        view_flush_seconds=args.view_flush_seconds, **worker)
+                        view_flush_seconds=args.view_flush_seconds,
+                        edge_secret=args.edge_secret, api_max_age=args.api_max_age, **worker)
 
     workers = args.workers or cpu_count()
     if workers <= 1:

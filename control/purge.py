@@ -38,18 +38,18 @@ class EdgePurger:
             await self._http.close()
             self._http = None
 
-    async def purge(self, prefixes: Sequence[str]) -> int:
+    async def purge(self, prefixes: Sequence[str], paths: Sequence[str] = ()) -> int:
         """Purge on every edge at once; returns how many edges confirmed."""
         if not self.edges:
             return 0
-        results = await asyncio.gather(*(self._one(edge, prefixes) for edge in self.edges))
+        results = await asyncio.gather(*(self._one(edge, prefixes, paths) for edge in self.edges))
         return sum(results)
 
-    async def _one(self, edge: str, prefixes: Sequence[str]) -> bool:
+    async def _one(self, edge: str, prefixes: Sequence[str], paths: Sequence[str]) -> bool:
         assert self._http is not None, "EdgePurger.start() was not awaited"
         try:
             async with self._http.post(
-                f"{edge}/purge", json={"paths": [], "prefixes": list(prefixes)},
+                f"{edge}/purge", json={"paths": list(paths), "prefixes": list(prefixes)},
                 headers={"Authorization": f"Bearer {self.token}"},
             ) as resp:
                 if resp.status != 200:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from edge.api import ApiEdge, ApiMetrics
 from edge.cache import Entry
 from edge.http import Ask, Shape, XCache, key_of_target, local, refusal, shape, split_target
 from edge.inflight import Cursor, FetchFailed, TooManyReaders
@@ -28,6 +29,7 @@ from reel import metrics
 from reel.http import CORS, PREFLIGHT, problem
 
 EDGE_KEY = web.AppKey("edge", Edge)
+API_KEY = web.AppKey("edge_api", ApiEdge)  # /api/v1/ to control: served by edge.server's front
 SENT = web.RequestKey("sent", int)  # body bytes written, for the metrics
 RESULT = web.RequestKey("result", XCache)  # X-Cache when the fetch said otherwise (Head.x_cache_for)
 
@@ -194,6 +196,9 @@ def make_app(
     *,
     max_object_bytes: int | None = None,
     purge_token: str | None = None,
+    control: str | None = None,
+    control_secret: str | None = None,
+    api_cache_bytes: int | None = None,
     **tuning: object,
 ) -> web.Application:
     """The edge for `region`: fetches through `shield` when given (the origins stay as its
@@ -202,6 +207,10 @@ def make_app(
     Objects over `max_object_bytes` (default: an eighth of the cache, at most 64 MiB) are
     streamed through and not cached. `tuning` sets any other field of `edge.node.Settings`
     (timeouts, waiting list, stale windows, prefetch depth, sibling workers).
+
+    With `control` (its URL), `reel edge`'s front (edge.server) also serves `/api/v1/` through
+    an `edge.api.ApiEdge` with a cache of `api_cache_bytes` (default: a sixteenth of the
+    media cache), telling control who its clients are with `control_secret`.
     """
     if max_object_bytes is None:
         max_object_bytes = min(cache_bytes // 8, 64 * 1024 * 1024)
@@ -216,6 +225,11 @@ def make_app(
     app = web.Application(client_max_size=MAX_PURGE_BODY)
     edge = Edge(settings, metrics.install(app))
     app[EDGE_KEY] = edge
+    if control:
+        api = ApiEdge.for_control(settings, control.rstrip("/"), control_secret,
+                                  api_cache_bytes or max(cache_bytes // 16, 1 << 20))
+        ApiMetrics(api, app[metrics.REGISTRY_KEY])
+        app[API_KEY] = api
     front = Front(edge)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -29,6 +29,13 @@ def add_flags(flags: Flags) -> None:
                help="seconds an expired object stands in for a failing origin, when the origin says nothing")
     flags.flag("--access-log", action="store_true", help="log one JSON line per request")
     flags.flag("--playback-keys", default=None, help=KEYS_HELP)
+    flags.flag("--control", default=None,
+               help="control's URL: serve /api/v1/ from it (public reads cached and coalesced)")
+    flags.flag("--control-secret", default=None,
+               help="shared secret control's --edge-secret expects: it then believes the client "
+                    "addresses this edge forwards (X-Forwarded-For), so rate limits stay per client")
+    flags.flag("--api-cache-mb", default=0, type=int,
+               help="cache for control's public reads, in MiB per worker (0: a sixteenth of --cache-mb)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                         purge_token=args.purge_token, prefetch_segments=args.prefetch,
                         stale_while_revalidate=args.stale_while_revalidate,
                         stale_if_error=args.stale_if_error, ring=load_ring(args.playback_keys),
-                        **cluster)
+                        control=args.control, control_secret=args.control_secret,
+                        api_cache_bytes=args.api_cache_mb * 1024 * 1024 or None, **cluster)
 
     return workers.run(build, args.host, args.port, args.workers or workers.cpu_count(),
                        access_log=args.access_log)

@@ -159,6 +159,20 @@ class Edge:
             return "/" + key
         return token_path("/" + key, ring.sign(key.split("/", 2)[1], UPSTREAM_TOKEN_TTL))
 
+    # What a subclass in front of another upstream changes (edge.api: control's JSON).
+
+    def fetch_headers(self, key: str) -> dict[str, str]:
+        """Headers of the upstream fetch of `key`, beside its validators."""
+        return {}
+
+    def kept_headers(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The upstream headers kept with a response and passed on with it."""
+        return select_headers(headers)
+
+    def cache_policy(self, headers: Mapping[str, str]) -> Policy:
+        """How a 200 with `headers` may be cached."""
+        return policy(headers, self.settings.stale_while_revalidate, self.settings.stale_if_error)
+
     def answer(self, ask: Ask) -> tuple[XCache, Source]:
         """Where `ask`'s answer comes from: a cached entry (HIT; STALE while a refresh runs behind
         it), or the stream of the one fetch of its key (MISS for the request that started it,
@@ -262,7 +276,8 @@ class Edge:
         try:
             resp, flight.upstream = await self.upstream.open(
                 self.upstream_path(flight.key),
-                {**(stale.validators if stale else {}), **self.viewers.upstream_headers(flight.key)},
+                {**self.fetch_headers(flight.key), **self.viewers.upstream_headers(flight.key),
+                 **(stale.validators if stale else {})},
                 via=self.settings.owner(flight.key),
             )
         except UpstreamError as exc:
@@ -287,12 +302,11 @@ class Edge:
         """Pass the upstream's response to the flight's stream as it arrives; the head and the
         rules it may be cached by once the stream is finished."""
         settings, stream = self.settings, flight.stream
-        head = Head(resp.status, select_headers(resp.headers), resp.content_length,
+        head = Head(resp.status, self.kept_headers(resp.headers), resp.content_length,
                     header_age(resp.headers.get("Age")))
         if flight.upstream == settings.owner(flight.key):
             head.relayed = XCache.__members__.get(resp.headers.get("X-Cache", ""))
-        rules = (policy(resp.headers, settings.stale_while_revalidate, settings.stale_if_error)
-                 if resp.status == 200 else NO_STORE)
+        rules = self.cache_policy(resp.headers) if resp.status == 200 else NO_STORE
         limit = settings.max_object_bytes
         keep = (
             rules.store

@@ -42,7 +42,8 @@ import uvloop
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from edge.app import EDGE_KEY
+from edge import api as api_path
+from edge.app import API_KEY, EDGE_KEY
 from edge.cache import Entry
 from edge.http import (
     RELAY_HEADER,
@@ -97,12 +98,14 @@ class _Refuse(Exception):
 class Request:
     """What the front keeps of one parsed request."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "started")
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "started", "passed")
 
     def __init__(self, keep_alive: bool = True) -> None:
         self.method = ""
         self.target = ""
         self.headers: dict[bytes, str] = {}
+        # An /api/v1/ request keeps every header (control may need any of them), as sent.
+        self.passed: list[tuple[str, str]] | None = None
         self.body: bytearray | None = None
         self.keep_alive = keep_alive
         self.version = "1.1"
@@ -128,8 +131,10 @@ class Server:
         *,
         access_log: bool = False,
         high_water: int = 256 * 1024,
+        api: api_path.ApiEdge | None = None,
     ) -> None:
         self.edge, self.registry, self.access_log = edge, registry, access_log
+        self.api = api  # /api/v1/ goes to control through it, when the edge has one
         settings = edge.settings
         self.max_head = settings.max_head
         self.timeouts = {Timer.HEAD: settings.head_timeout, Timer.IDLE: settings.keepalive_timeout,
@@ -310,10 +315,18 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
+        request = self._parsing
+        assert request is not None
+        if request.passed is None and self.server.api is not None and api_path.is_api(request.target):
+            request.passed = []
+        if request.passed is not None:
+            text = value.decode("latin-1")
+            request.passed.append((name.decode("latin-1"), text))
+            request.headers[name.lower()] = text
+            return
         name = name.lower()
         if name in _WANTED:
-            assert self._parsing is not None
-            self._parsing.headers[name] = value.decode("latin-1")
+            request.headers[name] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         request = self._parsing
@@ -322,11 +335,14 @@ class Connection(asyncio.Protocol):
         request.method = parser.get_method().decode("latin-1")
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        if request.method == "POST":
+        if request.method == "POST" or (request.passed is not None and request.method not in ("GET", "HEAD")):
             length = request.headers.get(b"content-length", "0")
             if length.isdigit() and int(length) > MAX_PURGE_BODY:
                 raise _Refuse(413, "Content Too Large")
             request.body = bytearray()
+            if (request.headers.get(b"expect", "").lower() == "100-continue" and self.idle_but_parsing
+                    and self.transport is not None):
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is wanted
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing
@@ -351,6 +367,11 @@ class Connection(asyncio.Protocol):
             raise _Refuse(431, "Request Header Fields Too Large")
 
     # -- answering, one request at a time -----------------------------------------------------
+
+    @property
+    def idle_but_parsing(self) -> bool:
+        """Nothing is being answered or waits: an interim answer now is this request's."""
+        return self.response is None and not self._answering and not self._queue
 
     @property
     def idle(self) -> bool:
@@ -401,6 +422,8 @@ class Connection(asyncio.Protocol):
 
     def _route(self, request: Request) -> Response:
         method, path = request.method, request.target.partition("?")[0]
+        if request.passed is not None:
+            return self._api(request)
         if method in ("GET", "HEAD"):
             if path == "/healthz":
                 return Local(self, request, _json(self.edge.health(self.server.load())))
@@ -441,11 +464,37 @@ class Connection(asyncio.Protocol):
             out = local(503, "Too Many Waiters", head=ask.method == "HEAD", extra=[("Retry-After", "1")])
             return Local(self, request, out, XCache.MISS)
 
+    def _api(self, request: Request) -> Response:
+        """/api/v1/: shared reads from the API cache (or its one fetch), the rest passed through."""
+        api, headers, method = self.server.api, request.headers, request.method
+        assert api is not None
+        if len(request.target) > api_path.MAX_TARGET:
+            return Local(self, request, local(414, "URI Too Long", head=method == "HEAD"))
+        if not api_path.shared(method, headers):
+            return ApiFlight(self, request, XCache.MISS, Ask(method, request.target[1:]),
+                             self._pass(request, api.forwarded_for(headers, self.peer())), sibling=False)
+        ask = Ask(method, request.target[1:], if_none_match=headers.get(b"if-none-match"),
+                  if_modified_since=headers.get(b"if-modified-since"))
+        x_cache, source = api.answer_for(ask, lambda: api.forwarded_for(headers, self.peer()))
+        if isinstance(source, Entry):
+            return ApiFromCache(self, request, x_cache, ask, source)
+        try:
+            return ApiFlight(self, request, x_cache, ask, source, sibling=_RELAY in headers)
+        except TooManyReaders:
+            out = local(503, "Too Many Waiters", head=method == "HEAD", extra=[("Retry-After", "1")])
+            return Local(self, request, out, XCache.MISS)
+
+    def _pass(self, request: Request, forwarded: str) -> Stream:
+        assert self.server.api is not None and request.passed is not None
+        body = bytes(request.body) if request.body is not None else None
+        return self.server.api.pass_through(request.method, request.target, request.passed, body, forwarded)
+
     def finished(self, response: Response) -> None:
         """`response` is handed to the transport: account for it, then the next request."""
         request = response.request
         if response.x_cache is not None:
-            self.edge.stats.served(response.x_cache, time.perf_counter() - request.started, response.sent)
+            stats = self.server.api.stats if response.api and self.server.api else self.edge.stats
+            stats.served(response.x_cache, time.perf_counter() - request.started, response.sent)
         if self.server.access_log:
             access.info("access", extra=fields(  # the path without its playback token
                 method=request.method, path=redact(request.target.partition("?")[0]),
@@ -529,7 +578,10 @@ class Connection(asyncio.Protocol):
         if refused == 401:
             return local(401, "Unauthorized", extra=[("WWW-Authenticate", 'Bearer realm="purge"')])
         try:
-            purged = await self.edge.purge(bytes(request.body or b""), _RELAY in request.headers)
+            body = bytes(request.body or b"")
+            purged = await self.edge.purge(body, _RELAY in request.headers)
+            if self.server.api is not None:
+                purged += self.server.api.forget(body)
         except ValueError as exc:
             return local(400, "Bad Purge Request", detail=str(exc))
         return _json({"purged": purged})
@@ -543,6 +595,7 @@ class Response:
     `sent` counts body bytes handed to the transport."""
 
     __slots__ = ("conn", "request", "x_cache", "sent")
+    api = False  # an /api/v1/ answer: counted in the API's metrics
 
     def __init__(self, conn: Connection, request: Request, x_cache: XCache | None = None) -> None:
         self.conn, self.request, self.x_cache = conn, request, x_cache
@@ -772,6 +825,42 @@ class FromFlight(Response):
         self.conn.finished(self)
 
 
+class ApiFromCache(FromCache):
+    """A cached API answer."""
+
+    __slots__ = ()
+    api = True
+
+
+class ApiFlight(FromFlight):
+    """An API answer arriving from control: a shared fetch's, or this request's own. A request
+    that waited on a shared fetch whose answer was meant for its leader alone (`personal`) asks
+    control for itself instead."""
+
+    __slots__ = ()
+    api = True
+
+    def start(self) -> None:
+        super().start()
+        conn = self.conn
+        if conn.response is self and conn.timer is Timer.WAIT:  # still waiting: at control's pace
+            conn.due = conn._loop.time() + api_path.CONTROL_TIMEOUT + 5.0
+
+    def _send_head(self, stream: Stream) -> bool:
+        head = stream.head
+        if head is not None and self.x_cache is XCache.COALESCED and api_path.personal(head):
+            conn = self.conn
+            assert conn.server.api is not None
+            self.close()
+            self.x_cache = XCache.MISS
+            forwarded = conn.server.api.forwarded_for(self.request.headers, conn.peer())
+            self.ask = Ask(self.request.method, self.ask.key)
+            self.plain = self.request.method == "GET"
+            self.cursor = conn._pass(self.request, forwarded).cursor(self.pump)
+            return False
+        return super()._send_head(stream)
+
+
 def _head(out: Shape, trailer: bytes) -> bytes:
     """A response head: the status line, the headers, Content-Length, then `trailer`."""
     lines = _STATUS.get(out.status) or f"HTTP/1.1 {out.status} Unknown\r\n".encode()
@@ -809,10 +898,12 @@ async def run(
 ) -> None:
     """Serve the edge of `app` (from make_app) on host:port (unless host is None) and on
     `sockets`, until `stop` is set (by default: until SIGINT or SIGTERM)."""
-    edge = app[EDGE_KEY]
-    server = Server(edge, app[metrics.REGISTRY_KEY], access_log=access_log)
+    edge, api = app[EDGE_KEY], app.get(API_KEY)
+    server = Server(edge, app[metrics.REGISTRY_KEY], access_log=access_log, api=api)
     loop = asyncio.get_running_loop()
     await edge.start()
+    if api is not None:
+        await api.start()
     listeners: list[asyncio.Server] = []
     try:
         if host is not None:
@@ -840,6 +931,8 @@ async def run(
     finally:
         for listener in listeners:
             listener.close()
+        if api is not None:
+            await api.close()
         await edge.close()
 
 

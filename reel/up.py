@@ -54,6 +54,8 @@ class Stack:
     port_base: int
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     purge_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # Edges prove themselves to control with it, so it believes the client addresses they forward.
+    edge_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     store_spec: str | None = None  # `--store`: s3://... instead of DATA/objects
     control_workers: int = 0  # `reel control --workers`: 0, one per core (as the edges)
 
@@ -130,13 +132,15 @@ class Stack:
         cmds["ingest"] = ["ingest", f"--control={self.control}", f"--token={self.token}",
                           f"--store={self.store}", f"--rtmp-port={port + RTMP}",
                           f"--srt-port={port + SRT}", f"--http-port={port + INGEST_HTTP}"]
-        cmds["control"] += [f"--ingest-rtmp={self.rtmp}", f"--ingest-srt={self.srt}"]
+        cmds["control"] += [f"--ingest-rtmp={self.rtmp}", f"--ingest-srt={self.srt}",
+                            f"--edge-secret={self.edge_secret}"]
         for index, (region, _, _) in enumerate(REGIONS):
             cmds[f"origin-{region}"] = ["origin", f"--store={self.store}", f"--region={region}",
                                         f"--port={port + 2 + index}", keys, f"--live={self.ingest}"]
             cmds[f"edge-{region}"] = ["edge", f"--region={region}", f"--regions={regions}",
                                       f"--port={port + 10 + index}", "--cache-mb=256",
-                                      f"--purge-token={self.purge_token}", keys]
+                                      f"--purge-token={self.purge_token}", keys,
+                                      f"--control={self.control}", f"--control-secret={self.edge_secret}"]
         for name, args in cmds.items():
             if name != "worker":  # the worker listens on nothing
                 args.insert(1, f"--host={self.host}")

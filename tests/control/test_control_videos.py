@@ -204,7 +204,11 @@ async def test_delete_removes_objects_and_purges_edges(make_client: MakeClient,
     await assert_problem(await client.get(f"/api/v1/videos/{vid}"), 404)
     assert not [f for f in stored_files(store) if vid in f]
     assert [f for f in stored_files(store) if keep in f]
-    assert recorder.calls == [{"paths": [], "prefixes": [f"/vod/{vid}/"]}]
+    [call] = recorder.calls
+    assert call["prefixes"][0] == f"/vod/{vid}/"  # its objects, and what the API shared of it
+    assert {f"/api/v1/videos/{vid}/", f"/api/v1/videos/{vid}?", "/api/v1/trending",
+            "/api/v1/search"} <= set(call["prefixes"])
+    assert f"/api/v1/videos/{vid}" in call["paths"]
     metrics = await (await client.get("/metrics")).text()
     assert 'reel_control_edge_purges_total{result="ok"} 1.0' in metrics
     assert 'reel_control_edge_purges_total{result="error"} 1.0' in metrics

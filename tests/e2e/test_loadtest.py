@@ -152,6 +152,12 @@ def test_api_viewers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
         assert int(stats[name]["Request Count"]) > 0, name
 
 
+def test_api_viewers_through_an_edge(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    stats, _ = _loadtest(demo, "api", tmp_path, "--control", demo.edges[0], "--signed-in", "0.5", users=3)
+    for name in ("search", "video", "comments", "view"):
+        assert int(stats[name]["Request Count"]) > 0, name
+
+
 def test_distributed_master_and_workers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
     """Plain `locust` with --processes 2: the users run in two workers; their tallies reach the
     master through Locust's worker reports."""
