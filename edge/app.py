@@ -62,8 +62,7 @@ class Front:
                 cursor = source.cursor()
             except TooManyReaders:
                 request[RESULT] = XCache.MISS
-                return await self._send(request, local(503, "Too Many Waiters", head=head_only,
-                                                       extra=[("Retry-After", "1")]), None)
+                return await self._send(request, self.edge.too_many_waiters(head_only), None)
             return await self._follow(request, ask, x_cache, cursor)
         finally:
             self.edge.stats.served(request.get(RESULT, x_cache), time.perf_counter() - started,

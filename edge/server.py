@@ -432,8 +432,7 @@ class Connection(asyncio.Protocol):
         try:
             return FromFlight(self, request, x_cache, ask, source, sibling=_RELAY in headers)
         except TooManyReaders:
-            out = local(503, "Too Many Waiters", head=ask.method == "HEAD", extra=[("Retry-After", "1")])
-            return Local(self, request, out, XCache.MISS)
+            return Local(self, request, self.edge.too_many_waiters(ask.method == "HEAD"), XCache.MISS)
 
     def finished(self, response: Response) -> None:
         """`response` is handed to the transport: account for it, then the next request."""

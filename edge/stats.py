@@ -44,6 +44,11 @@ class Stats:
         self.purged = 0
         self.prefetches = 0
         self.prefetch_hits = 0
+        self.live_prefetches = 0
+        self.refused_waiters = 0
+        # Upstream requests for live objects, by kind: what "one upstream request per part per
+        # rendition" is measured with (divided by the parts the stream made).
+        self.live_upstream: defaultdict[str, int] = defaultdict(int)
         self.upstream_fetches: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
         self.fetch_ends: defaultdict[str, int] = defaultdict(int)  # by FetchEnd's value
@@ -64,6 +69,10 @@ class Stats:
 
     def fetched(self, origin: str, status: int) -> None:
         self.upstream_fetches[(origin, str(status))] += 1
+
+    def upstream_asked(self, key: str) -> None:
+        if key.startswith("live/"):
+            self.live_upstream[live_kind(key)] += 1
 
     def upstream_head(self, seconds: float) -> None:
         self.upstream_latency.counts[bisect_left(BUCKETS, seconds)] += 1
@@ -112,6 +121,13 @@ class Stats:
         for outcome, count in self.fetch_ends.items():
             ends.add_metric([outcome], count)
         yield ends
+        live = CounterMetricFamily(
+            "reel_edge_live_upstream_requests",
+            "Upstream requests for live objects, by kind (part, blocking_playlist, playlist, ...)",
+            labels=["kind"])
+        for kind, count in self.live_upstream.items():
+            live.add_metric([kind], count)
+        yield live
         up = GaugeMetricFamily("reel_edge_upstream_up", "1 while an upstream is considered healthy",
                                labels=["origin"])
         for origin, healthy in self.upstream_up.items():
@@ -128,6 +144,10 @@ class Stats:
             ("reel_edge_purged_objects", "Cached or in-flight objects purged", self.purged),
             ("reel_edge_prefetches", "Segments fetched ahead of the viewer", self.prefetches),
             ("reel_edge_prefetch_hits", "Requests answered by a prefetch", self.prefetch_hits),
+            ("reel_edge_live_prefetches", "Live blocking reloads and hinted parts asked for ahead of viewers",
+             self.live_prefetches),
+            ("reel_edge_waiters_refused", "Requests refused (503) because too many already wait on fetches",
+             self.refused_waiters),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         for name, (help_text, read) in self._gauges.items():
@@ -174,3 +194,16 @@ def merge(texts: list[str]) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def live_kind(key: str) -> str:
+    """What a live key names, for counting: part, blocking_playlist, playlist, master, init, segment."""
+    path, _, query = key.partition("?")
+    name = path.rsplit("/", 1)[-1]
+    if name == "master.m3u8":
+        return "master"
+    if name.endswith(".m3u8"):
+        return "blocking_playlist" if query else "playlist"
+    if name.startswith("part_"):
+        return "part"
+    return "init" if name.endswith(".mp4") else "segment"
