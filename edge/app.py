@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import ProcessCollector
 
 from edge.cache import Entry
 from edge.http import Ask, Shape, XCache, key_of_target, local, refusal, shape, split_target
@@ -213,7 +214,9 @@ def make_app(
         **tuning,  # type: ignore[arg-type]
     )
     app = web.Application(client_max_size=MAX_PURGE_BODY)
-    edge = Edge(settings, metrics.install(app))
+    registry = metrics.install(app)
+    ProcessCollector(registry=registry)  # CPU and memory: what a load test divides by its viewers
+    edge = Edge(settings, registry)
     app[EDGE_KEY] = edge
     front = Front(edge)
 

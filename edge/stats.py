@@ -169,7 +169,8 @@ def _bound(value: float) -> str:
 # How one family's samples from several workers make one: by what the family means. Counters,
 # histograms and bytes add up, as do sizes (each worker has its own cache); whether an upstream
 # is up is one fact about that upstream, so it is up when any worker finds it so.
-_COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up": max}
+_COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up": max,
+                                                        "process_start_time_seconds": min}
 
 
 def merge(texts: list[str]) -> str:
