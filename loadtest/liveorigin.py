@@ -212,7 +212,17 @@ def _problem(status: int, title: str, retry: bool = False) -> web.Response:
     return web.Response(status=status, text=f'{{"status": {status}, "title": "{title}"}}', headers=headers)
 
 
-def app(live: SyntheticLive) -> web.Application:
+def app(*lives: SyntheticLive) -> web.Application:
+    """The streams `lives` under /live/{video_id}/, with /healthz and /stats (the first's)."""
+    live = lives[0]
+    by_id = {stream.video_id: stream for stream in lives}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        stream = by_id.get(request.match_info["video"])
+        if stream is None:
+            return _problem(404, "Not Found")
+        return await stream.handle(request)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -222,25 +232,27 @@ def app(live: SyntheticLive) -> web.Application:
     application = web.Application()
     application.router.add_get("/healthz", healthz)
     application.router.add_get("/stats", stats)
-    application.router.add_get("/live/{tail:.*}", live.handle)
+    application.router.add_get("/live/{video}/{tail:.*}", handle)
     return application
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8490)
-    parser.add_argument("--video", default="celeb0001")
+    parser.add_argument("--video", default="celeb0001", help="video ids, comma-separated")
     parser.add_argument("--renditions", default="v720,v360")
     parser.add_argument("--part-target", type=float, default=1 / 3)
     args = parser.parse_args()
-    live = SyntheticLive(args.video, tuple(args.renditions.split(",")), args.part_target)
+    lives = [SyntheticLive(video, tuple(args.renditions.split(",")), args.part_target)
+             for video in args.video.split(",")]
 
     async def clock(_: web.Application):  # noqa: ANN202
-        task = asyncio.create_task(live.run())
+        tasks = [asyncio.create_task(live.run()) for live in lives]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
-    application = app(live)
+    application = app(*lives)
     application.cleanup_ctx.append(clock)
     web.run_app(application, host="127.0.0.1", port=args.port, print=None, access_log=None)
 

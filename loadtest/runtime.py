@@ -95,7 +95,6 @@ class Run:
         self.series: list[dict[str, Any]] = []
         self._last: dict[str, float] = {}
         self._sampler: gevent.Greenlet | None = None
-        self.total_live_upstream = 0.0  # live part requests the edges sent upstream
         self.finished = False
 
     def elapsed(self) -> float:
@@ -158,7 +157,6 @@ class Run:
             **_live_sample(window, delta, dt, self.environment.runner.user_count
                            if self.environment.runner else 0),
         })
-        self.total_live_upstream += delta.get("live_part_upstream", 0.0)
         self._mark(now, scraped)
 
     def _mark(self, now: float, scraped: dict[str, float]) -> None:
@@ -224,6 +222,8 @@ def _live_sample(window: Tally, delta: dict[str, float], dt: float, users: int) 
         "live_latency_p99": latency.percentile(0.99),
         "live_upstream_per_part": (delta.get("live_part_upstream", 0.0) / len(window.parts)
                                    if window.parts else None),
+        "live_parts": len(window.parts),
+        "live_part_upstream": delta.get("live_part_upstream", 0.0),
         "edge_cpu_per_1000": cpu / users * 1000 if users and "edge_cpu" in delta else None,
     }
 
