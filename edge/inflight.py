@@ -21,6 +21,7 @@ when its last reader leaves.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from enum import Enum
 
@@ -105,6 +106,7 @@ class Stream:
         self.error: BaseException | None = None
         self.retaining = True
         self.size = 0  # bytes appended so far
+        self.changed_at = 0.0  # time.perf_counter() of the last change: what waiters are woken by
         self._max_readers = max_readers
         self._window = window
         self._chunks: list[bytes | memoryview] = []
@@ -252,6 +254,7 @@ class Stream:
             self._waiting.count -= 1
 
     def _notify(self) -> None:
+        self.changed_at = time.perf_counter()
         self._changed.set()
         self._changed = asyncio.Event()
         self._drained.set()

@@ -66,6 +66,8 @@ class Settings:
     waiter_timeout: float = 30.0
     connect_timeout: float = 1.0
     first_byte_timeout: float = 5.0
+    # A blocking reload or a live part is held upstream until the stream makes it.
+    live_hold_timeout: float = 20.0
     read_timeout: float = 10.0
     # Unread bytes a streamed-through fetch holds for its readers before cutting the slowest.
     stream_window: int = 4 << 20
@@ -131,6 +133,7 @@ class Edge:
             on_error=self.stats.upstream_failed,
             connect_timeout=settings.connect_timeout,
             first_byte_timeout=settings.first_byte_timeout,
+            live_hold_timeout=settings.live_hold_timeout,
             read_timeout=settings.read_timeout,
             health_interval=settings.health_interval,
         )

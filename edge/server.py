@@ -761,6 +761,9 @@ class FromFlight(Response):
     def _end(self) -> None:
         if self.chunked and self.conn.transport is not None:
             self.conn.transport.write(b"0\r\n\r\n")
+        if self.cursor is not None:
+            # From the upstream's last byte (or the end) to this waiter's: the fan-out's cost.
+            self.conn.edge.stats.waiter_lag(time.perf_counter() - self.cursor.stream.changed_at)
         self.close()
         self.conn.finished(self)
 

@@ -39,6 +39,7 @@ class Stats:
         self.requests = dict.fromkeys(RESULTS, 0)
         self.latency = {result: _Latency() for result in RESULTS}
         self.upstream_latency = _Latency()  # request sent upstream -> response head back
+        self.lag = _Latency()  # a fetch's last byte in -> a waiter's last byte handed to its socket
         self.bytes_sent = 0
         self.evictions = 0
         self.purged = 0
@@ -74,6 +75,10 @@ class Stats:
         if key.startswith("live/"):
             self.live_upstream[live_kind(key)] += 1
 
+    def waiter_lag(self, seconds: float) -> None:
+        self.lag.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.lag.total += seconds
+
     def upstream_head(self, seconds: float) -> None:
         self.upstream_latency.counts[bisect_left(BUCKETS, seconds)] += 1
         self.upstream_latency.total += seconds
@@ -102,6 +107,12 @@ class Stats:
         )
         upstream.add_metric([], _buckets(self.upstream_latency), self.upstream_latency.total)
         yield upstream
+        lag = HistogramMetricFamily(
+            "reel_edge_waiter_lag_seconds",
+            "From an upstream fetch's last byte arriving to a waiter's last byte handed to its socket",
+        )
+        lag.add_metric([], _buckets(self.lag), self.lag.total)
+        yield lag
         fetches = CounterMetricFamily(
             "reel_edge_upstream_fetches", "Upstream responses by upstream and status",
             labels=["origin", "status"],

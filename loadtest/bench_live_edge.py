@@ -267,6 +267,26 @@ def load(target: int, origin: int, args: argparse.Namespace) -> dict:
             "answers": sum(len(t) for log in logs for t in log["answered"].values())}
 
 
+def lag_buckets(edge: str) -> dict[float, float]:
+    """The edge's reel_edge_waiter_lag_seconds histogram: cumulative count by upper bound."""
+    buckets = {}
+    for line in fetch(edge + "/metrics").decode().splitlines():
+        if line.startswith("reel_edge_waiter_lag_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_percentile(before: dict[float, float], after: dict[float, float], p: float) -> tuple[float, int]:
+    """(the upper bound of the bucket holding the p-th percentile, the count) of what was added."""
+    added = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = added.get(float("inf"), 0.0)
+    for bound, count in added.items():
+        if total and count >= p / 100 * total:
+            return bound, int(total)
+    return float("nan"), int(total)
+
+
 def upstream_counts(before: dict, after: dict) -> dict[str, float]:
     """Requests the origin got during the run, by kind, and the distinct keys asked for."""
     counts = {"part": 0, "blocking": 0, "plain": 0, "other": 0}
@@ -292,8 +312,8 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which viewers join")
-    parser.add_argument("--part-target", type=float, default=0.5)
-    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--part-target", type=float, default=1.0)
+    parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--skip-direct", action="store_true", help="no run straight to the origin")
     args = parser.parse_args()
 
@@ -316,12 +336,16 @@ def main() -> None:
                 if name == "direct" and args.skip_direct:
                     continue
                 before = json.loads(fetch(origin + "/stats"))
+                lag = lag_buckets(f"http://127.0.0.1:{edge_port}")
                 cpu = cpu_seconds(edge.pid)
                 started = time.monotonic()
                 measured = load(port, origin_port, args)
                 elapsed = time.monotonic() - started
                 measured["cpu"] = (cpu_seconds(edge.pid) - cpu) / elapsed if name == "edge" else None
                 measured["upstream"] = upstream_counts(before, json.loads(fetch(origin + "/stats")))
+                if name == "edge":
+                    after = lag_buckets(f"http://127.0.0.1:{edge_port}")
+                    measured["lag"] = [bucket_percentile(lag, after, p) for p in (50, 99)]
                 results[name] = measured
             report(results, args)
         finally:
@@ -351,6 +375,10 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         minutes = args.viewers * args.seconds / 60
         print(f"  stalls: {r['stalls']} ({r['stalls'] / minutes:.3f} per viewer-minute); failures: "
               f"{len(r['failures'])} {sorted(set(map(str, r['failures'])))[:5]}")
+        if r.get("lag"):
+            (p50, n), (p99, _) = r["lag"]
+            print(f"  edge-added latency (upstream's last byte in -> waiter's last byte out, the edge's "
+                  f"histogram): p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms over {n} waiters")
         if r["cpu"] is not None:
             per = r["cpu"] / args.viewers * 1000
             print(f"  edge CPU: {r['cpu']:.2f} s/s, {per:.2f} s/s per 1,000 viewers")

@@ -202,3 +202,17 @@ async def test_the_edge_asks_for_the_next_part_before_any_viewer_and_stops_unwat
     await asyncio.sleep(0.3)
     assert stream.requests[PLAYLIST + "?_HLS_msn=1&_HLS_part=1"] == 0
     assert await metric(client, "reel_edge_live_prefetches_total") == 4
+
+
+async def test_a_reload_held_longer_than_the_first_byte_timeout_is_no_upstream_failure(make_edge, live):
+    stream, url = live
+    parts(stream, 1)
+    client = await make_edge([url], first_byte_timeout=0.2, live_prefetch=0)
+    waiting = asyncio.create_task(client.get(PLAYLIST + "?_HLS_msn=0&_HLS_part=1"))
+    await asked(stream, PLAYLIST + "?_HLS_msn=0&_HLS_part=1")
+    await asyncio.sleep(0.5)  # held at the origin past the first-byte timeout, as a stream does
+    parts(stream, 1)
+    async with await asyncio.wait_for(waiting, 10) as resp:
+        assert resp.status == 200 and 'URI="part_0_1.m4s"' in await resp.text()
+    assert await metric(client, 'reel_edge_upstream_errors_total{origin="' + url + '"}') == 0
+    assert (await (await client.get("/healthz")).json())["upstreams"][url] is True
