@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
+from edge.cache import Entry
 from edge.http import base_key, relative_key
 
 _PART_TARGET = re.compile(r"#EXT-X-PART-INF:.*?PART-TARGET=([0-9.]+)")
@@ -46,6 +48,7 @@ class Ahead:
     reload: str | None
     hint: str | None
     part_target: float | None
+    last: tuple[int, int] | None = None  # the last part listed (msn, index)
 
 
 def part_target(text: str) -> float | None:
@@ -89,4 +92,51 @@ def ahead(key: str, body: bytes) -> Ahead:
         reload = f"{base_key(key)}?_HLS_msn={after[0]}&_HLS_part={after[1]}{skip}"
     if hint is not None and posixpath.dirname(hint) != posixpath.dirname(base_key(key)):
         hint = None  # a hint elsewhere is no rendition of ours to fetch ahead
-    return Ahead(reload, hint, part_target(text))
+    return Ahead(reload, hint, part_target(text), last)
+
+
+def _wanted(key: str) -> tuple[int, int] | None:
+    """The part a blocking reload's key waits for; a whole segment (no _HLS_part) as the part
+    after its last, which only a later segment's part is past."""
+    directives = dict(item.partition("=")[::2] for item in key.partition("?")[2].split("&"))
+    msn, part = directives.get("_HLS_msn", ""), directives.get("_HLS_part")
+    if not msn.isdigit() or (part is not None and not part.isdigit()):
+        return None
+    return (int(msn), int(part)) if part is not None else (int(msn) + 1, -1)
+
+
+class Newest:
+    """Per live playlist (and _HLS_skip), the newest blocking answer the cache holds and the
+    last part it lists. LL-HLS lets any playlist that holds the part asked for answer a blocking
+    reload, so a viewer running behind is answered from it while it is fresh, instead of asking
+    the origin again once the answer to its own key has expired: still one upstream request per
+    part, however late some viewers are."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._table: OrderedDict[str, tuple[tuple[int, int], Entry]] = OrderedDict()
+
+    @staticmethod
+    def _group(key: str) -> str:
+        return base_key(key) + ("?skip" if "_HLS_skip=" in key else "")
+
+    def offer(self, key: str, entry: Entry, last: tuple[int, int] | None) -> None:
+        if last is None:
+            return
+        group = self._group(key)
+        held = self._table.get(group)
+        if held is None or held[0] < last:
+            self._table[group] = (last, entry)
+            self._table.move_to_end(group)
+            if len(self._table) > self._limit:
+                self._table.popitem(last=False)
+
+    def find(self, key: str, now: float) -> Entry | None:
+        held = self._table.get(self._group(key))
+        wanted = _wanted(key)
+        if held is None or wanted is None or held[0] < wanted or not held[1].fresh(now):
+            return None
+        return held[1]
+
+    def clear(self) -> None:
+        self._table.clear()

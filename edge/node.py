@@ -142,6 +142,7 @@ class Edge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._prefetching = 0
         self._live_prefetching = 0
+        self.newest = live.Newest()
 
     def _evicted(self, key: str, entry: Entry) -> None:
         self.stats.evictions += 1
@@ -205,6 +206,8 @@ class Edge:
                 if key not in self.flights:
                     self._lead(key, entry)  # the one background refresh
                 return XCache.STALE, entry
+        if "_HLS_msn=" in key and (newer := self.newest.find(key, now)) is not None:
+            return XCache.HIT, newer  # a viewer behind: a newer answer holds its part
         flight = self.flights.get(key)
         if flight is not None:
             if flight.prefetch:
@@ -379,6 +382,8 @@ class Edge:
         entry.prefetched = flight.prefetch
         # A prefetch is asked for next by the viewer it was made for: no contest for room.
         self.cache.put(flight.key, entry, admit=flight.prefetch)
+        if "_HLS_msn=" in flight.key and is_live_playlist(flight.key) and flight.key in self.cache:
+            self.newest.offer(flight.key, entry, live.ahead(flight.key, body).last)
 
     def _revalidated(self, flight: Flight, stale: Entry, headers: Mapping[str, str]) -> None:
         """A 304: the stale copy, fresh again, for every reader and the cache."""
@@ -426,6 +431,7 @@ class Edge:
         starts = tuple(prefix[1:] for prefix in prefixes) + tuple(f"{key}?" for key in keys
                                                                     if key.endswith(".m3u8"))
         gone = self.cache.purge(keys, starts) | self.flights.purge(keys, starts)
+        self.newest.clear()  # rare: the next blocking answers fill it again
         self.stats.purged += len(gone)
         count = len(gone)
         if not relayed and self.settings.peers:

@@ -37,6 +37,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httptools
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -68,60 +70,73 @@ def percentile(values: list[float], p: float) -> float:
 # -- the viewers (a child process runs many) -------------------------------------------------------
 
 
+class _Answer(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection's responses, parsed by httptools as they arrive."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.waiting: asyncio.Future | None = None
+        self.body: list[bytes] = []
+        self.headers: dict[bytes, bytes] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(exc or ConnectionResetError("closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.set_exception(exc if isinstance(exc, OSError) else OSError(str(exc)))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.set_result((self.parser.get_status_code(), self.headers, b"".join(self.body)))
+
+
 class Http:
-    """One keep-alive HTTP/1.1 connection, minimal and cheap: thousands run in one process."""
+    """One keep-alive connection, reopened when it breaks: thousands run in one process."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.protocol: _Answer | None = None
 
-    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    async def get(self, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
         for attempt in (0, 1):
-            if self.writer is None:
-                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            if self.protocol is None or self.protocol.transport is None:
+                loop = asyncio.get_running_loop()
+                _, self.protocol = await loop.create_connection(_Answer, self.host, self.port)
+            protocol = self.protocol
+            protocol.waiting = asyncio.get_running_loop().create_future()
+            protocol.body, protocol.headers = [], {}
+            assert protocol.transport is not None
+            protocol.transport.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
             try:
-                self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-                return await self._response()
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+                return await protocol.waiting
+            except OSError:
                 self.close()
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    async def _response(self) -> tuple[int, dict[str, str], bytes]:
-        assert self.reader is not None
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name:
-                headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
-            body = await self.reader.readexactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding") == "chunked":
-            pieces = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                pieces.append(await self.reader.readexactly(size))
-                await self.reader.readexactly(2)
-            body = b"".join(pieces)
-        else:
-            body = await self.reader.read()
-            self.close()
-        if headers.get("connection") == "close":
-            self.close()
-        return status, headers, body
-
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+        self.protocol = None
 
 
 class Viewer:
@@ -167,7 +182,7 @@ class Viewer:
                     if self.play_origin is not None and now > self.play_origin + end - playlist.target:
                         self.log["stalls"].append(now)
                         self.play_origin = now - end + playlist.target  # rebuffered: plays from here
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             self.log["failures"].append(type(exc).__name__)
         finally:
             self.playlist_conn.close()

@@ -32,6 +32,11 @@ async def live() -> AsyncIterator[tuple[SyntheticLive, str]]:
         await server.close()
 
 
+def listed(text: str, part: str) -> bool:
+    """Whether a playlist lists `part` as a part (not merely as its preload hint)."""
+    return any(line.startswith("#EXT-X-PART:") and f'URI="{part}"' in line for line in text.splitlines())
+
+
 def parts(stream: SyntheticLive, n: int) -> None:
     for _ in range(n * stream.chunks):
         stream.grow()
@@ -89,7 +94,7 @@ async def test_hundreds_of_viewers_of_one_blocking_reload_make_one_upstream_requ
         parts(stream, 1)
         answers = await asyncio.wait_for(asyncio.gather(*waiting), 20)
     assert {status for status, _, _ in answers} == {200}
-    assert all('URI="part_0_5.m4s"' in text for _, text, _ in answers)
+    assert all(listed(text, "part_0_5.m4s") for _, text, _ in answers)
     assert {age for _, _, age in answers} == {"0"}
     assert stream.requests[PLAYLIST + "?_HLS_msn=0&_HLS_part=5"] == 1
     assert await metric(client, 'reel_edge_live_upstream_requests_total{kind="blocking_playlist"}') == 1
@@ -165,13 +170,13 @@ async def test_a_plain_reload_is_kept_for_about_one_part_with_its_age(make_edge,
     client = await make_edge([url], live_prefetch=0)
     for _ in range(5):
         async with client.get(PLAYLIST) as resp:
-            assert resp.status == 200 and 'URI="part_0_2.m4s"' in await resp.text()
+            assert resp.status == 200 and listed(await resp.text(), "part_0_2.m4s")
             assert int(resp.headers["Age"]) == 0  # younger than a part: hls.js plans its next ask on it
     assert stream.requests[PLAYLIST] == 1
     await asyncio.sleep(stream.part_target + 0.1)  # one part later, "now" is asked for again
     parts(stream, 1)
     async with client.get(PLAYLIST) as resp:
-        assert 'URI="part_0_3.m4s"' in await resp.text() and resp.headers["X-Cache"] == "MISS"
+        assert listed(await resp.text(), "part_0_3.m4s") and resp.headers["X-Cache"] == "MISS"
     assert stream.requests[PLAYLIST] == 2
 
 
@@ -180,7 +185,7 @@ async def test_the_edge_asks_for_the_next_part_before_any_viewer_and_stops_unwat
     parts(stream, 5)
     client = await make_edge([url])
     async with client.get(PLAYLIST + "?_HLS_msn=0&_HLS_part=4") as resp:  # a viewer's reload
-        assert 'URI="part_0_4.m4s"' in await resp.text()
+        assert listed(await resp.text(), "part_0_4.m4s")
     # Part 4 closed nothing: the next reload is part 5 of segment 0, the hint is part_0_5.
     await asked(stream, PLAYLIST + "?_HLS_msn=0&_HLS_part=5")
     await asked(stream, BASE + "part_0_5.m4s")
@@ -188,7 +193,7 @@ async def test_the_edge_asks_for_the_next_part_before_any_viewer_and_stops_unwat
     await settled(client)
     # A viewer's reload and part are answered from what was fetched ahead: no new upstream request.
     async with client.get(PLAYLIST + "?_HLS_part=5&_HLS_msn=0") as resp:
-        assert resp.headers["X-Cache"] == "HIT" and 'URI="part_0_5.m4s"' in await resp.text()
+        assert resp.headers["X-Cache"] == "HIT" and listed(await resp.text(), "part_0_5.m4s")
     async with client.get(BASE + "part_0_5.m4s") as resp:
         assert resp.headers["X-Cache"] == "HIT" and await resp.read() == stream.part(5, "v720")
     assert stream.requests[PLAYLIST + "?_HLS_msn=0&_HLS_part=5"] == 1
@@ -213,6 +218,30 @@ async def test_a_reload_held_longer_than_the_first_byte_timeout_is_no_upstream_f
     await asyncio.sleep(0.5)  # held at the origin past the first-byte timeout, as a stream does
     parts(stream, 1)
     async with await asyncio.wait_for(waiting, 10) as resp:
-        assert resp.status == 200 and 'URI="part_0_1.m4s"' in await resp.text()
+        assert resp.status == 200 and listed(await resp.text(), "part_0_1.m4s")
     assert await metric(client, 'reel_edge_upstream_errors_total{origin="' + url + '"}') == 0
     assert (await (await client.get("/healthz")).json())["upstreams"][url] is True
+
+
+async def test_a_viewer_running_behind_is_answered_by_a_newer_playlist_holding_its_part(make_edge, live):
+    stream, url = live
+    parts(stream, 5)
+    client = await make_edge([url], live_prefetch=0)
+    async with client.get(PLAYLIST + "?_HLS_msn=0&_HLS_part=4") as resp:
+        assert listed(await resp.text(), "part_0_4.m4s")
+    for behind in ("?_HLS_msn=0&_HLS_part=2", "?_HLS_msn=0&_HLS_part=0"):
+        async with client.get(PLAYLIST + behind) as resp:
+            assert resp.headers["X-Cache"] == "HIT" and listed(await resp.text(), "part_0_4.m4s")
+        assert stream.requests[PLAYLIST + behind] == 0
+    # A part the newest answer does not hold yet still waits upstream.
+    ahead = asyncio.create_task(client.get(PLAYLIST + "?_HLS_msn=0&_HLS_part=5"))
+    await asked(stream, PLAYLIST + "?_HLS_msn=0&_HLS_part=5")
+    parts(stream, 1)
+    async with await asyncio.wait_for(ahead, 10) as resp:
+        assert resp.headers["X-Cache"] == "MISS" and listed(await resp.text(), "part_0_5.m4s")
+    # A whole segment (no _HLS_part) is held only once a later segment has begun.
+    segment = asyncio.create_task(client.get(PLAYLIST + "?_HLS_msn=0"))
+    await asked(stream, PLAYLIST + "?_HLS_msn=0")
+    parts(stream, 1)
+    async with await asyncio.wait_for(segment, 10) as resp:
+        assert resp.status == 200 and "\nseg_0.m4s\n" in await resp.text()
