@@ -202,12 +202,13 @@ class Edge:
                 if ahead or ask.cmcd:
                     self._look_ahead(ask, ahead)
                 return XCache.HIT, entry
-            if entry.stale_while_revalidate(now):
-                if key not in self.flights:
-                    self._lead(key, entry)  # the one background refresh
-                return XCache.STALE, entry
+        # A viewer behind: a fresh newer answer holds its part (no refresh of an old key).
         if "_HLS_msn=" in key and (newer := self.newest.find(key, now)) is not None:
-            return XCache.HIT, newer  # a viewer behind: a newer answer holds its part
+            return XCache.HIT, newer
+        if entry is not None and entry.stale_while_revalidate(now):
+            if key not in self.flights:
+                self._lead(key, entry)  # the one background refresh
+            return XCache.STALE, entry
         flight = self.flights.get(key)
         if flight is not None:
             if flight.prefetch:

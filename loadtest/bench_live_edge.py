@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import httptools
@@ -140,12 +141,12 @@ class Http:
 
 
 class Viewer:
-    def __init__(self, host: str, port: int, rendition: str, until: float, log: dict[str, list],
-                 mark: str = "") -> None:
+    def __init__(self, host: str, port: int, rendition: str, window: tuple[float, float],
+                 log: dict[str, list], mark: str = "") -> None:
         self.base = f"/live/{VIDEO}/{rendition}/"
         self.mark = mark  # the probe's: its requests are told apart in the origin's count
         self.playlist_conn, self.part_conn = Http(host, port), Http(host, port)
-        self.until, self.log = until, log
+        (self.since, self.until), self.log = window, log
         self.play_origin: float | None = None  # wall time at which media time 0 plays
 
     async def run(self) -> None:
@@ -169,14 +170,20 @@ class Viewer:
                     self.part_conn.get(self.base + hint[0] + self.mark))
                 now = time.time()
                 if reload[0] != 200 or part[0] != 200:
-                    self.log["failures"].append(reload[0] if reload[0] != 200 else part[0])
+                    if now >= self.since:
+                        self.log["failures"].append(reload[0] if reload[0] != 200 else part[0])
                     await asyncio.sleep(0.5)
                     status, _, body = await self.playlist_conn.get(self.base + "index.m3u8")
                     playlist = LivePlaylist(body.decode()) if status == 200 else playlist
                     continue
-                self.log["answered"].append((self.base + query, now))
                 playlist = LivePlaylist(reload[2].decode())
                 end = playlist.ends.get(hint[1])
+                if now < self.since:  # still joining: not measured
+                    if end is not None:
+                        self.play_origin = now - end + playlist.target if self.play_origin is None \
+                            else max(self.play_origin, now - end + playlist.target)
+                    continue
+                self.log["answered"].append((self.base + query, now))
                 if end is not None:
                     self.log["latency"].append(now - end)
                     if self.play_origin is not None and now > self.play_origin + end - playlist.target:
@@ -189,27 +196,27 @@ class Viewer:
             self.part_conn.close()
 
 
-async def viewers(host: str, port: int, count: int, seconds: float, ramp: float, first: int,
-                  mark: str) -> dict:
+async def viewers(host: str, port: int, count: int, since: float, until: float, ramp: float,
+                  first: int, mark: str) -> dict:
     log: dict[str, list] = {"latency": [], "stalls": [], "failures": [], "answered": []}
-    until = time.time() + seconds
     tasks = []
     for i in range(count):
         rendition = RENDITIONS[(first + i) % len(RENDITIONS)]
-        tasks.append(asyncio.create_task(Viewer(host, port, rendition, until, log, mark).run()))
+        tasks.append(asyncio.create_task(Viewer(host, port, rendition, (since, until), log, mark).run()))
         await asyncio.sleep(ramp / max(count, 1))
     await asyncio.gather(*tasks)
     return log
 
 
 def child(argv: list[str]) -> None:
-    host, port, count, seconds, ramp, first, mark = (*argv, "")[:7]
+    host, port, count, since, until, ramp, first, mark = (*argv, "")[:8]
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    log = runner(viewers(host, int(port), int(count), float(seconds), float(ramp), int(first), mark))
+    log = runner(viewers(host, int(port), int(count), float(since), float(until), float(ramp), int(first),
+                         mark))
     # The probe's answers by key (first time each key was answered) for added latency.
     answered: dict[str, list[float]] = {}
     for key, at in log.pop("answered"):
@@ -259,19 +266,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(target: int, origin: int, args: argparse.Namespace) -> dict:
-    """`args.viewers` viewers on 127.0.0.1:target (and the probes straight on the origin)."""
+def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[], None]) -> dict:
+    """`args.viewers` viewers on 127.0.0.1:target (and the probes straight on the origin). They
+    join over `--ramp` s, settle for `--warmup` s, then are measured for `--seconds` s; `measure`
+    is called when the measured window opens."""
     per = -(-args.viewers // args.client_procs)
+    since = time.time() + args.ramp + args.warmup
+    window = [str(since), str(since + args.seconds)]
     children = []
     for i in range(args.client_procs):
         count = min(per, args.viewers - i * per)
         children.append(subprocess.Popen(
-            [PYTHON, __file__, "--child", "127.0.0.1", str(target), str(count), str(args.seconds),
+            [PYTHON, __file__, "--child", "127.0.0.1", str(target), str(count), *window,
              str(args.ramp), str(i)], stdout=subprocess.PIPE, cwd=ROOT))
     probe = subprocess.Popen([PYTHON, __file__, "--child", "127.0.0.1", str(origin), str(len(RENDITIONS)),
-                              str(args.seconds), "0", "0", "?probe=1"], stdout=subprocess.PIPE, cwd=ROOT)
-    logs = [json.loads(c.communicate(timeout=args.seconds + 120)[0]) for c in children]
-    probed = json.loads(probe.communicate(timeout=args.seconds + 120)[0])
+                              *window, "0", "0", "?probe=1"], stdout=subprocess.PIPE, cwd=ROOT)
+    time.sleep(max(0.0, since - time.time()))
+    measure()
+    limit = args.ramp + args.warmup + args.seconds + 120
+    logs = [json.loads(c.communicate(timeout=limit)[0]) for c in children]
+    probed = json.loads(probe.communicate(timeout=limit)[0])
     first = {key: min(times) for key, times in probed["answered"].items()}
     added = [at - first[key] for log in logs for key, times in log["answered"].items() if key in first
              for at in times]
@@ -326,7 +340,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which viewers join")
+    parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which viewers join")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the ramp before measuring")
     parser.add_argument("--part-target", type=float, default=1.0)
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--skip-direct", action="store_true", help="no run straight to the origin")
@@ -350,12 +365,17 @@ def main() -> None:
             for name, port in (("edge", edge_port), ("direct", origin_port)):
                 if name == "direct" and args.skip_direct:
                     continue
-                before = json.loads(fetch(origin + "/stats"))
-                lag = lag_buckets(f"http://127.0.0.1:{edge_port}")
-                cpu = cpu_seconds(edge.pid)
-                started = time.monotonic()
-                measured = load(port, origin_port, args)
-                elapsed = time.monotonic() - started
+                mark: dict = {}
+
+                def measure(mark: dict = mark) -> None:
+                    mark.update(before=json.loads(fetch(origin + "/stats")),
+                                lag=lag_buckets(f"http://127.0.0.1:{edge_port}"),
+                                cpu=cpu_seconds(edge.pid), started=time.monotonic())
+
+                measured = load(port, origin_port, args, measure)
+                # Until the last viewer's last request: about --seconds (a held reload may end later).
+                elapsed = max(args.seconds, time.monotonic() - mark["started"] - 1.0)
+                before, lag, cpu = mark["before"], mark["lag"], mark["cpu"]
                 measured["cpu"] = (cpu_seconds(edge.pid) - cpu) / elapsed if name == "edge" else None
                 measured["upstream"] = upstream_counts(before, json.loads(fetch(origin + "/stats")))
                 if name == "edge":
