@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +61,34 @@ def free_port() -> int:
 def fetch(url: str, timeout: float = 10.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
         return resp.read()
+
+
+class Scraper:
+    """Keep-alive connections, opened before the load, for reading /metrics and /stats during
+    it: a new connection could wait behind thousands of viewers' in the accept queue."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, http.client.HTTPConnection] = {}
+
+    def get(self, url: str) -> bytes:
+        parts = urllib.parse.urlsplit(url)
+        conn = self._conns.get(parts.netloc)
+        if conn is None:
+            conn = self._conns[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=60)
+        try:
+            conn.request("GET", parts.path)
+            return conn.getresponse().read()
+        except (http.client.HTTPException, ConnectionError):
+            conn.close()  # closed while idle: once more, on a new connection
+            conn.request("GET", parts.path)
+            return conn.getresponse().read()
+
+    def keep_warm(self, until: float) -> None:
+        """Use every connection every few seconds until `until` (servers close idle ones)."""
+        while (left := until - time.time()) > 0:
+            time.sleep(min(5.0, left))
+            for netloc in list(self._conns):
+                self.get(f"http://{netloc}/healthz")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -266,7 +296,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[], None]) -> dict:
+def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[], None],
+         scraper: Scraper) -> dict:
     """`args.viewers` viewers on 127.0.0.1:target (and the probes straight on the origin). They
     join over `--ramp` s, settle for `--warmup` s, then are measured for `--seconds` s; `measure`
     is called when the measured window opens."""
@@ -281,7 +312,7 @@ def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[
              str(args.ramp), str(i)], stdout=subprocess.PIPE, cwd=ROOT))
     probe = subprocess.Popen([PYTHON, __file__, "--child", "127.0.0.1", str(origin), str(len(RENDITIONS)),
                               *window, "0", "0", "?probe=1"], stdout=subprocess.PIPE, cwd=ROOT)
-    time.sleep(max(0.0, since - time.time()))
+    scraper.keep_warm(since)
     measure()
     limit = args.ramp + args.warmup + args.seconds + 120
     logs = [json.loads(c.communicate(timeout=limit)[0]) for c in children]
@@ -296,10 +327,10 @@ def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[
             "answers": sum(len(t) for log in logs for t in log["answered"].values())}
 
 
-def lag_buckets(edge: str) -> dict[float, float]:
+def lag_buckets(scraper: Scraper, edge: str) -> dict[float, float]:
     """The edge's reel_edge_waiter_lag_seconds histogram: cumulative count by upper bound."""
     buckets = {}
-    for line in fetch(edge + "/metrics").decode().splitlines():
+    for line in scraper.get(edge + "/metrics").decode().splitlines():
         if line.startswith("reel_edge_waiter_lag_seconds_bucket"):
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
@@ -361,6 +392,9 @@ def main() -> None:
             run.wait_http(f"http://127.0.0.1:{edge_port}/healthz")
             time.sleep(3 * args.part_target * 6)  # a few segments on the air first
 
+            scraper = Scraper()
+            scraper.get(origin + "/healthz")
+            scraper.get(f"http://127.0.0.1:{edge_port}/healthz")
             results = {}
             for name, port in (("edge", edge_port), ("direct", origin_port)):
                 if name == "direct" and args.skip_direct:
@@ -368,18 +402,18 @@ def main() -> None:
                 mark: dict = {}
 
                 def measure(mark: dict = mark) -> None:
-                    mark.update(before=json.loads(fetch(origin + "/stats")),
-                                lag=lag_buckets(f"http://127.0.0.1:{edge_port}"),
+                    mark.update(before=json.loads(scraper.get(origin + "/stats")),
+                                lag=lag_buckets(scraper, f"http://127.0.0.1:{edge_port}"),
                                 cpu=cpu_seconds(edge.pid), started=time.monotonic())
 
-                measured = load(port, origin_port, args, measure)
+                measured = load(port, origin_port, args, measure, scraper)
                 # Until the last viewer's last request: about --seconds (a held reload may end later).
                 elapsed = max(args.seconds, time.monotonic() - mark["started"] - 1.0)
                 before, lag, cpu = mark["before"], mark["lag"], mark["cpu"]
                 measured["cpu"] = (cpu_seconds(edge.pid) - cpu) / elapsed if name == "edge" else None
-                measured["upstream"] = upstream_counts(before, json.loads(fetch(origin + "/stats")))
+                measured["upstream"] = upstream_counts(before, json.loads(scraper.get(origin + "/stats")))
                 if name == "edge":
-                    after = lag_buckets(f"http://127.0.0.1:{edge_port}")
+                    after = lag_buckets(scraper, f"http://127.0.0.1:{edge_port}")
                     measured["lag"] = [bucket_percentile(lag, after, p) for p in (50, 99)]
                 results[name] = measured
             report(results, args)
