@@ -136,7 +136,9 @@ class _Answer(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.waiting is not None and not self.waiting.done():
-            self.waiting.set_result((self.parser.get_status_code(), self.headers, b"".join(self.body)))
+            # Stamped as it arrives: what a viewer measures is not its process's own backlog.
+            self.waiting.set_result((self.parser.get_status_code(), self.headers, b"".join(self.body),
+                                     time.time()))
 
 
 class Http:
@@ -146,7 +148,7 @@ class Http:
         self.host, self.port = host, port
         self.protocol: _Answer | None = None
 
-    async def get(self, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    async def get(self, path: str) -> tuple[int, dict[bytes, bytes], bytes, float]:
         for attempt in (0, 1):
             if self.protocol is None or self.protocol.transport is None:
                 loop = asyncio.get_running_loop()
@@ -170,6 +172,19 @@ class Http:
         self.protocol = None
 
 
+_PARSED: dict[bytes, LivePlaylist] = {}
+
+
+def parsed(body: bytes) -> LivePlaylist:
+    """A playlist read once per process: every viewer of a rendition gets the same bytes."""
+    playlist = _PARSED.get(body)
+    if playlist is None:
+        if len(_PARSED) > 256:
+            _PARSED.clear()
+        playlist = _PARSED[body] = LivePlaylist(body.decode())
+    return playlist
+
+
 class Viewer:
     def __init__(self, host: str, port: int, rendition: str, window: tuple[float, float],
                  log: dict[str, list], mark: str = "") -> None:
@@ -181,11 +196,11 @@ class Viewer:
 
     async def run(self) -> None:
         try:
-            status, _, body = await self.playlist_conn.get(self.base + "index.m3u8")
+            status, _, body, _ = await self.playlist_conn.get(self.base + "index.m3u8")
             if status != 200:
                 self.log["failures"].append(status)
                 return
-            playlist = LivePlaylist(body.decode())
+            playlist = parsed(body)
             if playlist.last is not None and playlist.last in playlist.ends:
                 # Start PART-HOLD-BACK behind the live edge, playing in real time from now.
                 self.play_origin = time.time() + playlist.hold - playlist.ends[playlist.last]
@@ -198,22 +213,22 @@ class Viewer:
                 reload, part = await asyncio.gather(
                     self.playlist_conn.get(self.base + "index.m3u8" + query + self.mark.replace("?", "&")),
                     self.part_conn.get(self.base + hint[0] + self.mark))
-                now = time.time()
+                now = max(reload[3], part[3])
                 if reload[0] != 200 or part[0] != 200:
                     if now >= self.since:
                         self.log["failures"].append(reload[0] if reload[0] != 200 else part[0])
                     await asyncio.sleep(0.5)
-                    status, _, body = await self.playlist_conn.get(self.base + "index.m3u8")
-                    playlist = LivePlaylist(body.decode()) if status == 200 else playlist
+                    status, _, body, _ = await self.playlist_conn.get(self.base + "index.m3u8")
+                    playlist = parsed(body) if status == 200 else playlist
                     continue
-                playlist = LivePlaylist(reload[2].decode())
+                playlist = parsed(reload[2])
                 end = playlist.ends.get(hint[1])
                 if now < self.since:  # still joining: not measured
                     if end is not None:
                         self.play_origin = now - end + playlist.target if self.play_origin is None \
                             else max(self.play_origin, now - end + playlist.target)
                     continue
-                self.log["answered"].append((self.base + query, now))
+                self.log["answered"].append((self.base + query, reload[3]))
                 if end is not None:
                     self.log["latency"].append(now - end)
                     if self.play_origin is not None and now > self.play_origin + end - playlist.target:
@@ -375,11 +390,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the ramp before measuring")
     parser.add_argument("--part-target", type=float, default=1.0)
     parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--logs", default=None, help="keep the origin's and edge's logs in this directory")
     parser.add_argument("--skip-direct", action="store_true", help="no run straight to the origin")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
-        run = Run(Path(tmp))
+        logs = Path(args.logs or tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        run = Run(logs)
         try:
             origin_port, edge_port = free_port(), free_port()
             origin = f"http://127.0.0.1:{origin_port}"
