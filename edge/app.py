@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import ProcessCollector
 
 from edge.api import ApiEdge, ApiMetrics
 from edge.cache import Entry
@@ -64,8 +65,7 @@ class Front:
                 cursor = source.cursor()
             except TooManyReaders:
                 request[RESULT] = XCache.MISS
-                return await self._send(request, local(503, "Too Many Waiters", head=head_only,
-                                                       extra=[("Retry-After", "1")]), None)
+                return await self._send(request, self.edge.too_many_waiters(head_only), None)
             return await self._follow(request, ask, x_cache, cursor)
         finally:
             self.edge.stats.served(request.get(RESULT, x_cache), time.perf_counter() - started,
@@ -223,7 +223,9 @@ def make_app(
         **tuning,  # type: ignore[arg-type]
     )
     app = web.Application(client_max_size=MAX_PURGE_BODY)
-    edge = Edge(settings, metrics.install(app))
+    registry = metrics.install(app)
+    ProcessCollector(registry=registry)  # CPU and memory: what a load test divides by its viewers
+    edge = Edge(settings, registry)
     app[EDGE_KEY] = edge
     if control:
         api = ApiEdge.for_control(settings, control.rstrip("/"), control_secret,

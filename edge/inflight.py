@@ -21,6 +21,7 @@ when its last reader leaves.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from enum import Enum
 
@@ -82,16 +83,30 @@ class Abandoned(Exception):
     """Every reader left a fetch that is not being kept for the cache: no point going on."""
 
 
+class Waiting:
+    """Every reader of every fetch in progress in one process, against one limit: a blocking
+    reload holds its viewer for up to three target durations, so a celebrity's audience waits
+    at once, and the total (not only each key's list) must stay bounded."""
+
+    __slots__ = ("count", "limit")
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.count, self.limit = 0, limit
+
+
 class Stream:
     """One response arriving: a head, a growing list of chunks, and the cursors reading them."""
 
-    def __init__(self, key: str, max_readers: int = 10_000, window: int = 1 << 20) -> None:
+    def __init__(self, key: str, max_readers: int = 10_000, window: int = 1 << 20,
+                 waiting: Waiting | None = None) -> None:
         self.key = key
+        self._waiting = waiting if waiting is not None else Waiting()
         self.head: Head | None = None
         self.done = False
         self.error: BaseException | None = None
         self.retaining = True
         self.size = 0  # bytes appended so far
+        self.changed_at = 0.0  # time.perf_counter() of the last change: what waiters are woken by
         self._max_readers = max_readers
         self._window = window
         self._chunks: list[bytes | memoryview] = []
@@ -117,10 +132,12 @@ class Stream:
         """A new cursor from byte 0; `on_change` (if given) is called on every change instead of
         waking an await, before the others' if `first`. Raises TooManyReaders when the waiting
         list is full."""
-        if len(self._cursors) >= self._max_readers:
+        waiting = self._waiting
+        if len(self._cursors) >= self._max_readers or waiting.count >= waiting.limit:
             raise TooManyReaders(self.key)
         cursor = Cursor(self, self._dropped)
         self._cursors.add(cursor)
+        waiting.count += 1
         if on_change is not None:
             if first:
                 self._subscribers = {cursor: on_change, **self._subscribers}
@@ -216,7 +233,7 @@ class Stream:
         await self._changed.wait()
 
     def release(self, cursor: Cursor) -> None:
-        self._cursors.discard(cursor)
+        self._drop(cursor)
         self._subscribers.pop(cursor, None)
         if not self.retaining:
             self._trim()
@@ -227,11 +244,17 @@ class Stream:
         """Drop `cursor` for being too slow; its next take() raises FetchFailed."""
         cursor.cut_off = True
         callback = self._subscribers.pop(cursor, None)
-        self._cursors.discard(cursor)
+        self._drop(cursor)
         if callback is not None:
             callback()
 
+    def _drop(self, cursor: Cursor) -> None:
+        if cursor in self._cursors:
+            self._cursors.remove(cursor)
+            self._waiting.count -= 1
+
     def _notify(self) -> None:
+        self.changed_at = time.perf_counter()
         self._changed.set()
         self._changed = asyncio.Event()
         self._drained.set()
@@ -316,9 +339,10 @@ class Flight:
 class Flights:
     """The fetches in progress, by key: who leads (fetches) and who follows (reads)."""
 
-    def __init__(self, max_readers: int = 10_000, window: int = 1 << 20) -> None:
+    def __init__(self, max_readers: int = 10_000, window: int = 1 << 20, max_total: int = 100_000) -> None:
         self._max_readers = max_readers
         self._window = window
+        self.waiting = Waiting(max_total)
         self._table: dict[str, Flight] = {}
 
     def get(self, key: str) -> Flight | None:
@@ -328,7 +352,7 @@ class Flights:
 
     def lead(self, key: str, prefetch: bool = False) -> Flight:
         """A new flight for `key`; the caller must start its fetch."""
-        flight = Flight(key, Stream(key, self._max_readers, self._window), prefetch)
+        flight = Flight(key, Stream(key, self._max_readers, self._window, self.waiting), prefetch)
         self._table[key] = flight
         return flight
 
@@ -351,4 +375,6 @@ class Flights:
 
     @property
     def readers(self) -> int:
-        return sum(flight.stream.readers for flight in self._table.values())
+        """Requests following a fetch, in this process (those of fetches just ended included,
+        until they have written their last byte)."""
+        return self.waiting.count

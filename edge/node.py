@@ -23,9 +23,21 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from edge import live
 from edge.cache import NO_STORE, Cache, Entry, Policy, header_age, policy, select_headers
-from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache, base_key, cmcd_nor, relative_key
+from edge.http import (
+    PROBLEM_HEADERS,
+    RELAY_HEADER,
+    Ask,
+    Shape,
+    XCache,
+    base_key,
+    cmcd_nor,
+    local,
+    relative_key,
+)
 from edge.inflight import Abandoned, FetchEnd, FetchFailed, Flight, Flights, Head, Stream
+from edge.live import is_live_key, is_live_playlist
 from edge.stats import Stats, merge
 from edge.upstream import Upstream, UpstreamError
 from reel.http import problem_body
@@ -39,6 +51,7 @@ MEDIA_PLAYLIST = "index.m3u8"  # the layout's name for a rendition's playlist (D
 MAX_PURGE_BODY = 1 << 20
 MAX_PURGE_ITEMS = 10_000
 UPSTREAM_TOKEN_TTL = 120.0  # the token an edge signs for its own fetch of a video's object
+ONE_PART = Policy(True, 1.0)  # a plain live reload's rules until its PART-TARGET is read
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,13 @@ class Settings:
     upstreams: list[str]  # the shield first if any, then the origins nearest first
     cache_bytes: int
     max_object_bytes: int
-    max_waiters: int = 10_000
+    max_waiters: int = 10_000  # requests following one fetch (viewers of one blocking reload)
+    max_waiters_total: int = 100_000  # requests following any fetch, in one process
     waiter_timeout: float = 30.0
     connect_timeout: float = 1.0
     first_byte_timeout: float = 5.0
+    # A blocking reload or a live part is held upstream until the stream makes it.
+    live_hold_timeout: float = 20.0
     read_timeout: float = 10.0
     # Unread bytes a streamed-through fetch holds for its readers before cutting the slowest.
     stream_window: int = 4 << 20
@@ -61,6 +77,10 @@ class Settings:
     stale_if_error: float = 86400.0
     prefetch_segments: int = 3
     prefetch_concurrency: int = 8
+    # Live: after answering a playlist, ask for the next blocking reload and the preload-hinted
+    # part before any viewer does; at most this many such fetches at once (each is held upstream
+    # for up to a part, so one stream's renditions take two each).
+    live_prefetch: int = 64
     health_interval: float = 2.0
     # Client connections (edge.server): a request head must arrive within head_timeout, an idle
     # keep-alive connection is closed after keepalive_timeout, a reader who takes nothing for
@@ -100,7 +120,7 @@ class Edge:
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.cache = Cache(settings.cache_bytes, settings.max_object_bytes, self._evicted)
-        self.flights = Flights(settings.max_waiters, settings.stream_window)
+        self.flights = Flights(settings.max_waiters, settings.stream_window, settings.max_waiters_total)
         self.stats = Stats(registry, {
             "reel_edge_cache_bytes": ("Bytes held by the cache", lambda: self.cache.bytes),
             "reel_edge_cache_objects": ("Objects in the cache", lambda: len(self.cache)),
@@ -114,6 +134,7 @@ class Edge:
             on_error=self.stats.upstream_failed,
             connect_timeout=settings.connect_timeout,
             first_byte_timeout=settings.first_byte_timeout,
+            live_hold_timeout=settings.live_hold_timeout,
             read_timeout=settings.read_timeout,
             health_interval=settings.health_interval,
         )
@@ -122,6 +143,8 @@ class Edge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._prefetching = 0
         self.viewers = Viewers(node_id(settings.region))  # of live streams, told upstream
+        self._live_prefetching = 0
+        self.newest = live.Newest()
 
     def _evicted(self, key: str, entry: Entry) -> None:
         self.stats.evictions += 1
@@ -186,6 +209,8 @@ class Edge:
                 if entry.prefetched:
                     entry.prefetched = False
                     self.stats.prefetch_hits += 1
+                    if is_live_playlist(key):
+                        self._live_ahead(key, entry.body)  # viewers still watch: keep ahead
                 # A hot segment reads the playlist once a second; CMCD's nor on every request.
                 ahead = now >= entry.next_prefetch
                 if ahead:
@@ -193,10 +218,13 @@ class Edge:
                 if ahead or ask.cmcd:
                     self._look_ahead(ask, ahead)
                 return XCache.HIT, entry
-            if entry.stale_while_revalidate(now):
-                if key not in self.flights:
-                    self._lead(key, entry)  # the one background refresh
-                return XCache.STALE, entry
+        # A viewer behind: a fresh newer answer holds its part (no refresh of an old key).
+        if "_HLS_msn=" in key and (newer := self.newest.find(key, now)) is not None:
+            return XCache.HIT, newer
+        if entry is not None and entry.stale_while_revalidate(now):
+            if key not in self.flights:
+                self._lead(key, entry)  # the one background refresh
+            return XCache.STALE, entry
         flight = self.flights.get(key)
         if flight is not None:
             if flight.prefetch:
@@ -207,10 +235,33 @@ class Edge:
         self._look_ahead(ask)
         return XCache.MISS, flight.stream
 
+    def too_many_waiters(self, head: bool) -> Shape:
+        """The answer beyond the waiting bounds (per key, per process): try again in a second."""
+        self.stats.refused_waiters += 1
+        return local(503, "Too Many Waiters", head=head, extra=[("Retry-After", "1")],
+                     detail="this edge holds as many waiting requests as it may; retry shortly")
+
     def _lead(self, key: str, stale: Entry | None, prefetch: bool = False) -> Flight:
         flight = self.flights.lead(key, prefetch)
         self._spawn(self._fetch(flight, stale), f"fetch {key}")
         return flight
+
+    def _live_ahead(self, key: str, body: bytes | bytearray | memoryview) -> None:
+        """After a live playlist a viewer had: the next blocking reload and the hinted part,
+        asked for now. Bounded; it stops by itself when nobody watches, since only a playlist
+        some viewer read leads to the next one."""
+        if self.settings.live_prefetch <= 0:
+            return
+        upcoming = live.ahead(key, body)
+        for target in (upcoming.reload, upcoming.hint):
+            if target is None or target in self.cache or target in self.flights:
+                continue
+            if self._live_prefetching >= self.settings.live_prefetch:
+                return
+            self._live_prefetching += 1
+            self.stats.prefetches += 1
+            self.stats.live_prefetches += 1
+            self._lead(target, None, prefetch=True)
 
     # -- prefetch -------------------------------------------------------------------------------
 
@@ -247,7 +298,7 @@ class Edge:
         """Fetch `flight.key` upstream, feed its stream, cache the result if we may, and name
         how it ended. With a `stale` entry this is a refresh: conditional, and the stale copy
         stands in when the upstream fails (stale-if-error)."""
-        prefetch = flight.prefetch
+        prefetch, live_key = flight.prefetch, is_live_key(flight.key)
         try:
             flight.end(await self._fetch_into(flight, stale))
         except Abandoned:
@@ -266,13 +317,21 @@ class Edge:
         finally:
             self.flights.forget(flight)
             if prefetch:
-                self._prefetching -= 1
+                if live_key:
+                    self._live_prefetching -= 1
+                else:
+                    self._prefetching -= 1
+            if (flight.outcome is FetchEnd.DONE and not flight.prefetch and is_live_playlist(flight.key)
+                    and flight.stream.retaining and flight.stream.head is not None
+                    and flight.stream.head.status == 200):
+                self._live_ahead(flight.key, flight.stream.body())
             self.stats.fetch_ended(flight.outcome.value)
             if stale is not None and flight.outcome is FetchEnd.DONE and self.cache.peek(flight.key) is stale:
                 self.cache.pop(flight.key)  # a newer answer that may not be kept replaces the old one
 
     async def _fetch_into(self, flight: Flight, stale: Entry | None) -> FetchEnd:
         asked = time.perf_counter()
+        self.stats.upstream_asked(flight.key)
         try:
             resp, flight.upstream = await self.upstream.open(
                 self.upstream_path(flight.key),
@@ -307,6 +366,9 @@ class Edge:
         if flight.upstream == settings.owner(flight.key):
             head.relayed = XCache.__members__.get(resp.headers.get("X-Cache", ""))
         rules = self.cache_policy(resp.headers) if resp.status == 200 else NO_STORE
+        if (resp.status == 200 and is_live_playlist(flight.key) and "?" not in flight.key
+                and live.brief(resp.headers.get("Cache-Control", ""))):
+            rules = ONE_PART  # _store reads how long a part is
         limit = settings.max_object_bytes
         keep = (
             rules.store
@@ -326,10 +388,20 @@ class Edge:
         """Cache a complete response, if its rules and a purge allow."""
         if not (rules.store and flight.cacheable):
             return
-        entry = Entry(200, head.headers, flight.stream.body(), time.monotonic(), rules, head.age)
+        body = flight.stream.body()
+        if rules is ONE_PART:
+            # A plain live reload ("now") changes every part: kept for about one part, it spares
+            # the origin a request per viewer per part without showing anyone an older "now".
+            target = live.part_target(bytes(body[:4096]).decode("utf-8", "replace"))
+            if not target:
+                return
+            rules = Policy(True, min(target, 1.0))
+        entry = Entry(200, head.headers, body, time.monotonic(), rules, head.age)
         entry.prefetched = flight.prefetch
         # A prefetch is asked for next by the viewer it was made for: no contest for room.
         self.cache.put(flight.key, entry, admit=flight.prefetch)
+        if "_HLS_msn=" in flight.key and is_live_playlist(flight.key) and flight.key in self.cache:
+            self.newest.offer(flight.key, entry, live.ahead(flight.key, body).last)
 
     def _revalidated(self, flight: Flight, stale: Entry, headers: Mapping[str, str]) -> None:
         """A 304: the stale copy, fresh again, for every reader and the cache."""
@@ -377,6 +449,7 @@ class Edge:
         starts = tuple(prefix[1:] for prefix in prefixes) + tuple(f"{key}?" for key in keys
                                                                     if key.endswith(".m3u8"))
         gone = self.cache.purge(keys, starts) | self.flights.purge(keys, starts)
+        self.newest.clear()  # rare: the next blocking answers fill it again
         self.stats.purged += len(gone)
         count = len(gone)
         if not relayed and self.settings.peers:

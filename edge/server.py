@@ -461,8 +461,7 @@ class Connection(asyncio.Protocol):
         try:
             return FromFlight(self, request, x_cache, ask, source, sibling=_RELAY in headers)
         except TooManyReaders:
-            out = local(503, "Too Many Waiters", head=ask.method == "HEAD", extra=[("Retry-After", "1")])
-            return Local(self, request, out, XCache.MISS)
+            return Local(self, request, self.edge.too_many_waiters(ask.method == "HEAD"), XCache.MISS)
 
     def _api(self, request: Request) -> Response:
         """/api/v1/: shared reads from the API cache (or its one fetch), the rest passed through."""
@@ -821,6 +820,9 @@ class FromFlight(Response):
     def _end(self) -> None:
         if self.chunked and self.conn.transport is not None:
             self.conn.transport.write(b"0\r\n\r\n")
+        if self.cursor is not None:
+            # From the upstream's last byte (or the end) to this waiter's: the fan-out's cost.
+            self.conn.edge.stats.waiter_lag(time.perf_counter() - self.cursor.stream.changed_at)
         self.close()
         self.conn.finished(self)
 

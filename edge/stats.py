@@ -38,11 +38,17 @@ class Stats:
         self.requests = dict.fromkeys(RESULTS, 0)
         self.latency = {result: _Latency() for result in RESULTS}
         self.upstream_latency = _Latency()  # request sent upstream -> response head back
+        self.lag = _Latency()  # a fetch's last byte in -> a waiter's last byte handed to its socket
         self.bytes_sent = 0
         self.evictions = 0
         self.purged = 0
         self.prefetches = 0
         self.prefetch_hits = 0
+        self.live_prefetches = 0
+        self.refused_waiters = 0
+        # Upstream requests for live objects, by kind: what "one upstream request per part per
+        # rendition" is measured with (divided by the parts the stream made).
+        self.live_upstream: defaultdict[str, int] = defaultdict(int)
         self.upstream_fetches: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
         self.fetch_ends: defaultdict[str, int] = defaultdict(int)  # by FetchEnd's value
@@ -63,6 +69,14 @@ class Stats:
 
     def fetched(self, origin: str, status: int) -> None:
         self.upstream_fetches[(origin, str(status))] += 1
+
+    def upstream_asked(self, key: str) -> None:
+        if key.startswith("live/"):
+            self.live_upstream[live_kind(key)] += 1
+
+    def waiter_lag(self, seconds: float) -> None:
+        self.lag.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.lag.total += seconds
 
     def upstream_head(self, seconds: float) -> None:
         self.upstream_latency.counts[bisect_left(BUCKETS, seconds)] += 1
@@ -92,6 +106,12 @@ class Stats:
         )
         upstream.add_metric([], _buckets(self.upstream_latency), self.upstream_latency.total)
         yield upstream
+        lag = HistogramMetricFamily(
+            "reel_edge_waiter_lag_seconds",
+            "From an upstream fetch's last byte arriving to a waiter's last byte handed to its socket",
+        )
+        lag.add_metric([], _buckets(self.lag), self.lag.total)
+        yield lag
         fetches = CounterMetricFamily(
             "reel_edge_upstream_fetches", "Upstream responses by upstream and status",
             labels=["origin", "status"],
@@ -111,6 +131,13 @@ class Stats:
         for outcome, count in self.fetch_ends.items():
             ends.add_metric([outcome], count)
         yield ends
+        live = CounterMetricFamily(
+            "reel_edge_live_upstream_requests",
+            "Upstream requests for live objects, by kind (part, blocking_playlist, playlist, ...)",
+            labels=["kind"])
+        for kind, count in self.live_upstream.items():
+            live.add_metric([kind], count)
+        yield live
         up = GaugeMetricFamily("reel_edge_upstream_up", "1 while an upstream is considered healthy",
                                labels=["origin"])
         for origin, healthy in self.upstream_up.items():
@@ -127,6 +154,10 @@ class Stats:
             ("reel_edge_purged_objects", "Cached or in-flight objects purged", self.purged),
             ("reel_edge_prefetches", "Segments fetched ahead of the viewer", self.prefetches),
             ("reel_edge_prefetch_hits", "Requests answered by a prefetch", self.prefetch_hits),
+            ("reel_edge_live_prefetches", "Live blocking reloads and hinted parts asked for ahead of viewers",
+             self.live_prefetches),
+            ("reel_edge_waiters_refused", "Requests refused (503) because too many already wait on fetches",
+             self.refused_waiters),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         for name, (help_text, read) in self._gauges.items():
@@ -148,10 +179,24 @@ def _bound(value: float) -> str:
 # How one family's samples from several workers make one: by what the family means. Counters,
 # histograms and bytes add up, as do sizes (each worker has its own cache); whether an upstream
 # is up is one fact about that upstream, so it is up when any worker finds it so.
-_COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up": max}
+_COMBINE: dict[str, Callable[[float, float], float]] = {"reel_edge_upstream_up": max,
+                                                        "process_start_time_seconds": min}
 
 
 def merge(texts: list[str]) -> str:
     """Several worker processes' /metrics as one, each family merged by its meaning (_COMBINE;
     anything else adds up)."""
     return metrics.merge(texts, _COMBINE)
+
+
+def live_kind(key: str) -> str:
+    """What a live key names, for counting: part, blocking_playlist, playlist, master, init, segment."""
+    path, _, query = key.partition("?")
+    name = path.rsplit("/", 1)[-1]
+    if name == "master.m3u8":
+        return "master"
+    if name.endswith(".m3u8"):
+        return "blocking_playlist" if query else "playlist"
+    if name.startswith("part_"):
+        return "part"
+    return "init" if name.endswith(".mp4") else "segment"

@@ -58,6 +58,7 @@ class Upstream:
         connect_timeout: float = 1.0,
         first_byte_timeout: float = 5.0,
         read_timeout: float = 10.0,
+        live_hold_timeout: float = 20.0,
         max_connections: int = 256,
         health_interval: float = 2.0,
         fall: int = 2,
@@ -69,6 +70,7 @@ class Upstream:
         self._on_response = on_response
         self._on_error = on_error
         self._first_byte_timeout = first_byte_timeout
+        self._live_hold_timeout = live_hold_timeout
         self.read_timeout = read_timeout  # for each read of a body: `read()`
         # connect bounds the wait for a pooled connection plus the TCP connect itself. No
         # sock_read: aiohttp 3.14 can leave that timer armed on a connection back in the pool
@@ -124,9 +126,10 @@ class Upstream:
         timed_out = False
         problems: list[str] = []
         order = self.order() if via is None else [via, *self.order()]
+        first_byte = self._live_hold_timeout if _held(path) else self._first_byte_timeout
         for number, base in enumerate(order, 1):
             try:
-                async with asyncio.timeout(self._first_byte_timeout):
+                async with asyncio.timeout(first_byte):
                     resp = await self.session.get(
                         URL(base + path, encoded=True),
                         headers={**(headers or {}), RELAY_HEADER: "1"} if base == via else headers,
@@ -215,6 +218,12 @@ def origins_nearest(regions_file: Path | str, region: str) -> list[str]:
     if not origins:
         raise ConfigError(f"{regions_file}: no region lists any origins")
     return origins
+
+
+def _held(path: str) -> bool:
+    """A blocking reload or a live part: the origin holds it until the stream makes that part
+    (up to three target durations, LL-HLS), which is no sign of a slow or failing upstream."""
+    return path.startswith("/live/") and ("_HLS_msn=" in path or path.endswith(".m4s"))
 
 
 def _live_verdict(path: str, status: int) -> bool:

@@ -55,7 +55,25 @@ def summarize(total: Tally, series: list[dict[str, Any]], environment: Environme
         "uploads_resumed_bytes": counts["creator.resumed_bytes"],
         "throttled": counts["api.throttled"],
         "edges": sorted(total.edges),
+        **_live(total, series),
         "catalog": catalog.describe() if catalog else None,
+    }
+
+
+def _live(total: Tally, series: list[dict[str, Any]]) -> dict[str, Any]:
+    """A live run's headline figures (None for a VOD run)."""
+    latency = total.histogram("live.latency")
+    # Over the whole run: a part fetched ahead in one sample is often served in the next.
+    parts = sum(p.get("live_parts", 0) for p in series)
+    upstream = sum(p.get("live_part_upstream", 0.0) for p in series)
+    cpu = [p["edge_cpu_per_1000"] for p in series if p.get("edge_cpu_per_1000") is not None]
+    return {
+        "live_latency_p50_ms": _ms(latency.percentile(0.5)),
+        "live_latency_p99_ms": _ms(latency.percentile(0.99)),
+        "live_parts_served": len(total.parts),
+        "live_upstream_per_part": round(upstream / parts, 3) if parts else None,
+        "edge_cpu_per_1000": round(sum(cpu) / len(cpu), 3) if cpu else None,
+        "rendition_reports_used": total.counts["live.rendition_report"],
     }
 
 
@@ -75,6 +93,12 @@ PLOTS = (
     ("Stalls per minute", [("stalls_per_min", "stalls/min", "#e45756")], ""),
     ("Startup p50", [("startup_p50", "startup", "#72b7b2")], "ms"),
     ("Share of views on the hot video", [("hot_share", "hot share", "#eeca3b")], "ratio"),
+)
+LIVE_PLOTS = (
+    ("Live latency (PDT vs wall clock)", [("live_latency_p50", "p50", "#4c78a8"),
+                                          ("live_latency_p99", "p99", "#e45756")], "ms"),
+    ("Upstream requests per part per edge", [("live_upstream_per_part", "per part", "#f58518")], ""),
+    ("Edge CPU per 1,000 viewers", [("edge_cpu_per_1000", "CPU s/s", "#b279a2")], ""),
 )
 
 
@@ -155,7 +179,17 @@ def html(summary: dict[str, Any], series: list[dict[str, Any]]) -> str:
         _tile("switches up/down", f"{s['switches_up']}/{s['switches_down']}"),
         _tile("uploads (cut)", f"{s['uploads_completed']} ({s['uploads_interrupted']})"),
     ])
-    plots = "".join(svg_plot(title, list(lines), unit, series) for title, lines, unit in PLOTS)
+    plotted = PLOTS
+    if s.get("live_parts_served"):
+        tiles += "".join([
+            _tile("live latency p50", s["live_latency_p50_ms"], " ms"),
+            _tile("live latency p99", s["live_latency_p99_ms"], " ms"),
+            _tile("upstream requests / part / edge", s["live_upstream_per_part"],
+                  bad=(s["live_upstream_per_part"] or 0) > 1.5),
+            _tile("edge CPU s/s per 1,000 viewers", s["edge_cpu_per_1000"]),
+        ])
+        plotted = PLOTS + LIVE_PLOTS
+    plots = "".join(svg_plot(title, list(lines), unit, series) for title, lines, unit in plotted)
     details = _html.escape(str({k: v for k, v in s.items() if k in ("x_cache", "catalog", "edges")}))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>reel load test</title>
 <style>

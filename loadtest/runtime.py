@@ -61,6 +61,10 @@ def _options(parser: Any) -> None:
                             "do) or for the 302 to an edge (/vod/..., as plain players do)")
     group.add_argument("--cmcd", choices=("query", "header", "off"), default="query",
                        help="player: how CMCD data is sent")
+    group.add_argument("--live", default=env("REEL_LOADTEST_LIVE", ""),
+                       help="live: stream video ids, comma-separated, the celebrity's first")
+    group.add_argument("--celebrity-share", type=float, default=0.8,
+                       help="live: share of viewers on the first stream (the rest: the long tail)")
     group.add_argument("--interrupt", type=float, default=0.5,
                        help="creator: probability an upload is cut and resumed")
     group.add_argument("--signed-in", type=float, default=0.3,
@@ -150,6 +154,8 @@ class Run:
             "startup_p50": window.histogram("player.startup").percentile(0.5),
             "hot_share": (window.counts["player.views.hot"] / window.counts["player.views"]
                           if window.counts["player.views"] else None),
+            **_live_sample(window, delta, dt, self.environment.runner.user_count
+                           if self.environment.runner else 0),
         })
         self._mark(now, scraped)
 
@@ -171,6 +177,11 @@ class Run:
                     elif sample.name == "reel_edge_upstream_fetches_total":
                         out["edge_fetches"] = out.get("edge_fetches", 0.0) + sample.value
                         upstreams.add(sample.labels.get("origin", ""))
+                    elif sample.name == "reel_edge_live_upstream_requests_total" and \
+                            sample.labels.get("kind") == "part":
+                        out["live_part_upstream"] = out.get("live_part_upstream", 0.0) + sample.value
+                    elif sample.name == "process_cpu_seconds_total":
+                        out["edge_cpu"] = out.get("edge_cpu", 0.0) + sample.value
         origins = set(_urls(self.options.origin_metrics)) or {u for u in upstreams if u} - edges
         for origin in sorted(origins):
             for family in _families(origin):
@@ -199,6 +210,22 @@ class Run:
         with open(f"{prefix}_report.html", "w") as f:
             f.write(report.html(summary, self.series))
         log.info("reel report: %s_report.html", prefix)
+
+
+def _live_sample(window: Tally, delta: dict[str, float], dt: float, users: int) -> dict[str, Any]:
+    """A live run's figures for one sample: latency from PROGRAM-DATE-TIME, upstream part
+    requests per part each edge served, edge CPU per 1,000 viewers."""
+    latency = window.histogram("live.latency")
+    cpu = delta.get("edge_cpu", 0.0) / dt
+    return {
+        "live_latency_p50": latency.percentile(0.5),
+        "live_latency_p99": latency.percentile(0.99),
+        "live_upstream_per_part": (delta.get("live_part_upstream", 0.0) / len(window.parts)
+                                   if window.parts else None),
+        "live_parts": len(window.parts),
+        "live_part_upstream": delta.get("live_part_upstream", 0.0),
+        "edge_cpu_per_1000": cpu / users * 1000 if users and "edge_cpu" in delta else None,
+    }
 
 
 def _families(base: str) -> list[Any]:

@@ -72,6 +72,18 @@ class Step(ReelShape):
         return max(1, math.ceil(self.users * step / steps)), self.rate
 
 
+class Surge(ReelShape):
+    """A tenth of --users until 30% of the run, then ten times that within 10 s: a celebrity
+    goes live and the notification lands (the step the live suite is judged on)."""
+
+    def users_at(self, t: float) -> tuple[int, float]:
+        base = max(1, self.users // 10)
+        at = 0.3 * self.duration
+        if t < at:
+            return base, self.rate
+        return self.users, max(self.rate, (self.users - base) / 10.0)
+
+
 class Waves(ReelShape):
     """Two waves up to --users with a trough between: does it recover, and hold a second time?"""
 

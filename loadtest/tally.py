@@ -52,6 +52,7 @@ class Tally:
         self.counts: Counter[str] = Counter()
         self.histograms: dict[str, Histogram] = {}
         self.edges: set[str] = set()
+        self.parts: set[str] = set()  # "EDGE PATH" of the live parts viewers got, per edge
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -67,16 +68,18 @@ class Tally:
         for name, histogram in other.histograms.items():
             self.histograms.setdefault(name, Histogram()).merge(histogram)
         self.edges |= other.edges
+        self.parts |= other.parts
 
     def drain(self) -> Tally:
         """Everything counted so far, leaving this tally empty."""
         drained = Tally()
         drained.counts, drained.histograms, drained.edges = self.counts, self.histograms, self.edges
-        self.counts, self.histograms, self.edges = Counter(), {}, set()
+        drained.parts = self.parts
+        self.counts, self.histograms, self.edges, self.parts = Counter(), {}, set(), set()
         return drained
 
     def to_message(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts), "edges": sorted(self.edges),
+        return {"counts": dict(self.counts), "edges": sorted(self.edges), "parts": sorted(self.parts),
                 "histograms": {n: dict(h.buckets) for n, h in self.histograms.items()}}
 
     @classmethod
@@ -84,6 +87,7 @@ class Tally:
         tally = cls()
         tally.counts.update(data.get("counts", {}))
         tally.edges.update(data.get("edges", ()))
+        tally.parts.update(data.get("parts", ()))
         for name, buckets in data.get("histograms", {}).items():
             # msgpack keeps int keys; JSON would have made them strings
             tally.histograms[name] = Histogram({int(k): v for k, v in buckets.items()})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reel.settings import Command, Flags
 
-SUITES = ("steady", "celebrity", "step", "waves", "creators", "api")
+SUITES = ("steady", "celebrity", "step", "waves", "creators", "api", "live")
 ROOT = Path(__file__).resolve().parents[1]
 
 
