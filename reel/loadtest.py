@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -44,11 +45,22 @@ def command_line(args: argparse.Namespace) -> list[str]:
            "--headless", "--users", str(args.users), "--run-time", args.duration, "--host", geo,
            "--control", control, "--catalog", str(args.data / "loadtest-catalog.json"),
            "--csv", str(prefix), "--html", f"{prefix}_locust.html"]
-    if args.spawn_rate:
-        cmd += ["--spawn-rate", f"{args.spawn_rate:g}"]
+    # Locust's own default is 1 user/s, which would stretch a shape's ramp over minutes: by
+    # default every user comes within 5 s (or a tenth of a shorter run), as loadtest/shapes says.
+    rate = args.spawn_rate or max(1.0, args.users / min(5.0, seconds(args.duration) / 10))
+    cmd += ["--spawn-rate", f"{rate:g}"]
     if args.processes:
         cmd += ["--processes", str(args.processes)]
     return cmd + list(args.extra)
+
+
+def seconds(timespan: str) -> float:
+    """Locust's run time (`90`, `90s`, `5m`, `1h30m`) in seconds."""
+    parts = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*", timespan)
+    if not parts or not any(parts.groups()):
+        raise SystemExit(f"reel loadtest: --duration {timespan!r} is not like 90s, 5m or 1h30m")
+    h, m, s = (int(g or 0) for g in parts.groups())
+    return float(h * 3600 + m * 60 + s)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from loadtest.hls import parse_master, parse_media
 from loadtest.popularity import Catalog, Hotspot
+from reel import loadtest as loadtest_cli
 
 PLAIN = """#EXTM3U
 #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Main",DEFAULT=YES,URI="a128/index.m3u8"
@@ -69,3 +74,23 @@ def test_zipf_ranks_and_the_hotspot() -> None:
     at_peak = sum(catalog.pick(rng, 12.0) == "video049" for _ in range(4000)) / 4000
     later = sum(catalog.pick(rng, 22.0) == "video049" for _ in range(4000)) / 4000
     assert 0.75 < at_peak < 0.85 and 0.15 < later < 0.25  # two half-lives on: a quarter of it
+
+
+def _locust_args(**given: object) -> argparse.Namespace:
+    defaults = dict(suite="steady", users=200, duration="30s", spawn_rate=None, port_base=8400,
+                    host=None, control=None, data=Path("d"), out=Path("o"), processes=0, extra=[])
+    return argparse.Namespace(**{**defaults, **given})
+
+
+def _spawn_rate(cmd: list[str]) -> float:
+    return float(cmd[cmd.index("--spawn-rate") + 1])
+
+
+def test_reel_loadtest_brings_every_user_within_seconds_unless_told() -> None:
+    # Locust's own default (1 user/s) would take 200 s to bring 200 users into a 30 s run
+    assert _spawn_rate(loadtest_cli.command_line(_locust_args())) == pytest.approx(200 / 3)
+    assert _spawn_rate(loadtest_cli.command_line(_locust_args(duration="5m", users=50))) == 10
+    assert _spawn_rate(loadtest_cli.command_line(_locust_args(spawn_rate=2.5))) == 2.5
+    assert loadtest_cli.seconds("1h30m") == 5400 and loadtest_cli.seconds("90") == 90
+    with pytest.raises(SystemExit, match="not like"):
+        loadtest_cli.command_line(_locust_args(duration="soon"))
