@@ -58,7 +58,8 @@ HLSJS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 READER = Path(live_clock.__file__).with_name("live_clock.js")
 NGINX_RTMP = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 BOUND = 120.0  # seconds any one step may take on a busy machine before the run gives up
-PLAYERS = {"reel LL-HLS": "ll", "reel HLS": "hls", "nginx-rtmp HLS": "nginx"}
+PLAYERS = {"reel LL-HLS": "ll", "reel HLS": "hls", "nginx-rtmp HLS": "nginx",
+           "reel LL-HLS at ingest": "ll-ingest"}
 TARGETS = "targets: reel LL-HLS p50 <= 1.5 s, p90 <= 2.5 s, <= 0.5x nginx-rtmp; plain HLS <= 6 s; no stall"
 
 
@@ -259,7 +260,7 @@ def create_stream(reel: Reel) -> dict:
 
 class Publisher:
     """loadtest/live_publisher.py in its own process, a little ahead of everything else in the
-    CPU queue (nice -5): it stands in for a camera on its own machine, and the figures are about
+    CPU queue (nice -10): it stands in for a camera on its own machine, and the figures are about
     what happens after it. Its counts are read when it stops."""
 
     def __init__(self, procs: Processes, urls: list[str], kbps: int, preset: str) -> None:
@@ -267,7 +268,7 @@ class Publisher:
         self.proc = procs.start("publisher", [
             sys.executable, "-m", "loadtest.live_publisher", "--kbps", str(kbps), "--preset", preset,
             "--counts", str(self.counts_path), *urls],
-            stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(-5) if os.geteuid() == 0 else None)
+            stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(-10) if os.geteuid() == 0 else None)
         self.ffmpeg: int | None = None
 
     def cpu(self) -> float:
@@ -416,6 +417,24 @@ def watch(players: dict[str, tuple[str, dict]], seconds: float, together: bool,
         server.server_close()
 
 
+def ladder_state(ingest: str, video_id: str) -> str:
+    """What the ingest says of the stream's ladder at the end: the rungs it still encodes, the
+    steps it took to keep real time, pictures it dropped, each rung's delay (its /metrics)."""
+    try:
+        with urllib.request.urlopen(f"{ingest}/metrics", timeout=10) as resp:  # noqa: S310
+            text = resp.read().decode()
+    except OSError as exc:
+        return f"no metrics ({exc})"
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = re.match(r'reel_live_(\w+?)(?:_total)?\{(.*)\} (\S+)$', line)
+        if match and f'stream="{video_id}' in match.group(2) and not match.group(1).endswith("_created"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            what = labels.get("rendition") or labels.get("action", "")
+            found.setdefault(match.group(1), []).append(f"{what}={float(match.group(3)):g}")
+    return "  ".join(f"{name}: {', '.join(values)}" for name, values in sorted(found.items())) or "no series"
+
+
 def report(results: dict[str, dict], cpu: dict[str, float], wall: float, camera: dict) -> None:
     print(f"{'player':<22}{'p50 s':>8}{'p90 s':>8}{'max s':>8}{'frames':>8}{'unread':>8}"
           f"{'stalls':>8}{'stalled s':>10}  rungs played, errors")
@@ -491,6 +510,9 @@ def main() -> None:
             "reel LL-HLS": (video["playback_url"], {"lowLatencyMode": True}),
             "reel HLS": (video["playback_url"], {"lowLatencyMode": False}),
             "nginx-rtmp HLS": (nginx_src, {}),
+            # The same stream straight from the ingest's memory: no geo, edge nor origin between.
+            "reel LL-HLS at ingest": (f"{reel.url(22)}/live/{video['id']}/master.m3u8",
+                                      {"lowLatencyMode": True}),
         }.items() if PLAYERS[name] in args.players.split(",")}
         marks: dict[str, float] = {}
 
@@ -507,6 +529,7 @@ def main() -> None:
                "publisher (x264, ffmpeg tee)": publisher.cpu() - marks["publisher"],
                "nginx-rtmp": sum(cpu_seconds(pid) for pid in nginx_pids) - marks["nginx"]}
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("reel ingest: " + ladder_state(reel.url(22), video["id"]))
         report(results, cpu, wall, publisher.stop())
         if args.keep:
             (workdir / "results.json").write_text(json.dumps(results))
