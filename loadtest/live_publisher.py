@@ -28,6 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.frame import PictureType
 
 from loadtest import live_clock
 
@@ -117,11 +118,13 @@ class Camera:
         self.video.bit_rate = kbps * 1000
         self.video.options = {
             "preset": preset, "tune": "zerolatency", "g": str(FPS), "keyint_min": str(FPS),
-            "sc_threshold": "0", "x264-params": f"vbv-maxrate={kbps}:vbv-bufsize={kbps // 2}"}
+            "sc_threshold": "0", "forced-idr": "1",
+            "x264-params": f"vbv-maxrate={kbps}:vbv-bufsize={kbps // 2}"}
         self.audio = self.container.add_stream("aac", rate=AUDIO_RATE)
         self.audio.layout, self.audio.bit_rate = "stereo", 128_000
         self.tone = self._tone()
         self.next_audio = 0  # the next audio frame, counted in frames of AUDIO_FRAME samples
+        self.keyed = -1  # the second of the last forced IDR
         self.stopping = threading.Event()
         self.made = 0
         self.dropped = 0  # slots skipped because this process fell behind real time
@@ -153,12 +156,15 @@ class Camera:
                                    strict=True):
             plane.update(view[at:at + size])
         frame.pts = index
+        if index // FPS != self.keyed:  # an IDR each second of wall time, as OBS's keyframe
+            self.keyed = index // FPS   # interval: dropped pictures never stretch a GOP
+            frame.pict_type = PictureType.I
         return frame
 
     def _sound(self, until_slot: int) -> None:
-        """Audio up to the end of video slot `until_slot`, skipping what the video skipped."""
+        """Audio up to the end of video slot `until_slot`, without a gap where pictures were
+        dropped: an encoder (OBS, ffmpeg) never drops sound."""
         end = (until_slot + 1) * AUDIO_RATE // FPS // AUDIO_FRAME
-        self.next_audio = max(self.next_audio, until_slot * AUDIO_RATE // FPS // AUDIO_FRAME)
         while self.next_audio < end:
             packet = av.Packet(self.tone)
             packet.pts = packet.dts = self.next_audio * AUDIO_FRAME
