@@ -472,6 +472,10 @@ def main() -> None:
                              "encoder: its CPU is not what is measured)")
     parser.add_argument("--players", default="ll,hls,nginx",
                         help="which of ll (reel LL-HLS), hls (reel plain HLS), nginx to play")
+    parser.add_argument("--ll-config", default="{}",
+                        help="more hls.js settings for the reel LL-HLS players, as JSON (e.g. "
+                             "'{\"maxLiveSyncPlaybackRate\": 1.5}'); by default hls.js's own, as on "
+                             "reel's watch page")
     parser.add_argument("--together", action="store_true",
                         help="play the three at once (default: one after the other, so the players' "
                              "decoding does not take the CPU the ladder needs)")
@@ -506,13 +510,14 @@ def main() -> None:
         ingest = reel.ingest_pid()
         nginx_pids = [int((workdir / "nginx" / "nginx.pid").read_text()), *children(
             int((workdir / "nginx" / "nginx.pid").read_text()))]
+        ll_config = json.loads(args.ll_config)
         players = {name: player for name, player in {
-            "reel LL-HLS": (video["playback_url"], {"lowLatencyMode": True}),
+            "reel LL-HLS": (video["playback_url"], {"lowLatencyMode": True, **ll_config}),
             "reel HLS": (video["playback_url"], {"lowLatencyMode": False}),
             "nginx-rtmp HLS": (nginx_src, {}),
             # The same stream straight from the ingest's memory: no geo, edge nor origin between.
             "reel LL-HLS at ingest": (f"{reel.url(22)}/live/{video['id']}/master.m3u8",
-                                      {"lowLatencyMode": True}),
+                                      {"lowLatencyMode": True, **ll_config}),
         }.items() if PLAYERS[name] in args.players.split(",")}
         marks: dict[str, float] = {}
 
