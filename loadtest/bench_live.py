@@ -299,7 +299,8 @@ const W = 640, H = 360, STRIP = Math.ceil(H * CLOCK_STRIP);
 const canvas = document.createElement("canvas"); canvas.width = W; canvas.height = H;
 const ctx = canvas.getContext("2d", {willReadFrequently: true});
 const b = window.bench = {samples: [], unread: 0, waiting: 0, stalledMs: 0, started: null,
-                          waitingSince: null, errors: [], levels: [], recording: false};
+                          waitingSince: null, errors: [], levels: [], recording: false,
+                          edge: [], target: [], pdt: []};
 video.addEventListener("playing", () => {
   if (b.started === null) b.started = Date.now();
   if (b.waitingSince !== null) { b.stalledMs += Date.now() - b.waitingSince; b.waitingSince = null; }
@@ -321,6 +322,13 @@ function frame() {
   const burned = readClock(ctx.getImageData(0, 0, W, STRIP).data, W, H);
   if (b.recording) {
     if (burned === null) b.unread += 1; else b.samples.push(clockLatency(burned, Date.now()));
+    // Where the time goes: hls.js's distance behind the playlist's live edge and its target,
+    // and now minus the playing picture's PROGRAM-DATE-TIME (reel stamps it at ingest).
+    if ((b.samples.length + b.unread) % 10 === 0) {
+      if (hls.latency) b.edge.push(hls.latency * 1000);
+      if (hls.targetLatency) b.target.push(hls.targetLatency * 1000);
+      if (hls.playingDate) b.pdt.push(Date.now() - hls.playingDate.getTime());
+    }
   }
   video.requestVideoFrameCallback(frame);
 }
@@ -357,7 +365,8 @@ COLLECT = """() => { const b = window.bench;
     b.recording = false;
     const stalled = b.stalledMs + (b.waitingSince ? Date.now() - b.waitingSince : 0);
     return {samples: b.samples, unread: b.unread, waiting: b.waiting, stalled_ms: stalled,
-            errors: b.errors, levels: [...new Set(b.levels)],
+            errors: b.errors, levels: [...new Set(b.levels)], edge: b.edge, target: b.target,
+            pdt: b.pdt,
             dropped: document.querySelector("video").getVideoPlaybackQuality().droppedVideoFrames};
 }"""
 
@@ -417,6 +426,26 @@ def watch(players: dict[str, tuple[str, dict]], seconds: float, together: bool,
         server.server_close()
 
 
+def settle(ingest: str, video_id: str, quiet: float = 6.0) -> float:
+    """Wait (at most BOUND) until the stream's ladder has kept the same rungs for `quiet` seconds:
+    on a busy machine the ingest drops rungs in its first seconds, and the figures are of a
+    stream in its steady state, not of its start. Returns the seconds waited."""
+    start = time.monotonic()
+    last, since = None, start
+    while time.monotonic() - start < BOUND:
+        try:
+            with urllib.request.urlopen(f"{ingest}/live/{video_id}/master.m3u8", timeout=10) as resp:  # noqa: S310
+                rungs = re.findall(r"^(v\d+)/index.m3u8$", resp.read().decode(), re.M)
+        except OSError:
+            rungs = None
+        if rungs != last:
+            last, since = rungs, time.monotonic()
+        elif rungs and time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
 def ladder_state(ingest: str, video_id: str) -> str:
     """What the ingest says of the stream's ladder at the end: the rungs it still encodes, the
     steps it took to keep real time, pictures it dropped, each rung's delay (its /metrics)."""
@@ -435,9 +464,13 @@ def ladder_state(ingest: str, video_id: str) -> str:
     return "  ".join(f"{name}: {', '.join(values)}" for name, values in sorted(found.items())) or "no series"
 
 
+def median_s(values: list[float]) -> str:
+    return f"{statistics.median(values) / 1000:.2f}" if values else "-"
+
+
 def report(results: dict[str, dict], cpu: dict[str, float], wall: float, camera: dict) -> None:
     print(f"{'player':<22}{'p50 s':>8}{'p90 s':>8}{'max s':>8}{'frames':>8}{'unread':>8}"
-          f"{'stalls':>8}{'stalled s':>10}  rungs played, errors")
+          f"{'stalls':>8}{'stalled s':>10}{'edge':>6}{'target':>7}{'PDT':>6}  rungs played, errors")
     stats = {}
     for name, seen in results.items():
         lat = [ms / 1000 for ms in seen["samples"]]
@@ -448,6 +481,7 @@ def report(results: dict[str, dict], cpu: dict[str, float], wall: float, camera:
         errors = sorted({e["details"] + (" (fatal)" if e["fatal"] else "") for e in seen["errors"]})
         print(f"{name:<22}{stats[name][0]:8.2f}{stats[name][1]:8.2f}{stats[name][2]:8.2f}"
               f"{len(lat):8d}{seen['unread']:8d}{seen['waiting']:8d}{seen['stalled_ms'] / 1000:10.2f}"
+              f"{median_s(seen['edge']):>6}{median_s(seen['target']):>7}{median_s(seen['pdt']):>6}"
               f"  {seen['levels']} {', '.join(errors) or '-'}")
     peer = stats.get("nginx-rtmp HLS")
     if peer:
@@ -460,6 +494,9 @@ def report(results: dict[str, dict], cpu: dict[str, float], wall: float, camera:
     if camera.get("dropped"):
         print(f"publisher: {camera['dropped']} of {camera['made'] + camera['dropped']} pictures dropped "
               "(this machine starved the publisher's encoder)")
+    print("edge: hls.js's distance behind the playlist's live edge, target: the distance it aims "
+          "for (PART-HOLD-BACK, or HOLD-BACK, plus 1 s at most after stalls), PDT: now minus the "
+          "playing picture's PROGRAM-DATE-TIME (reel stamps it at ingest); medians, s")
     print(TARGETS)
 
 
@@ -507,6 +544,7 @@ def main() -> None:
         video = call("GET", f"{reel.url(1)}/api/v1/videos/{video['id']}")[1]
         nginx_src = f"http://127.0.0.1:{nginx_http}/hls/bench.m3u8"
         print(f"reel {video['playback_url']}\nnginx-rtmp {nginx_src}", flush=True)
+        print(f"warm-up: {settle(reel.url(22), video['id']):.0f} s until the ladder settled", flush=True)
         ingest = reel.ingest_pid()
         nginx_pids = [int((workdir / "nginx" / "nginx.pid").read_text()), *children(
             int((workdir / "nginx" / "nginx.pid").read_text()))]
