@@ -5,22 +5,28 @@
 Needs nginx with its RTMP module, ffmpeg, node_modules/hls.js and Chromium (Debian: apt-get install
 nginx libnginx-mod-rtmp ffmpeg chromium). One run, everything on loopback, nothing else touched:
 
-- a 720p30 publisher (this process) draws ffmpeg's moving test pattern with the wall clock's
-  milliseconds burned into each picture at the moment it makes it (loadtest/live_clock.py), and
-  pipes the pictures, in real time, to ONE ffmpeg (x264 veryfast, zerolatency, 1 s GOP, AAC) that
-  tees the same FLV to reel's RTMP ingest and to nginx-rtmp: both get identical input;
+- a 720p30 publisher (loadtest/live_publisher.py, its own process at nice -10: a camera on its
+  own machine) draws ffmpeg's moving test pattern with the wall clock's milliseconds burned into
+  each picture as it is made (loadtest/live_clock.py), encodes it once (x264 zerolatency, an IDR
+  each second, AAC) and sends the same FLV bytes to reel's RTMP ingest and to nginx-rtmp, each
+  through its own queue and ffmpeg relay: identical input, and a slow peer delays only itself;
 - reel: `reel up` (no demo) in a temporary directory; the stream is made through control's API,
   as a creator would, and viewers play its playback URL: geo -> edge -> origin -> ingest, with
   the ladder's three rungs for a 720p source;
 - nginx-rtmp: `hls on; hls_fragment 1s`, a short playlist, its HLS served by nginx on loopback;
-- three hls.js players in headless Chromium at the same time, for --seconds each: reel LL-HLS
+- once the ladder has kept the same rungs for 6 s (a busy machine makes the ingest drop rungs in
+  its first seconds), hls.js players in headless Chromium, one after the other (--together: at
+  once), for --seconds each: reel LL-HLS
   (lowLatencyMode on), reel plain HLS (lowLatencyMode off: HOLD-BACK, whole segments), nginx-rtmp
   HLS (hls.js defaults). Each page draws every presented frame (requestVideoFrameCallback) to a
   canvas, reads the burned clock back (loadtest/live_clock.js) and keeps Date.now() - clock: the
   same machine, the same clock.
 
 Printed per player: p50/p90/max latency, frames read, stalls after playback started (`waiting`
-events and the time spent waiting), the rung played; ratios reel/nginx-rtmp; and the CPU seconds
+events and the time spent waiting), where the latency goes (hls.js's distance behind the
+playlist's live edge, the distance it aims for, now minus the picture's PROGRAM-DATE-TIME), the
+rungs played; ratios reel/nginx-rtmp; the ladder's own metrics (rungs dropped, presets, per-rung
+delay); and the CPU seconds
 the reel ingest process (RTMP, decode, the ladder's encoders, LL-HLS) used per second of stream,
 read from /proc, beside the publisher's and nginx's. The load average is printed too: the
 machine may be shared, so run it more than once.
