@@ -64,6 +64,8 @@ HLSJS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 READER = Path(live_clock.__file__).with_name("live_clock.js")
 NGINX_RTMP = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 BOUND = 120.0  # seconds any one step may take on a busy machine before the run gives up
+# What reel's watch page gives hls.js (control/static/app/player.js): catch up after a stall.
+WATCH_PAGE = {"maxLiveSyncPlaybackRate": 1.5}
 PLAYERS = {"reel LL-HLS": "ll", "reel HLS": "hls", "nginx-rtmp HLS": "nginx",
            "reel LL-HLS at ingest": "ll-ingest"}
 TARGETS = "targets: reel LL-HLS p50 <= 1.5 s, p90 <= 2.5 s, <= 0.5x nginx-rtmp; plain HLS <= 6 s; no stall"
@@ -515,10 +517,10 @@ def main() -> None:
                              "encoder: its CPU is not what is measured)")
     parser.add_argument("--players", default="ll,hls,nginx",
                         help="which of ll (reel LL-HLS), hls (reel plain HLS), nginx to play")
-    parser.add_argument("--ll-config", default="{}",
-                        help="more hls.js settings for the reel LL-HLS players, as JSON (e.g. "
-                             "'{\"maxLiveSyncPlaybackRate\": 1.5}'); by default hls.js's own, as on "
-                             "reel's watch page")
+    parser.add_argument("--ll-config", default=json.dumps(WATCH_PAGE),
+                        help="hls.js settings for the reel LL-HLS players, as JSON (by default "
+                             "those of reel's watch page, control/static/app/player.js; '{}' for "
+                             "hls.js's own)")
     parser.add_argument("--together", action="store_true",
                         help="play the three at once (default: one after the other, so the players' "
                              "decoding does not take the CPU the ladder needs)")
