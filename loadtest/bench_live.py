@@ -277,13 +277,12 @@ class Publisher:
             sys.executable, "-m", "loadtest.live_publisher", "--kbps", str(kbps), "--preset", preset,
             "--counts", str(self.counts_path), *urls],
             stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(-10) if os.geteuid() == 0 else None)
-        self.ffmpeg: int | None = None
+        self.relays: list[int] = []
 
     def cpu(self) -> float:
-        """The publisher and its ffmpeg, so far."""
-        if self.ffmpeg is None:
-            self.ffmpeg = next(iter(children(self.proc.pid)), None)
-        return cpu_seconds(self.proc.pid) + (cpu_seconds(self.ffmpeg) if self.ffmpeg else 0.0)
+        """The publisher and its relays (one ffmpeg per peer), so far."""
+        self.relays = self.relays or children(self.proc.pid)
+        return cpu_seconds(self.proc.pid) + sum(cpu_seconds(pid) for pid in self.relays)
 
     def stop(self) -> dict:
         if self.proc.poll() is None:
@@ -577,7 +576,7 @@ def main() -> None:
         results = watch(players, args.seconds, args.together, on_start)
         wall = time.monotonic() - marks["wall"]
         cpu = {"reel ingest+ladder": cpu_seconds(ingest) - marks["ingest"],
-               "publisher (x264, ffmpeg tee)": publisher.cpu() - marks["publisher"],
+               "publisher (x264, relays)": publisher.cpu() - marks["publisher"],
                "nginx-rtmp": sum(cpu_seconds(pid) for pid in nginx_pids) - marks["nginx"]}
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print("reel ingest: " + ladder_state(reel.url(22), video["id"]))
