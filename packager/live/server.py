@@ -140,9 +140,11 @@ class LiveHandler:
         timeline = rendition.timeline
         assert stream.cadence is not None
         hold = 3 * stream.cadence.target_duration
-        if rendition.dropped and wanted.msn is not None:
-            # Given up to keep real time: it will never hold the part asked for. Players move
-            # to another rendition on the error (the master no longer lists it).
+        if rendition.dropped and not timeline.ended:
+            # Given up to keep real time: it will never hold another part. Any reload, plain or
+            # blocking, is refused, so players move to another rendition on the error (the master
+            # no longer lists it); a frozen playlist for plain reloads kept hls.js on the rung,
+            # stalled, for the rest of the stream (loadtest/bench_live).
             return _problem(404, "Not Found", "rendition dropped to keep up with real time")
         if wanted.msn is None:
             ready = await _until(stream, lambda: timeline.last() is not None, START_WAIT)

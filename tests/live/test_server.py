@@ -172,7 +172,9 @@ async def test_a_dropped_rendition_refuses_to_block(feed: tuple[Feed, TestClient
     parts.stream._dropped("v360")
     response = await asyncio.wait_for(asked, 2)
     assert response.status == 404  # never an unchanged playlist
-    assert (await client.get("/live/fake0001/v360/index.m3u8")).status == 200
+    # nor a frozen one to a plain reload: players must leave the rung, not wait on it
+    assert (await client.get("/live/fake0001/v360/index.m3u8")).status == 404
+    assert (await client.get("/live/fake0001/a128/index.m3u8")).status == 200
     master = await (await client.get("/live/fake0001/master.m3u8")).text()
     assert "v360" not in master and "a128/index.m3u8" in master
 
