@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 
 from control.api import PROBLEM, Api
 from control.db import Database, IntegrityError, Row, Tx
+from control.hotcache import TtlCache
 from control.models import Me, Profile, ProfileEdit, Session, SignedUp, SignIn, SignUp
 from control.problems import ProblemError
 from control.requests import path_id
@@ -98,9 +99,15 @@ class Accounts:
 
     def __init__(self, db: Database, *, session_seconds: float = 7 * 86400,
                  hasher: PasswordHasher | None = None, admin_emails: Iterable[str] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, session_cache_seconds: float = 1.0,
+                 session_cache_entries: int = 100_000) -> None:
         self.db = db
         self.session_seconds = session_seconds
+        # token hash -> (user, session expiry). Sign-out and a password change drop entries
+        # here at once; in another process a revoked token works for at most
+        # `session_cache_seconds` more (0: no cache).
+        self.sessions: TtlCache[str, tuple[User, float]] = TtlCache(session_cache_seconds,
+                                                                     session_cache_entries)
         self.hasher = hasher or PasswordHasher()
         self.admin_emails = frozenset(e.lower() for e in admin_emails)
         self.clock = clock
@@ -152,14 +159,24 @@ class Accounts:
         return token, expires, user
 
     async def sign_out(self, token: str) -> None:
-        await self.db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+        key = token_hash(token)
+        self.sessions.discard(key)
+        await self.db.execute("DELETE FROM sessions WHERE token_hash = ?", (key,))
 
     async def authenticate(self, token: str) -> User | None:
+        key = token_hash(token)
+        now = self.clock()
+        if (cached := self.sessions.get(key)) is not None and cached[1] > now:
+            return cached[0]
         row = await self.db.fetchone(
-            f"SELECT {', '.join('u.' + c for c in User.__dataclass_fields__)} FROM sessions s"
-            f" JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
-            (token_hash(token), self.clock()))
-        return None if row is None else User.from_row(row)
+            f"SELECT {', '.join('u.' + c for c in User.__dataclass_fields__)}, s.expires_at"
+            f" FROM sessions s JOIN users u ON u.id = s.user_id"
+            f" WHERE s.token_hash = ? AND s.expires_at > ?", (key, now))
+        if row is None:
+            return None
+        user = User.from_row(row)
+        self.sessions.put(key, (user, row["expires_at"]))
+        return user
 
     async def get(self, user_id: str) -> User | None:
         row = await self.db.fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
@@ -169,6 +186,8 @@ class Accounts:
                      password: str | None, keep_token: str = "") -> User:
         encoded = None if password is None else await asyncio.to_thread(self.hasher.hash,
                                                                           password)
+
+        self.sessions.discard_where(lambda entry: entry[0].id == user_id)
 
         async def change(tx: Tx) -> User:
             row = await tx.fetchone(
@@ -181,7 +200,10 @@ class Accounts:
                              (user_id, token_hash(keep_token)))
             return User.from_row(row)
 
-        return await self.db.transaction(change)
+        try:
+            return await self.db.transaction(change)
+        finally:  # and none read during the change stays
+            self.sessions.discard_where(lambda entry: entry[0].id == user_id)
 
     async def expire_sessions(self) -> int:
         return await self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self.clock(),))

@@ -331,7 +331,9 @@ class SocialHandlers:
     # -- views and trending ----------------------------------------------------------------------
 
     async def view(self, request: web.Request) -> web.Response:
-        video = await self.catalog.visible(request)
+        # The video and the session as read up to a second ago: no database on this path when
+        # both are cached (Videos.recent, Accounts.sessions).
+        video = await self.catalog.visible(request, recent=True)
         user = await self.auth.user(request)
         # Anonymous viewers count by a hash of their address: one view per window, no raw IPs.
         viewer = f"u:{user.id}" if user else "a:" + hashlib.sha256(
