@@ -23,6 +23,9 @@ class TtlCache(Generic[K, V]):
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        # Bumped by every discard: a value read from the database before a change made here
+        # must not be cached after it (`put(..., read_at=generation before the read)`).
+        self.generation = 0
 
     def get(self, key: K) -> V | None:
         entry = self._entries.get(key)
@@ -33,8 +36,8 @@ class TtlCache(Generic[K, V]):
             return None
         return entry[1]
 
-    def put(self, key: K, value: V) -> None:
-        if self.ttl <= 0:
+    def put(self, key: K, value: V, read_at: int | None = None) -> None:
+        if self.ttl <= 0 or (read_at is not None and read_at != self.generation):
             return
         self._entries.pop(key, None)
         self._entries[key] = (self.clock() + self.ttl, value)
@@ -48,9 +51,11 @@ class TtlCache(Generic[K, V]):
             self._entries[key] = (entry[0], value)
 
     def discard(self, key: K) -> None:
+        self.generation += 1
         self._entries.pop(key, None)
 
     def discard_where(self, predicate: Callable[[V], bool]) -> None:
+        self.generation += 1
         for key in [k for k, (_, v) in self._entries.items() if predicate(v)]:
             del self._entries[key]
 

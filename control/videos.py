@@ -165,9 +165,10 @@ class Videos:
         """The video as read at most `cache_seconds` ago (or just now)."""
         if (video := self.hot.get(video_id)) is not None:
             return video
+        generation = self.hot.generation
         video = await self.get(video_id, db)
         if video is not None:
-            self.hot.put(video_id, video)
+            self.hot.put(video_id, video, generation)
         return video
 
     def counted(self, video_id: str, views: int) -> None:
