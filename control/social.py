@@ -49,6 +49,7 @@ from control.requests import (
 from control.videos import COLUMNS, Video, iso8601
 from control.views import Full, ViewCounter
 from control.warm import FeedWarmer
+from reel.logs import QUIET
 
 RATINGS = {"like": 1, "dislike": -1, "none": 0}
 
@@ -344,7 +345,8 @@ class SocialHandlers:
             raise ProblemError(503, "too many views to count just now: send it again shortly",
                                headers={"Retry-After": "1"}) from None
         # Merged within a second (control.views); until then the count includes this process's
-        # pending views of the video.
+        # pending views of the video. Counted by reel_control_views_*, not one log line each.
+        request[QUIET] = True
         return web.json_response({"views": video.views + self.views.pending(video.id),
                                   "counted": counted})
 
