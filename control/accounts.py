@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from aiohttp import hdrs, web
 
 from control.api import PROBLEM, Api
 from control.db import Database, IntegrityError, Row, Tx
+from control.hotcache import TtlCache
 from control.models import Me, Profile, ProfileEdit, Session, SignedUp, SignIn, SignUp
 from control.problems import ProblemError
 from control.requests import path_id
@@ -56,6 +58,9 @@ class PasswordHasher:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+LOOKUP_BATCH = 200  # session lookups per query (parameters well under every dialect's limit)
 
 
 def token_hash(token: str) -> str:
@@ -98,9 +103,17 @@ class Accounts:
 
     def __init__(self, db: Database, *, session_seconds: float = 7 * 86400,
                  hasher: PasswordHasher | None = None, admin_emails: Iterable[str] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, session_cache_seconds: float = 1.0,
+                 session_cache_entries: int = 100_000) -> None:
         self.db = db
         self.session_seconds = session_seconds
+        # token hash -> (user, session expiry). Sign-out and a password change drop entries
+        # here at once; in another process a revoked token works for at most
+        # `session_cache_seconds` more (0: no cache).
+        self.sessions: TtlCache[str, tuple[User, float]] = TtlCache(session_cache_seconds,
+                                                                     session_cache_entries)
+        self._lookups: dict[str, asyncio.Future[User | None]] = {}  # token hash -> its answer
+        self._lookup_task: asyncio.Task[None] | None = None
         self.hasher = hasher or PasswordHasher()
         self.admin_emails = frozenset(e.lower() for e in admin_emails)
         self.clock = clock
@@ -152,14 +165,53 @@ class Accounts:
         return token, expires, user
 
     async def sign_out(self, token: str) -> None:
-        await self.db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+        key = token_hash(token)
+        self.sessions.discard(key)
+        await self.db.execute("DELETE FROM sessions WHERE token_hash = ?", (key,))
 
     async def authenticate(self, token: str) -> User | None:
-        row = await self.db.fetchone(
-            f"SELECT {', '.join('u.' + c for c in User.__dataclass_fields__)} FROM sessions s"
-            f" JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
-            (token_hash(token), self.clock()))
-        return None if row is None else User.from_row(row)
+        """The token's user; from the cache when read within `session_cache_seconds`, else
+        looked up together with every other lookup waiting at the same moment (one query for
+        many concurrent viewers)."""
+        key = token_hash(token)
+        if (cached := self.sessions.get(key)) is not None and cached[1] > self.clock():
+            return cached[0]
+        waiter = self._lookups.get(key)
+        if waiter is None:
+            waiter = self._lookups[key] = asyncio.get_running_loop().create_future()
+            if self._lookup_task is None:
+                self._lookup_task = asyncio.create_task(self._look_up())
+        return await asyncio.shield(waiter)  # one caller cancelled leaves the others' answer
+
+    async def _look_up(self) -> None:
+        await asyncio.sleep(0)  # let the requests already read ask too
+        try:
+            while self._lookups:
+                keys = list(itertools.islice(self._lookups, LOOKUP_BATCH))
+                waiters = [self._lookups.pop(k) for k in keys]
+                try:
+                    now, generation = self.clock(), self.sessions.generation
+                    rows = await self.db.fetchall(
+                        f"SELECT {', '.join('u.' + c for c in User.__dataclass_fields__)},"
+                        f" s.token_hash, s.expires_at FROM sessions s JOIN users u"
+                        f" ON u.id = s.user_id WHERE s.expires_at > ? AND s.token_hash IN"
+                        f" ({', '.join('?' * len(keys))})", (now, *keys))
+                except BaseException as exc:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                found = {}
+                for row in rows:
+                    user = found[row["token_hash"]] = User.from_row(row)
+                    self.sessions.put(row["token_hash"], (user, row["expires_at"]), generation)
+                for key, waiter in zip(keys, waiters, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(found.get(key))
+        finally:
+            self._lookup_task = None
 
     async def get(self, user_id: str) -> User | None:
         row = await self.db.fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
@@ -169,6 +221,8 @@ class Accounts:
                      password: str | None, keep_token: str = "") -> User:
         encoded = None if password is None else await asyncio.to_thread(self.hasher.hash,
                                                                           password)
+
+        self.sessions.discard_where(lambda entry: entry[0].id == user_id)
 
         async def change(tx: Tx) -> User:
             row = await tx.fetchone(
@@ -181,7 +235,10 @@ class Accounts:
                              (user_id, token_hash(keep_token)))
             return User.from_row(row)
 
-        return await self.db.transaction(change)
+        try:
+            return await self.db.transaction(change)
+        finally:  # and none read during the change stays
+            self.sessions.discard_where(lambda entry: entry[0].id == user_id)
 
     async def expire_sessions(self) -> int:
         return await self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self.clock(),))

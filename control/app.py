@@ -452,7 +452,8 @@ def make_app(
     privacy = Privacy(store, purger, playback_keys, token_seconds)
     streams = LiveStreams(db, live or LiveSettings(), clock, privacy=privacy)
     views = ViewCounter(db, registry, window_seconds=view_window_seconds,
-                        flush_seconds=view_flush_seconds, max_pending=max_pending_views, clock=clock)
+                        flush_seconds=view_flush_seconds, max_pending=max_pending_views, clock=clock,
+                        on_counted=videos.counted)
     warmer = FeedWarmer(geo_url, registry)
 
     async def refresh_job_gauge() -> None:

@@ -206,11 +206,14 @@ class VideoHandlers:
                   auth="user", params=vid, body=Copies,
                   responses={201: Copied, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM})
 
-    async def visible(self, request: web.Request, video_id: str | None = None) -> Video:
+    async def visible(self, request: web.Request, video_id: str | None = None, *,
+                      recent: bool = False) -> Video:
         """The video (default: the one in the path) if the caller may see it; 404 otherwise:
-        a private video is as absent as a missing one."""
+        a private video is as absent as a missing one. `recent`: as read up to a second ago
+        (`Videos.recent`), for the view path."""
         video_id = video_id or request.match_info["video_id"]
-        video = await self.videos.get(video_id, reads(request, self.videos.db)) if is_video_id(
+        get = self.videos.recent if recent else self.videos.get
+        video = await get(video_id, reads(request, self.videos.db)) if is_video_id(
             video_id) else None
         if video is not None and video.privacy == "private":
             user = await self.auth.user(request)

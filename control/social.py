@@ -49,6 +49,7 @@ from control.requests import (
 from control.videos import COLUMNS, Video, iso8601
 from control.views import Full, ViewCounter
 from control.warm import FeedWarmer
+from reel.logs import QUIET
 
 RATINGS = {"like": 1, "dislike": -1, "none": 0}
 
@@ -331,7 +332,9 @@ class SocialHandlers:
     # -- views and trending ----------------------------------------------------------------------
 
     async def view(self, request: web.Request) -> web.Response:
-        video = await self.catalog.visible(request)
+        # The video and the session as read up to a second ago: no database on this path when
+        # both are cached (Videos.recent, Accounts.sessions).
+        video = await self.catalog.visible(request, recent=True)
         user = await self.auth.user(request)
         # Anonymous viewers count by a hash of their address: one view per window, no raw IPs.
         viewer = f"u:{user.id}" if user else "a:" + hashlib.sha256(
@@ -342,7 +345,8 @@ class SocialHandlers:
             raise ProblemError(503, "too many views to count just now: send it again shortly",
                                headers={"Retry-After": "1"}) from None
         # Merged within a second (control.views); until then the count includes this process's
-        # pending views of the video.
+        # pending views of the video. Counted by reel_control_views_*, not one log line each.
+        request[QUIET] = True
         return web.json_response({"views": video.views + self.views.pending(video.id),
                                   "counted": counted})
 

@@ -14,11 +14,12 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from control.db import Database, Row, Statements, Tx
+from control.hotcache import TtlCache
 from control.jobs import Job, JobQueue
 
 STATES = ("queued", "processing", "ready", "failed", "waiting", "live")
@@ -152,9 +153,28 @@ class Upload:
 class Videos:
     """The videos of `db`."""
 
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time, *,
+                 cache_seconds: float = 1.0, cache_entries: int = 10_000) -> None:
         self.db = db
         self.clock = clock
+        # For the view path only (`recent`): an edit or delete here drops the entry at once; one
+        # made by another process is seen within `cache_seconds`.
+        self.hot: TtlCache[str, Video] = TtlCache(cache_seconds, cache_entries)
+
+    async def recent(self, video_id: str, db: Statements | None = None) -> Video | None:
+        """The video as read at most `cache_seconds` ago (or just now)."""
+        if (video := self.hot.get(video_id)) is not None:
+            return video
+        generation = self.hot.generation
+        video = await self.get(video_id, db)
+        if video is not None:
+            self.hot.put(video_id, video, generation)
+        return video
+
+    def counted(self, video_id: str, views: int) -> None:
+        """The view count a merge left: the cached video shows it (never an older one)."""
+        if (video := self.hot.get(video_id)) is not None and views > video.views:
+            self.hot.refresh(video_id, replace(video, views=views))
 
     async def get(self, video_id: str, db: Statements | None = None) -> Video | None:
         """The video, read from `db` (e.g. a replica; by default the primary)."""
@@ -217,13 +237,19 @@ class Videos:
                   if k in EDITABLE}
         values["updated_at"] = self.clock()
         assignments = ", ".join(f"{name} = :{name}" for name in values)
-        row = await self.db.transaction(lambda tx: tx.fetchone(
-            f"UPDATE videos SET {assignments} WHERE id = :id RETURNING {COLUMNS}",
-            {**values, "id": video_id}))
+        try:
+            row = await self.db.transaction(lambda tx: tx.fetchone(
+                f"UPDATE videos SET {assignments} WHERE id = :id RETURNING {COLUMNS}",
+                {**values, "id": video_id}))
+        finally:
+            self.hot.discard(video_id)
         return None if row is None else Video.from_row(row)
 
     async def delete(self, video_id: str) -> bool:
-        return await self.db.execute("DELETE FROM videos WHERE id = ?", (video_id,)) > 0
+        try:
+            return await self.db.execute("DELETE FROM videos WHERE id = ?", (video_id,)) > 0
+        finally:
+            self.hot.discard(video_id)
 
     async def bytes_used(self, owner_id: str) -> int:
         """Sources stored plus uploads under way: what counts against the owner's quota."""

@@ -60,8 +60,10 @@ class ViewCounter:
 
     def __init__(self, db: Database, registry: CollectorRegistry, *, window_seconds: float,
                  flush_seconds: float = 0.5, max_pending: int = 100_000,
-                 remember: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+                 remember: int = 100_000, clock: Callable[[], float] = time.time,
+                 on_counted: Callable[[str, int], None] = lambda video_id, views: None) -> None:
         self.db = db
+        self.on_counted = on_counted  # each merged video's new total, e.g. for a cache
         self.window = window_seconds
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
@@ -134,7 +136,7 @@ class ViewCounter:
             self.metrics.pending.set(0)
             started = time.perf_counter()
             try:
-                counted = await self.db.transaction(lambda tx: _merge(tx, batch))
+                totals = await self.db.transaction(lambda tx: _merge(tx, batch))
             except BaseException:
                 # Back in the buffer, ahead of anything newer: nothing accepted is dropped.
                 batch.update(self._pending)
@@ -144,13 +146,16 @@ class ViewCounter:
                 self.metrics.pending.set(len(batch))
                 raise
             self.metrics.flush.observe(time.perf_counter() - started)
+            counted = sum(new for new, _ in totals.values())
             self.metrics.merged.inc(counted)
+            for video_id, (_, views) in totals.items():
+                self.on_counted(video_id, views)
             return counted
 
 
-async def _merge(tx: Tx, batch: dict[Key, float]) -> int:
+async def _merge(tx: Tx, batch: dict[Key, float]) -> dict[str, tuple[int, int]]:
     """Insert the batch's views (repeats and views of videos gone since are dropped), then add each
-    video's new ones to its count. Returns how many were new."""
+    video's new ones to its count. Returns {video: (views new, its count now)}."""
     new: Tally[str] = Tally()
     items = list(batch.items())
     for start in range(0, len(items), BATCH):
@@ -165,6 +170,10 @@ async def _merge(tx: Tx, batch: dict[Key, float]) -> int:
             f" WHERE video_id IN (SELECT id FROM videos)"
             f" ON CONFLICT DO NOTHING RETURNING video_id", params)
         new.update(row[0] for row in rows)
+    totals = {}
     for video_id, count in sorted(new.items()):  # one order everywhere: no deadlocks between flushes
-        await tx.execute("UPDATE videos SET views = views + ? WHERE id = ?", (count, video_id))
-    return sum(new.values())
+        row = await tx.fetchone("UPDATE videos SET views = views + ? WHERE id = ? RETURNING views",
+                                (count, video_id))
+        if row is not None:
+            totals[video_id] = (count, row[0])
+    return totals

@@ -8,7 +8,7 @@ import sys
 import time
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 from reel.playback_token import redact
 
@@ -46,10 +46,18 @@ def fields(**kw: object) -> dict:
     return {"fields": kw}
 
 
+# A handler sets request[QUIET] = True for a request too frequent to log one by one (a view):
+# a success then writes no access line, it is counted by the service's metrics instead; an error
+# still writes one.
+QUIET = RequestKey("reel_access_quiet", bool)
+
+
 class AccessLogger(AbstractAccessLogger):
-    """One JSON access-log line per response."""
+    """One JSON access-log line per response (but successes of QUIET requests)."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time_taken: float) -> None:
+        if response.status < 400 and request.get(QUIET):
+            return
         self.logger.info(
             "access",
             extra=fields(

@@ -22,10 +22,11 @@ async def _ready(client: TestClient, headers: dict, title: str = "clip", **field
     return vid
 
 
-async def _merged(client: TestClient, url: str, done: Callable[[dict], Any]) -> dict:
+async def _merged(client: TestClient, url: str, done: Callable[[dict], Any],
+                  headers: dict | None = None) -> dict:
     """GET `url` until `done(body)`: views are merged within a flush interval (write-behind)."""
     async with asyncio.timeout(10):
-        while not done(body := await (await client.get(url)).json()):  # noqa: ASYNC110 (polls HTTP)
+        while not done(body := await (await client.get(url, headers=headers)).json()):  # noqa: ASYNC110 (polls HTTP)
             await asyncio.sleep(0.05)
     return body
 

@@ -54,3 +54,48 @@ async def test_full_buffer_answers_503_then_flushes(make_client: MakeClient) -> 
     assert refused.status == 503 and refused.headers["Retry-After"] == "1"
     await _merged(client, f"/api/v1/videos/{vid}", lambda b: b["views"] == 2)
     assert (await _view(client, vid, "127.0.7.3")).status == 200
+
+
+async def _until_status(client: TestClient, url: str, headers: dict, status: int) -> None:
+    """POST `url` until it answers `status`: another process sees a change once its cache
+    (about a second) has expired."""
+    async with asyncio.timeout(10):
+        while (await client.post(url, headers=headers)).status != status:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_signed_out_token_stops_counting(make_client: MakeClient) -> None:
+    """Sessions are cached for the view path: a token signed out is refused at once by the process
+    that signed it out, and by every other one once its cache expires."""
+    one = await make_client()
+    two = await make_client()
+    vid = await _ready(one, await signup(one))
+    viewer = await signup(one, "viewer@example.com")
+    url = f"/api/v1/videos/{vid}/views"
+    for client in (one, two):  # both have the session cached now
+        assert (await client.post(url, headers=viewer)).status == 200
+    assert (await one.delete("/api/v1/sessions/current", headers=viewer)).status == 204
+    refused = await one.post(url, headers=viewer)
+    assert refused.status == 401
+    await _until_status(two, url, viewer, 401)
+
+
+async def test_video_made_private_stops_counting_others(make_client: MakeClient) -> None:
+    """Videos are cached for the view path: once private, a video takes no views from others (at
+    once where it was changed, within the cache's second elsewhere) and still takes its owner's."""
+    one = await make_client()
+    two = await make_client()
+    owner = await signup(one)
+    vid = await _ready(one, owner)
+    viewer = await signup(one, "viewer@example.com")
+    url = f"/api/v1/videos/{vid}/views"
+    for client in (one, two):
+        assert (await client.post(url, headers=viewer)).status == 200
+    resp = await one.patch(f"/api/v1/videos/{vid}", json={"privacy": "private"}, headers=owner)
+    assert resp.status == 200, await resp.text()
+    assert (await one.post(url, headers=viewer)).status == 404
+    await _until_status(two, url, viewer, 404)
+    assert (await two.post(url, headers=owner)).status == 200
+    # Merged: the viewer once (one window, both processes), the owner once.
+    body = await _merged(one, f"/api/v1/videos/{vid}", lambda b: b["views"] >= 2, owner)
+    assert body["views"] == 2
