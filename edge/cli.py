@@ -23,6 +23,8 @@ def add_flags(flags: Flags) -> None:
     flags.flag("--workers", default=0, type=int,
                help="processes sharing the port (SO_REUSEPORT), each with its own cache; 0: one per CPU")
     flags.flag("--prefetch", default=3, type=int, help="media segments fetched ahead of a viewer (0: off)")
+    flags.flag("--live-prefetch", default=64, type=int,
+               help="live blocking reloads and hinted parts asked for ahead of viewers at once (0: off)")
     flags.flag("--stale-while-revalidate", default=2.0, type=float,
                help="seconds an expired object is served while it is refreshed, when the origin says nothing")
     flags.flag("--stale-if-error", default=86400.0, type=float,
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return make_app(region=args.region, origins=origins,
                         cache_bytes=args.cache_mb * 1024 * 1024, shield=args.shield,
                         purge_token=args.purge_token, prefetch_segments=args.prefetch,
+                        live_prefetch=args.live_prefetch,
                         stale_while_revalidate=args.stale_while_revalidate,
                         stale_if_error=args.stale_if_error, ring=load_ring(args.playback_keys),
                         control=args.control, control_secret=args.control_secret,

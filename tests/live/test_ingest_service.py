@@ -80,7 +80,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    f"--http-port={http}", "--preset=ultrafast"],
         "origin": ["origin", f"--store={store}", f"--port={origin}", f"--live=http://127.0.0.1:{http}"],
         "edge": ["edge", "--region=eu", f"--origin=http://127.0.0.1:{origin}", f"--port={edge}",
-                 "--workers=1", "--cache-mb=32"],
+                 "--workers=1", "--cache-mb=32",
+                 "--live-prefetch=0"],  # coalescing alone is counted here (prefetch: tests/edge)
     }
     procs = []
     for name, args in commands.items():
