@@ -347,10 +347,11 @@ class Transcoder(threading.Thread):
             (frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
         if not self.lanes:
             return
-        if abs(index - self._last_index - 1) > MAX_GAP * cadence.frame_rate \
+        if index - self._last_index - 1 > MAX_GAP * cadence.frame_rate \
                 and self._last_frame is not None:
-            # The publisher's clock jumped (a reset, an hour ahead): not a gap to fill, the
-            # next picture goes on the next slot, as its sound goes on from its last sample.
+            # The publisher's clock jumped ahead: not a gap to fill, the next picture goes on
+            # the next slot, as its sound goes on from its last sample. (Back by more than a
+            # second, ingest cuts the publisher off.)
             self._skew += index - self._last_index - 1
             index = self._last_index + 1
         if index <= self._last_index:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import random
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from packager.live.config import AAC_FRAME, AUDIO_RATE
-from tests.live.rig import LiveRig, demuxed, timed_clip
+from packager.live.stream import LiveStream
+from tests.live.rig import TEST_CONFIG, LiveRig, demuxed, timed_clip
 from tests.media import ffprobe_json
 
 SECONDS = 6.0
@@ -236,3 +237,23 @@ def test_parts_never_outlast_their_target(source: str, tmp_path: Path) -> None:
             rig.published.cancel()
             rig.call(rig.stream.end())
         rig.stop()
+
+
+async def test_a_clock_jump_is_taken_out_not_filled(tmp_path: Path) -> None:
+    """A publisher whose clock leaps a minute ahead mid-stream (fed as fast as it comes): the
+    stream goes on from where it was, no minute of a frozen picture, no part too long."""
+    clip = demuxed(timed_clip(tmp_path / "clip.mp4", every(Fraction(30))[:120], Fraction(30)))
+    leap = 60_000
+    packets = [replace(p, dts=p.dts + leap, pts=p.pts + leap) if p.dts >= 2000 else p
+               for p in clip.packets]
+    stream = LiveStream("jump0001", config=TEST_CONFIG)
+    await stream.start(clip.video, clip.audio)
+    for packet in packets:
+        await stream.packet(packet)
+    await stream.end()
+    for name in RENDITIONS:
+        timeline = stream.renditions[name].timeline
+        durations = [p.duration for s in timeline.segments for p in s.parts]
+        assert max(durations) <= stream.cadence.part_target, name  # type: ignore[union-attr]
+        assert sum(durations) == pytest.approx(4.0, abs=0.05), name
+        assert [s.msn for s in timeline.segments] == [0, 1, 2, 3], name
