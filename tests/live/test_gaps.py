@@ -6,30 +6,36 @@ playlist tag by tag, keeps every part's bytes; ffprobe then reads them back."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import re
 import threading
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import Page
 
 from packager.live.config import AAC_FRAME, AUDIO_RATE
 from packager.live.stream import LiveStream
-from tests.live.rig import TEST_CONFIG, LiveRig, demuxed, timed_clip
+from tests.live.rig import TEST_CONFIG, LiveRig, demuxed, running, timed_clip
 from tests.media import ffprobe_json
+from tests.player import player_page
 
 SECONDS = 6.0
 VIDEOS = ["v360", "v240"]
 RENDITIONS = [*VIDEOS, "a128"]
 
 
-def every(rate: Fraction, skip: range = range(0), period: float = 2.0) -> list[float]:
-    """Picture times at `rate` for SECONDS, without those whose number within each `period`
+def every(rate: Fraction, skip: range = range(0), period: float = 2.0,
+          seconds: float = SECONDS) -> list[float]:
+    """Picture times at `rate` for `seconds`, without those whose number within each `period`
     falls in `skip` (a camera starved for a moment, every `period` seconds)."""
     per_period = round(period * rate)
-    return [float(n / rate) for n in range(round(SECONDS * rate)) if n % per_period not in skip]
+    return [float(n / rate) for n in range(round(seconds * rate)) if n % per_period not in skip]
 
 
 def variable() -> list[float]:
@@ -56,6 +62,7 @@ SOURCES = {
     "p60": every(Fraction(60), range(100, 110)),
     "vfr": variable(),
 }
+live = contextlib.contextmanager(running)  # a published, served stream, stopped on the way out
 RATES = {"dropped30": Fraction(30), "pal25": Fraction(25), "ntsc2997": Fraction(30000, 1001),
          "p60": Fraction(60), "vfr": Fraction(30)}
 
@@ -171,8 +178,7 @@ def test_parts_never_outlast_their_target(source: str, tmp_path: Path) -> None:
     times = SOURCES[source]
     rate = RATES[source]
     clip = demuxed(timed_clip(tmp_path / "clip.mp4", times, rate))
-    rig = LiveRig(clip, tmp_path / "store").start()
-    try:
+    with live(clip, tmp_path / "store") as rig:
         listed = {name: Listed() for name in RENDITIONS}
         failures: list[BaseException] = []
         walkers = [threading.Thread(target=walk, args=(rig, name, listed[name], failures))
@@ -232,11 +238,6 @@ def test_parts_never_outlast_their_target(source: str, tmp_path: Path) -> None:
         for audio_start in starts["a128"][1:]:  # the first: wherever the sound began
             assert min(abs(audio_start - s) for s in starts["v360"]) <= AAC_FRAME / AUDIO_RATE, (
                 audio_start)
-    finally:
-        if rig.published is not None and not rig.published.done():
-            rig.published.cancel()
-            rig.call(rig.stream.end())
-        rig.stop()
 
 
 async def test_a_clock_jump_is_taken_out_not_filled(tmp_path: Path) -> None:
@@ -257,3 +258,24 @@ async def test_a_clock_jump_is_taken_out_not_filled(tmp_path: Path) -> None:
         assert max(durations) <= stream.cadence.part_target, name  # type: ignore[union-attr]
         assert sum(durations) == pytest.approx(4.0, abs=0.05), name
         assert [s.msn for s in timeline.segments] == [0, 1, 2, 3], name
+
+
+def test_hlsjs_plays_through_the_gaps(tmp_path: Path, page: Page) -> None:
+    """hls.js, low latency, across pictures skipped every 2 s and a second missing across a
+    segment start: it plays on without a hole to jump (a held picture filled it) and without a
+    fatal error."""
+    times = [t for t in every(Fraction(30), range(45, 55), period=2.0, seconds=16.0)
+             if not 6.8 < t < 7.75]
+    clip = demuxed(timed_clip(tmp_path / "clip.mp4", times, Fraction(30)))
+    config = json.dumps({"lowLatencyMode": True})
+    with live(clip, tmp_path / "store", video_id="gaps0001") as rig, player_page() as url:
+        page.goto(f"{url}?src={quote(rig.url + '/master.m3u8')}&config={quote(config)}")
+        page.wait_for_function("() => window.hls && window.hls.levels.length >= 2", timeout=60_000)
+        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        page.wait_for_function("() => document.querySelector('video').currentTime > 10",
+                               timeout=60_000)
+        seen = page.evaluate(
+            "() => ({errors: window.hlsErrors, error: document.querySelector('video').error})")
+    assert not [e for e in seen["errors"] if e["fatal"]], seen["errors"]
+    assert not [e for e in seen["errors"] if e["details"] == "bufferSeekOverHole"], seen["errors"]
+    assert seen["error"] is None
