@@ -61,10 +61,13 @@ SOURCES = {
     "ntsc2997": every(Fraction(30000, 1001), range(20, 30)),
     "p60": every(Fraction(60), range(100, 110)),
     "vfr": variable(),
+    # A publisher that changes its rate mid-stream: 2 s at 30, 2 s at 60, 2 s at 15.
+    "rate_change": [n / 30 for n in range(60)] + [2 + n / 60 for n in range(120)]
+    + [4 + n / 15 for n in range(30)],
 }
 live = contextlib.contextmanager(running)  # a published, served stream, stopped on the way out
 RATES = {"dropped30": Fraction(30), "pal25": Fraction(25), "ntsc2997": Fraction(30000, 1001),
-         "p60": Fraction(60), "vfr": Fraction(30)}
+         "p60": Fraction(60), "vfr": Fraction(30), "rate_change": Fraction(30)}
 
 
 @dataclass
