@@ -378,6 +378,7 @@ class Transcoder(threading.Thread):
         frames, origin = self.cadence.part_frames, self._origin[0]
         start = origin - (origin - self._last_index - 1) // frames * frames  # next part start
         for slot in range(start, index, frames):
+            self.metrics.held.labels(self.stream_id).inc()
             self._place(self._last_frame, slot, arrival)
 
     def _place(self, frame: av.VideoFrame, index: int, arrival: float, wait: bool = False) -> None:

@@ -279,6 +279,11 @@ def test_hlsjs_plays_through_the_gaps(tmp_path: Path, page: Page) -> None:
         page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
         page.wait_for_function("() => document.querySelector('video').currentTime > 10",
                                timeout=60_000)
+        # Parts started with a held picture, counted while the stream is live: at 1.67, 3.67,
+        # 5.67, 7, 7.33, 7.67 s, and at 9.67, 11.67... as far as the stream has gone (ten in all).
+        held = [s.value for m in rig.stream.metrics.held.collect() for s in m.samples
+                if s.name == "reel_live_held_pictures_total"]
+        assert held and 6 <= held[0] <= 10, held
         seen = page.evaluate(
             "() => ({errors: window.hlsErrors, error: document.querySelector('video').error})")
     assert not [e for e in seen["errors"] if e["fatal"]], seen["errors"]
