@@ -10,8 +10,9 @@ Targets, and why:
   3 target durations back (RFC 8216bis 4.4.3.8); TARGETDURATION is a whole number of seconds,
   so 1 s segments are the only way to keep plain HLS under 6 s glass-to-glass. The price is an
   IDR a second, a few percent of bitrate at equal quality.
-Parts are whole frames, and a segment is a whole number of parts, so every part of a segment
-has the same length and no runt part is left at a segment's end.
+Parts are whole slots of that frame grid (media time, whatever pictures the publisher actually
+sent), and a segment is a whole number of parts, so every part of a segment has the same length
+and no runt part is left at a segment's end.
 """
 
 from __future__ import annotations

@@ -48,6 +48,9 @@ class LiveMetrics:
                                 "preset, or a rung dropped", ["stream", "action"], registry=registry)
         self.parts = Counter("reel_live_parts_total", "LL-HLS parts written", labels,
                              registry=registry)
+        self.held = Counter("reel_live_held_pictures_total", "Parts the publisher left without "
+                            "a picture (a starved camera), started with its last one held",
+                            ["stream"], registry=registry)
 
     def forget(self, stream: str, renditions: list[str]) -> None:
         for name in [*renditions, "source"]:
@@ -56,6 +59,10 @@ class LiveMetrics:
                     metric.remove(stream, name)
                 except KeyError:
                     pass
+        try:
+            self.held.remove(stream)
+        except KeyError:
+            pass
         for action in ("preset", "drop_rung"):
             try:
                 self.degraded.remove(stream, action)

@@ -4,8 +4,10 @@ encoders.
 Packets arrive from the event loop (`feed`, never blocking it). The first pictures tell the frame
 rate, hence the cadence of parts and segments; the first picture's size chooses the ladder.
 Every picture is placed on the stream's grid (segment, part) by its timestamp and handed to each
-lane. Falling behind is answered, never queued: a picture that finds a lane's queue full is
-dropped for that lane (never a segment's first: that is the IDR every rung cuts at); at each
+lane; a part the publisher left without a picture starts with the last one held (`_fill`), so
+every part spans its grid interval. Falling behind is answered, never queued: a picture that
+finds a lane's queue full is dropped for that lane (never a part's first: that starts the part
+on the grid, and a segment's first is the IDR every rung cuts at); at each
 segment start a lane that dropped or lags takes a faster preset, and when the fastest is not
 enough the top rung is dropped.
 """
@@ -42,6 +44,7 @@ RATE_SAMPLES = 5  # pictures read before the frame rate is known (~150 ms, at th
 LANE_DEPTH = 8  # pictures a lane may have waiting before new ones are dropped for it
 MS = Fraction(1, 1000)
 DECODE_LAG = 3  # max_lags behind at the decoder before pictures are skipped to a keyframe
+MAX_GAP = 10  # seconds: pictures missing for longer are a jump of the publisher's clock, not a gap
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class Transcoder(threading.Thread):
         self._first_arrival: tuple[int, float] | None = None  # (dts ms, wall time)
         self._held: list[tuple[str, av.frame.Frame, float]] = []
         self._last_index = self._origin[0] - 1
+        self._skew = 0  # slots the publisher's clock jumped by, taken out
         self._skipping = False  # decoding too far behind: waiting for the next keyframe
         self._segment = -1
         self._last_frame: av.VideoFrame | None = None
@@ -334,18 +338,48 @@ class Transcoder(threading.Thread):
     def _video(self, frame: av.VideoFrame, arrival: float) -> None:
         assert self.cadence is not None and self._t0 is not None
         cadence = self.cadence
-        # On the frame grid: publishers' millisecond times jitter, a grid does not, so parts
-        # last exactly their frames and each closes with its last picture, not a frame later.
-        # A publisher that came back starts at its origin: the next frame and segment after
-        # the last ones of the one before.
-        origin = self._origin[0]
-        index = origin + round((frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
-        if index <= self._last_index or not self.lanes:
+        # Cut by media time: a picture goes to the grid slot its timestamp rounds to (the
+        # publisher's millisecond times jitter, a grid does not), and parts and segments are
+        # fixed spans of that grid, whatever pictures the publisher dropped or however it
+        # varies its rate. A publisher that came back starts at its origin: the next slot and
+        # segment after the last ones of the one before.
+        index = self._origin[0] - self._skew + round(
+            (frame.pts - self._t0) * VIDEO_TIMESCALE / 1000 / cadence.frame_ticks)
+        if not self.lanes:
+            return
+        if index - self._last_index - 1 > MAX_GAP * cadence.frame_rate \
+                and self._last_frame is not None:
+            # The publisher's clock jumped ahead: not a gap to fill, the next picture goes on
+            # the next slot, as its sound goes on from its last sample. (Back by more than a
+            # second, ingest cuts the publisher off.)
+            self._skew += index - self._last_index - 1
+            index = self._last_index + 1
+        if index <= self._last_index:
             return  # a repeated or backwards timestamp cannot be presented
+        self._fill(index, arrival)
         self._last_frame = frame
         self._place(frame, index, arrival)
         if self.thumbs is not None:
             self.thumbs.offer(frame, round(index * cadence.frame_ticks) / VIDEO_TIMESCALE)
+
+    def _fill(self, index: int, arrival: float) -> None:
+        """Pictures missing up to slot `index` (a starved camera, a busy publisher): every part
+        that would start without one starts with the last picture again, so no part is empty and
+        every part spans its whole grid interval, exactly. The alternatives are worse: a part
+        running on to the next picture outlasts PART-TARGET (the bug this replaces); a part
+        starting late leaves a hole in the media timeline, which hls.js must jump (a stall and
+        a seek) and which shifts pictures against their sound; EXT-X-PART GAP=YES needs every
+        rendition to agree and is not honoured by every player. A held picture is what the
+        publisher's own preview showed, costs an encoder next to nothing (a P-frame of skips,
+        or the segment's IDR where a segment starts), and keeps a frozen picture on its sound."""
+        if self._last_frame is None:
+            return
+        assert self.cadence is not None
+        frames, origin = self.cadence.part_frames, self._origin[0]
+        start = origin - (origin - self._last_index - 1) // frames * frames  # next part start
+        for slot in range(start, index, frames):
+            self.metrics.held.labels(self.stream_id).inc()
+            self._place(self._last_frame, slot, arrival)
 
     def _place(self, frame: av.VideoFrame, index: int, arrival: float, wait: bool = False) -> None:
         """Hand picture `index` of the grid to every lane (`wait`: never dropped)."""
@@ -363,15 +397,19 @@ class Transcoder(threading.Thread):
         if key:
             self._segment = tick.grid[0]
             self.governor.review(self.lanes)
+        # A part's first picture is never dropped for a lane either: it starts the part on the
+        # grid (a part starting late would make the one before it run long), and every rung
+        # then has every part, numbered alike.
+        keep = key or wait or (index - origin) % cadence.part_frames == 0
         for lane in self.lanes:
-            self._offer(lane, frame, ticks, tick, key or wait)
+            self._offer(lane, frame, ticks, tick, keep)
 
     def _offer(self, lane: LaneThread, frame: av.VideoFrame, ticks: int, tick: Tick,
-               key: bool) -> None:
+               keep: bool) -> None:
         if not lane.is_alive() or lane.offer(frame, ticks, tick):
             return
-        if key:
-            lane.submit(frame, ticks, tick)  # a segment's IDR is never dropped: wait for room
+        if keep:
+            lane.submit(frame, ticks, tick)  # never dropped: wait for room
             return
         self.governor.dropped(lane.lane.rendition.name)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 from aiohttp import web
+from av.video.frame import PictureType
 
 from origin.store import DirectoryStore
 from packager.live.config import LiveConfig
@@ -23,7 +24,7 @@ from packager.live.media import AudioConfig, MediaPacket, StreamSink, VideoConfi
 from packager.live.server import live_app
 from packager.live.stream import LiveStream
 from packager.output import DirectoryOutput
-from packager.testclip import make_test_clip
+from packager.testclip import _pull_all, make_test_clip
 
 # Small and quick, so real time holds on a shared two-core machine: two low rungs, ultrafast;
 # both rungs kept whatever a busy neighbour does (the degrade path has a test of its own).
@@ -41,7 +42,45 @@ class Publication:
 def publication(seconds: float, path: Path, width: int = 640, height: int = 360) -> Publication:
     """An FFmpeg test pattern and tone, as ingest would hand it over: configs and access units
     with millisecond times, in decode order."""
-    clip = make_test_clip(path, seconds=seconds, width=width, height=height)
+    return demuxed(make_test_clip(path, seconds=seconds, width=width, height=height))
+
+
+def timed_clip(path: Path, times: list[float], rate: Fraction, width: int = 640,
+               height: int = 360) -> Path:
+    """A test pattern whose pictures are shown at `times` (seconds: any gaps, any rhythm, as a
+    starved camera or a variable-rate publisher sends them; `rate` is what the encoder is told),
+    keyframes every two seconds' worth of pictures as OBS makes them, over an unbroken tone."""
+    seconds = times[-1] + 1 / float(rate)
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        video.codec_context.gop_size = round(2 * rate)
+        video.options = {"preset": "ultrafast", "crf": "23"}
+        sound = out.add_stream("aac", rate=48000, layout="stereo")
+        pictures = _pull_all([("testsrc2", f"size={width}x{height}:rate={len(times)}:duration=1")])
+        tone = _pull_all([("sine", f"frequency=440:sample_rate=48000:duration={seconds}"),
+                          ("aformat", "sample_fmts=fltp:channel_layouts=stereo")])
+        heard = 0.0
+        for at, picture in zip(times, pictures, strict=False):
+            frame = picture.reformat(format="yuv420p")
+            frame.pict_type = PictureType.NONE  # testsrc2 marks every picture a keyframe
+            frame.pts, frame.time_base = round(at * 1000), Fraction(1, 1000)
+            out.mux(video.encode(frame))
+            while heard <= at and (chunk := next(tone, None)) is not None:
+                heard = float(chunk.pts * chunk.time_base) + chunk.samples / 48000
+                chunk.pts = None
+                out.mux(sound.encode(chunk))
+        out.mux(video.encode(None))
+        for chunk in tone:
+            chunk.pts = None
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    return path
+
+
+def demuxed(clip: Path) -> Publication:
+    """A clip's configs and access units with millisecond times, in decode order."""
     with av.open(str(clip)) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         vconf = VideoConfig(bytes(video.codec_context.extradata))
