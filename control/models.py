@@ -149,7 +149,7 @@ class Copies(Strict):
 
 
 class Viewers(Strict):
-    count: Annotated[int, Field(ge=1, le=MAX_VIEWERS)]
+    count: integer(1, MAX_VIEWERS)
 
 
 class UploadForm(BaseModel):

@@ -39,5 +39,5 @@ async def test_viewers_are_for_admins_in_bounded_batches(make_client: MakeClient
     await assert_problem(await client.post("/api/v1/admin/viewers", json={"count": 1}), 401)
     await assert_problem(await client.post("/api/v1/admin/viewers", headers=alice,
                                            json={"count": 1}), 403)
-    for bad in ({}, {"count": 0}, {"count": 501}, {"count": "2"}, {"count": 1.5}):
+    for bad in ({}, {"count": 0}, {"count": 501}, {"count": "2"}, {"count": 1.5}, {"count": True}):
         await assert_problem(await client.post("/api/v1/admin/viewers", headers=admin, json=bad), 400)
