@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -22,10 +23,13 @@ from aiohttp import hdrs, web
 from control.api import PROBLEM, Api
 from control.db import Database, IntegrityError, Row, Tx
 from control.hotcache import TtlCache
-from control.models import Me, Profile, ProfileEdit, Session, SignedUp, SignIn, SignUp
+from control.models import Me, Profile, ProfileEdit, Session, Sessions, SignedUp, SignIn, SignUp, Viewers
 from control.problems import ProblemError
 from control.requests import path_id
 from control.videos import iso8601
+from reel.logs import fields
+
+log = logging.getLogger("reel.control.accounts")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+NO_PASSWORD = "!"  # a password_hash no password matches (PasswordHasher.verify: not scrypt$...)
 LOOKUP_BATCH = 200  # session lookups per query (parameters well under every dialect's limit)
 
 
@@ -140,6 +145,29 @@ class Accounts:
             except IntegrityError:
                 raise EmailTaken(email) from None
             return User.from_row(row)
+
+        return await self.db.transaction(insert)
+
+    async def signed_in_accounts(self, count: int) -> list[tuple[str, float, User]]:
+        """`count` new accounts without a password (none verifies, so only their tokens sign
+        them in), each with a session: (token, expires_at, user). No hashing, one transaction:
+        how a load test gets viewers who signed in before it began."""
+        now = self.clock()
+        expires = now + self.session_seconds
+
+        async def insert(tx: Tx) -> list[tuple[str, float, User]]:
+            made = []
+            for _ in range(count):
+                user_id, token = secrets.token_urlsafe(9), secrets.token_urlsafe(32)
+                row = await tx.fetchone(
+                    f"INSERT INTO users (id, email, name, password_hash, is_admin, created_at,"
+                    f" updated_at) VALUES (?, ?, ?, ?, 0, ?, ?) RETURNING {USER_COLUMNS}",
+                    (user_id, f"viewer-{user_id.lower()}-{secrets.token_hex(4)}@viewers.invalid",
+                     f"viewer {user_id}", NO_PASSWORD, now, now))
+                await tx.execute("INSERT INTO sessions (token_hash, user_id, created_at, expires_at)"
+                                 " VALUES (?, ?, ?, ?)", (token_hash(token), user_id, now, expires))
+                made.append((token, expires, User.from_row(row)))
+            return made
 
         return await self.db.transaction(insert)
 
@@ -297,6 +325,10 @@ class AccountHandlers:
         api.route("POST", "/api/v1/sessions", self.sign_in, tag="accounts",
                   summary="Sign in: a bearer token with an expiry", body=SignIn,
                   responses={201: Session, 401: PROBLEM})
+        api.route("POST", "/api/v1/admin/viewers", self.viewers, tag="accounts", auth="user",
+                  summary="Admins only: new accounts without a password, each signed in (how "
+                          "load tests get viewers who signed in before the test)",
+                  body=Viewers, responses={201: Sessions, 403: PROBLEM})
         api.route("DELETE", "/api/v1/sessions/current", self.sign_out, auth="user",
                   summary="Sign out (revoke this token)", tag="accounts", responses={204: "Done"})
         api.route("GET", "/api/v1/me", self.me, summary="Your profile", tag="accounts",
@@ -326,6 +358,16 @@ class AccountHandlers:
         return web.json_response({"token": token, "token_type": "Bearer",
                                   "expires_at": iso8601(expires), "user": user.private_json()},
                                  status=201)
+
+    async def viewers(self, request: web.Request, body: Viewers) -> web.Response:
+        admin = await self.auth.require(request)
+        if not admin.is_admin:
+            raise ProblemError(403, "only an admin may make signed-in viewers")
+        made = await self.accounts.signed_in_accounts(body.count)
+        log.info("viewers made", extra=fields(count=len(made), user=admin.id))
+        return web.json_response({"items": [
+            {"token": token, "token_type": "Bearer", "expires_at": iso8601(expires),
+             "user": user.private_json()} for token, expires, user in made]}, status=201)
 
     async def sign_out(self, request: web.Request) -> web.Response:
         await self.auth.require(request)

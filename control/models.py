@@ -29,6 +29,7 @@ MAX_TAGS = 20
 MAX_TAG_CHARS = 40
 MAX_TITLE_CHARS = 200
 MAX_COPIES = 100  # per request
+MAX_VIEWERS = 500  # signed-in accounts made per request
 MAX_PAGE = 100
 MAX_INT = 2**63 - 1  # what a database integer holds
 ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
@@ -145,6 +146,10 @@ class VideoEdit(VideoFields):
 
 class Copies(Strict):
     copies: Annotated[list[VideoFields], Field(min_length=1, max_length=MAX_COPIES)]
+
+
+class Viewers(Strict):
+    count: integer(1, MAX_VIEWERS)
 
 
 class UploadForm(BaseModel):
@@ -283,6 +288,12 @@ class Session(BaseModel):
     token_type: Literal["Bearer"]
     expires_at: str
     user: Me
+
+
+class Sessions(BaseModel):
+    """New accounts, each signed in"""
+
+    items: list[Session]
 
 
 class Video(BaseModel):

@@ -64,6 +64,16 @@ class Catalog:
         random.Random(seed).shuffle(self.steady)
         self.zipf = Zipf(len(self.steady), exponent)
         self.hotspot = Hotspot()
+        # Bearer tokens of viewers signed in before the test (`reel loadtest seed --viewers`).
+        self.viewers: list[str] = []
+        self._handed = 0
+
+    def viewer(self) -> str | None:
+        """The next signed-in viewer's token (round the list), or None when none were seeded."""
+        if not self.viewers:
+            return None
+        self._handed += 1
+        return self.viewers[self._handed % len(self.viewers)]
 
     def make_hot(self, hotspot: Hotspot) -> None:
         """The last video becomes the celebrity's new post: no one's pick until `hotspot.at`."""
@@ -83,7 +93,11 @@ class Catalog:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the catalog {path}: {exc}") from None
-        return cls(list(data["videos"]), **kw)  # type: ignore[arg-type]
+        catalog = cls(list(data["videos"]), **kw)  # type: ignore[arg-type]
+        catalog.viewers = [str(t) for t in data.get("viewers", ())]
+        # Each Locust process starts handing them out somewhere else: distinct viewers per user.
+        catalog._handed = random.randrange(max(1, len(catalog.viewers)))
+        return catalog
 
     def pick(self, rng: random.Random, t: float) -> str:
         """A video for a view starting `t` seconds into the test."""

@@ -54,6 +54,9 @@ def summarize(total: Tally, series: list[dict[str, Any]], environment: Environme
         "uploads_completed": counts["creator.completed"],
         "uploads_resumed_bytes": counts["creator.resumed_bytes"],
         "throttled": counts["api.throttled"],
+        # API viewers signed in with a seeded session, and those that had to sign up in the run
+        "viewers_seeded": counts["api.viewers.seeded"],
+        "viewers_signed_up": counts["api.viewers.signed_up"],
         "edges": sorted(total.edges),
         **_live(total, series),
         "catalog": catalog.describe() if catalog else None,

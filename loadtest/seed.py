@@ -10,7 +10,13 @@ seconds, not thousands of packaging jobs.
     python -m loadtest.seed --videos 2000            # against `reel up` (./reel-data)
     python -m loadtest.seed --control URL --token-file FILE --videos N --catalog FILE
 
-Writes the catalog file the suites read (--catalog): {"control": URL, "videos": [ids]}.
+Viewers who signed in before the test, as a real app's viewers did (their token kept): an admin
+asks control for N accounts each with a session (`POST /api/v1/admin/viewers`, 500 a request; no
+password hashing), and the API suite's signed-in users use these tokens. Sign-ups, and their
+password hashing, belong to the creators suite.
+
+Writes the catalog file the suites read (--catalog):
+{"control": URL, "videos": [ids], "viewers": [bearer tokens]}.
 The admin token: `reel up` writes one to DATA/admin-token; elsewhere sign in as an account listed
 in `reel control --admin-email` and pass its bearer token (--token or REEL_ADMIN_TOKEN).
 """
@@ -31,6 +37,7 @@ from loadtest.clip import make_clip
 from loadtest.popularity import WORDS
 
 BATCH = 100  # copies per request (control's limit)
+VIEWER_BATCH = 500  # signed-in viewers per request (control's limit)
 TIMEOUT = 60.0
 READY_TIMEOUT = 600.0
 
@@ -116,9 +123,21 @@ def copies(http: requests.Session, control: str, source: str, count: int,
     return made
 
 
+def signed_in_viewers(http: requests.Session, control: str, count: int, shown: Shown) -> list[str]:
+    tokens: list[str] = []
+    task = shown.step("signing viewers in", count)
+    while len(tokens) < count:
+        resp = _check(http.post(f"{control}/api/v1/admin/viewers", timeout=TIMEOUT,
+                                json={"count": min(VIEWER_BATCH, count - len(tokens))}), 201)
+        tokens += [s["token"] for s in resp.json()["items"]]
+        shown.update(task, len(tokens))
+    return tokens
+
+
 def seed(control: str, token: str, videos: int, source: str | None = None,
-         clip_seconds: float = 12.0) -> list[str]:
-    """`videos` ready videos (the source first): their ids."""
+         clip_seconds: float = 12.0, viewers: int = 0) -> tuple[list[str], list[str]]:
+    """`videos` ready videos (the source first) and `viewers` signed-in viewers: their ids and
+    bearer tokens."""
     shown = Shown()
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {token}"
@@ -127,7 +146,8 @@ def seed(control: str, token: str, videos: int, source: str | None = None,
             raise SeedError(f"{me.get('email')} is not an admin: copies need an admin token")
         try:
             source = source or upload_source(http, control, clip_seconds, shown)
-            return [source, *copies(http, control, source, videos - 1, random.Random(), shown)]
+            ids = [source, *copies(http, control, source, videos - 1, random.Random(), shown)]
+            return ids, signed_in_viewers(http, control, viewers, shown) if viewers else []
         finally:
             shown.close()
 
@@ -140,11 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("REEL_ADMIN_TOKEN"), help="admin bearer token")
     parser.add_argument("--token-file", type=Path, default=None, help="default: DATA/admin-token")
     parser.add_argument("--catalog", type=Path, default=None, help="default: DATA/loadtest-catalog.json")
+    parser.add_argument("--viewers", type=int, default=200,
+                        help="signed-in viewers the API suite uses (their bearer tokens)")
     parser.add_argument("--source", default=None, help="copy this ready video instead of uploading a clip")
     parser.add_argument("--clip-seconds", type=float, default=12.0, help="length of the uploaded clip")
     args = parser.parse_args(argv)
     if args.videos < 1:
         parser.error("--videos must be at least 1")
+    if args.viewers < 0:
+        parser.error("--viewers must be 0 or more")
     token = args.token
     if not token:
         token_file = args.token_file or args.data / "admin-token"
@@ -156,14 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     control = args.control.rstrip("/")
     started = time.monotonic()
     try:
-        ids = seed(control, token, args.videos, args.source, args.clip_seconds)
+        ids, viewers = seed(control, token, args.videos, args.source, args.clip_seconds, args.viewers)
     except (SeedError, requests.RequestException) as exc:
         print(f"reel loadtest seed: {exc}", file=sys.stderr)
         return 1
     catalog.parent.mkdir(parents=True, exist_ok=True)
-    catalog.write_text(json.dumps({"control": control, "videos": ids}, indent=0))
+    catalog.write_text(json.dumps({"control": control, "videos": ids, "viewers": viewers}, indent=0))
+    catalog.chmod(0o600)  # it holds bearer tokens
     took = time.monotonic() - started
-    print(f"seeded {len(ids)} videos in {took:.1f} s; catalog {catalog}", flush=True)
+    print(f"seeded {len(ids)} videos and {len(viewers)} signed-in viewers in {took:.1f} s; "
+          f"catalog {catalog}", flush=True)
     return 0
 
 

@@ -317,6 +317,30 @@ class ControlUser:
         return {"Authorization": f"Bearer {token}"}
 
 
+def _bind_source(session: Any, address: str) -> None:
+    """Make `session` (a FastHttpSession) connect from `address`: every connection pool it
+    creates binds its sockets there before connecting."""
+    clients = session.client.clientpool
+    make = clients.get_client
+
+    def get_client(url: Any) -> Any:
+        client = make(url)
+        pool = client._connection_pool
+        if not getattr(pool, "reel_source", None):
+            create = pool._create_tcp_socket
+
+            def bound(family: int, socktype: int, protocol: int) -> socket.socket:
+                sock = create(family, socktype, protocol)
+                if family == socket.AF_INET:
+                    sock.bind((address, 0))
+                return sock
+
+            pool._create_tcp_socket, pool.reel_source = bound, address
+        return client
+
+    clients.get_client = get_client
+
+
 class Creator(ControlUser, HttpUser):
     """Signs up, then uploads small generated clips over tus (some cut mid-request and resumed
     from the offset the server reports), and edits each video's metadata."""
@@ -395,11 +419,30 @@ class Clips:
         return cls._made[variant]
 
 
-class ApiViewer(ControlUser, FastHttpUser):
-    """Browses the API: search, a video, its comments, views, trending; a share sign up and also
-    comment and rate. Public data is read without credentials, as an app does so that edges may
-    share it (a request with Authorization is the reader's own, never cached); the token goes
-    where the answer is the user's: their rating, views, comments."""
+class LocalClient(FastHttpUser):
+    """A user that speaks from an address of its own when control is on loopback (127.0.0.0/8
+    is all local): two hundred people are two hundred addresses to control's per-address
+    limits, not one."""
+
+    abstract = True
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        host = urlsplit(environment.parsed_options.control).hostname or ""
+        if host.startswith("127."):
+            _bind_source(self.client, f"127.{random.randrange(1, 255)}.{random.randrange(256)}."
+                                      f"{random.randrange(1, 255)}")
+
+
+class ApiViewer(ControlUser, LocalClient):
+    """Browses the API: search, a video, its comments, views, trending; a share are signed in and
+    also comment and rate. Public data is read without credentials, as an app does so that edges
+    may share it (a request with Authorization is the reader's own, never cached); the token goes
+    where the answer is the user's: their rating, views, comments.
+
+    A signed-in viewer signed in before the test, as a real app's viewer did (the token kept):
+    the catalog's seeded sessions (`reel loadtest seed --viewers`). Only when none were seeded
+    does one sign up here, and that shows under "sign up" and "sign in" in the stats."""
 
     abstract = True
     needs_catalog = True
@@ -410,8 +453,14 @@ class ApiViewer(ControlUser, FastHttpUser):
         self.rng = random.Random()
         self.auth: dict[str, str] = {}
         if self.rng.random() < self.environment.parsed_options.signed_in:
+            assert self.run.catalog is not None
+            if token := self.run.catalog.viewer():
+                self.auth = {"Authorization": f"Bearer {token}"}
+                self.run.tally.count("api.viewers.seeded")
+                return
             try:
                 self.auth = self.sign_up()
+                self.run.tally.count("api.viewers.signed_up")
             except RescheduleTask:
                 pass  # refused (and reported): this one browses anonymously
 
@@ -444,3 +493,14 @@ class ApiViewer(ControlUser, FastHttpUser):
                   json={"text": f"Love the {self.rng.choice(WORDS)} part"})
         self.call("PUT", f"/api/v1/videos/{video}/rating", "rate", headers=self.auth,
                   json={"rating": self.rng.choice(("like", "dislike", "none"))})
+
+
+class ApiFloor(ControlUser, LocalClient):
+    """An API viewer's pace, every request the one cached read: the `api` suite's floor."""
+
+    abstract = True
+    wait_time = ApiViewer.wait_time
+
+    @task
+    def cached(self) -> None:
+        self.call("GET", "/api/v1/trending", "trending (floor)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reel.settings import Command, Flags
 
-SUITES = ("steady", "celebrity", "step", "waves", "creators", "api", "live")
+SUITES = ("steady", "celebrity", "step", "waves", "creators", "api", "apifloor", "live")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -19,6 +19,7 @@ from tests.e2e.conftest import Demo
 
 ROOT = Path(__file__).parents[2]
 CATALOG_SIZE = 20
+VIEWERS = 5
 PLOTS = ("Users", "Requests/s", "Edge hit ratio", "TTFB p99", "Origin fetches/s", "Stalls per minute")
 # Short views of short segments, so a few seconds hold many views; a modest link, so ABR works.
 PLAYER = ["--watch-seconds", "2", "--link-mbps", "3"]
@@ -39,8 +40,9 @@ def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
 def catalog(demo: Demo) -> list[str]:
     """The demo video and CATALOG_SIZE - 1 admin copies of it, seeded through `reel loadtest seed`."""
     run = _run([sys.executable, "-m", "reel", "loadtest", "seed", "--port-base", str(demo.up.port_base),
-                "--data", str(demo.up.data), "--videos", str(CATALOG_SIZE), "--source", demo.video_id])
-    assert f"seeded {CATALOG_SIZE} videos" in run.stdout
+                "--data", str(demo.up.data), "--videos", str(CATALOG_SIZE), "--source", demo.video_id,
+                "--viewers", str(VIEWERS)])
+    assert f"seeded {CATALOG_SIZE} videos and {VIEWERS} signed-in viewers" in run.stdout
     assert "seed: copying" in run.stderr and "seed: copying 100%" in run.stderr  # progress, no bar
     return json.loads((demo.up.data / "loadtest-catalog.json").read_text())["videos"]
 
@@ -146,16 +148,41 @@ def test_creators_upload_with_interruptions(demo: Demo, tmp_path: Path) -> None:
         assert int(stats[name]["Request Count"]) > 0, name
 
 
-def test_api_viewers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
-    stats, _ = _loadtest(demo, "api", tmp_path, "--signed-in", "1", users=3)
-    for name in ("sign up", "search", "video", "view"):
+def test_api_viewers_are_signed_in_by_the_seeder(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    """Every viewer signed in: each with a session `reel loadtest seed` made (no sign-up in the
+    run), and what only a signed-in viewer may do (comment, rate) succeeds under that account."""
+    tokens = json.loads((demo.up.data / "loadtest-catalog.json").read_text())["viewers"]
+    assert len(tokens) == VIEWERS
+    stats, report = _loadtest(demo, "api", tmp_path, "--signed-in", "1", users=3, duration="8s")
+    summary = report["summary"]
+    assert summary["viewers_seeded"] == 3 and summary["viewers_signed_up"] == 0
+    assert "sign up" not in stats and "sign in" not in stats
+    for name in ("search", "video", "view", "comment", "rate"):
         assert int(stats[name]["Request Count"]) > 0, name
+    # the comments are there, each under one of the seeded viewers
+    seeded = set()
+    for token in tokens:
+        me = requests.get(f"{demo.control}/api/v1/me", timeout=10,
+                          headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+        seeded.add(me.json()["id"])
+    authors = set()
+    for video in catalog:
+        page = requests.get(f"{demo.control}/api/v1/videos/{video}/comments", timeout=10).json()
+        authors |= {c["user"]["id"] for c in page["items"] if c["text"].startswith("Love the ")}
+    assert authors and authors <= seeded
 
 
 def test_api_viewers_through_an_edge(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
     stats, _ = _loadtest(demo, "api", tmp_path, "--control", demo.edges[0], "--signed-in", "0.5", users=3)
     for name in ("search", "video", "comments", "view"):
         assert int(stats[name]["Request Count"]) > 0, name
+
+
+def test_api_floor_reads_one_cached_answer_through_the_edge(demo: Demo, catalog: list[str],
+                                                             tmp_path: Path) -> None:
+    stats, _ = _loadtest(demo, "apifloor", tmp_path, "--control", demo.edges[0], users=3)
+    assert set(stats) == {"trending (floor)", "Aggregated"}
 
 
 def test_distributed_master_and_workers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:

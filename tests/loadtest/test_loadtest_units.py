@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -74,6 +75,17 @@ def test_zipf_ranks_and_the_hotspot() -> None:
     at_peak = sum(catalog.pick(rng, 12.0) == "video049" for _ in range(4000)) / 4000
     later = sum(catalog.pick(rng, 22.0) == "video049" for _ in range(4000)) / 4000
     assert 0.75 < at_peak < 0.85 and 0.15 < later < 0.25  # two half-lives on: a quarter of it
+
+
+def test_seeded_viewers_are_handed_out_in_turn(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"videos": ["v1", "v2"], "viewers": ["t1", "t2", "t3"]}))
+    catalog = Catalog.load(str(path), None)
+    handed = [catalog.viewer() for _ in range(6)]
+    assert sorted(handed[:3]) == ["t1", "t2", "t3"] and handed[3:] == handed[:3]
+    path.write_text(json.dumps({"videos": ["v1"]}))  # a catalog seeded before viewers were
+    assert Catalog.load(str(path), None).viewer() is None
+    assert Catalog.load(None, "v1,v2").viewer() is None
 
 
 def _locust_args(**given: object) -> argparse.Namespace:
