@@ -69,6 +69,9 @@ class Settings:
     first_byte_timeout: float = 5.0
     # A blocking reload or a live part is held upstream until the stream makes it.
     live_hold_timeout: float = 20.0
+    # ... and may wait longer for its TCP connect (edge.upstream: a SYN lost to a busy origin's
+    # full accept queue is resent after 1 s, then 3 s).
+    live_connect_timeout: float = 4.0
     read_timeout: float = 10.0
     # Unread bytes a streamed-through fetch holds for its readers before cutting the slowest.
     stream_window: int = 4 << 20
@@ -135,6 +138,7 @@ class Edge:
             connect_timeout=settings.connect_timeout,
             first_byte_timeout=settings.first_byte_timeout,
             live_hold_timeout=settings.live_hold_timeout,
+            live_connect_timeout=settings.live_connect_timeout,
             read_timeout=settings.read_timeout,
             health_interval=settings.health_interval,
         )
