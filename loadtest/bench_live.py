@@ -30,6 +30,11 @@ delay); and the CPU seconds
 the reel ingest process (RTMP, decode, the ladder's encoders, LL-HLS) used per second of stream,
 read from /proc, beside the publisher's and nginx's. The load average is printed too: the
 machine may be shared, so run it more than once.
+
+--load N (issue 15): after the LL-HLS player, the same player again while N simulated LL-HLS
+viewers (loadtest/llviewers.py) read the same stream through the same edge; printed: the player's
+p50/p90 alone and under load and the difference (target: p50 within 0.3 s), stalls of both, the
+edge's upstream requests per part per rendition, fan-out lag and CPU in each window.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ sent straight to the origin, in one run (by hand; issue 15):
 The origin is loadtest/liveorigin.py (parts made on a clock, blocking reloads, hinted parts
 streamed as they grow; no encoder, so the figures are the edge's, not ffmpeg's), with two
 renditions. The edge is `reel edge --workers 1`. Viewers are asyncio clients, many per process
-(`--client-procs`), each doing what hls.js does in low-latency mode on one rendition: a plain
-reload to tune in, then for every part the blocking reload for the next part
-(`_HLS_msn`/`_HLS_part`, as hls.js computes them) and the preload-hinted part, both at once.
+(`--client-procs`, at `--client-nice`; loadtest/llviewers.py), each doing what hls.js does in
+low-latency mode on one rendition: a plain reload to tune in, then for every part the blocking
+reload for the next part (`_HLS_msn`/`_HLS_part`, as hls.js computes them) and the
+preload-hinted part, both at once.
 One probe viewer per rendition asks the origin directly throughout, in a process of its own.
 
 Printed, for the edge run and the direct run:
@@ -20,7 +21,8 @@ Printed, for the edge run and the direct run:
   - stalls: a viewer starts PART-HOLD-BACK behind live and plays in real time; a part arriving
     after its play time is a stall;
   - failures (non-200 answers, broken connections); edge CPU seconds per second per 1,000 viewers;
-and the ratios (offload: origin requests direct / behind the edge).
+the viewer processes' CPU and event-loop lag (a starved load generator shows there) and the
+kernel's accept-queue overflows; and the ratios (offload: origin requests direct / behind the edge).
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[
     since = time.time() + args.ramp + args.warmup
     window = llviewers.Window(since, since + args.seconds)
     children = llviewers.spread("127.0.0.1", target, args.viewers, args.client_procs, window, args.ramp,
-                                VIDEO, list(RENDITIONS))
+                                VIDEO, list(RENDITIONS), nice=args.client_nice)
     probe = llviewers.spawn("127.0.0.1", origin, len(RENDITIONS), window, 0, 0, VIDEO, list(RENDITIONS),
                             mark="?probe=1")
     scraper.keep_warm(since)
@@ -198,6 +200,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the ramp before measuring")
     parser.add_argument("--part-target", type=float, default=1.0)
     parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--client-nice", type=int, default=0,
+                        help="the viewer processes' nice value (10: they yield the CPU to the edge, as "
+                             "viewers on other machines would; the probe keeps 0)")
     parser.add_argument("--logs", default=None, help="keep the origin's and edge's logs in this directory")
     parser.add_argument("--skip-direct", action="store_true", help="no run straight to the origin")
     args = parser.parse_args()
