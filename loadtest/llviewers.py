@@ -141,6 +141,9 @@ class Viewer:
     async def run(self) -> None:
         try:
             status, _, body, _ = await self.playlist_conn.get(self.base + "index.m3u8")
+            while status == 404 and self.others:  # a rung the ladder dropped: the next one
+                self.base = self.others.pop(0)
+                status, _, body, _ = await self.playlist_conn.get(self.base + "index.m3u8")
             if status != 200:
                 self.log["failures"].append(status)
                 return
@@ -205,8 +208,6 @@ async def _loop_lag(window: Window, lags: list[float], every: float = 0.05) -> N
 async def viewers(host: str, port: int, count: int, window: Window, ramp: float, first: int,
                   mark: str, video: str, renditions: list[str]) -> dict:
     log: dict[str, list] = {"latency": [], "stalls": [], "failures": [], "answered": [], "loop_lag": []}
-    asyncio.get_running_loop().add_signal_handler(
-        signal.SIGTERM, lambda: setattr(window, "until", min(window.until, time.time())))
     lag = asyncio.create_task(_loop_lag(window, log["loop_lag"]))
     parsed = Playlists()
     tasks = []
@@ -229,6 +230,7 @@ def child(argv: list[str]) -> None:
     except ImportError:
         runner = asyncio.run
     window = Window(float(since), float(until))
+    signal.signal(signal.SIGTERM, lambda *_: setattr(window, "until", min(window.until, time.time())))
     log = runner(viewers(host, int(port), int(count), window, float(ramp), int(first),
                          mark.strip(), video, renditions.split(",")))
     # The answers by key (every time a key was answered), for added latency against a probe.
