@@ -335,7 +335,6 @@ class Edge:
 
     async def _fetch_into(self, flight: Flight, stale: Entry | None) -> FetchEnd:
         asked = time.perf_counter()
-        self.stats.upstream_asked(flight.key)
         try:
             resp, flight.upstream = await self.upstream.open(
                 self.upstream_path(flight.key),
@@ -344,10 +343,15 @@ class Edge:
                 via=self.settings.owner(flight.key),
             )
         except UpstreamError as exc:
+            self.stats.upstream_asked(flight.key)
             outcome = FetchEnd.TIMEOUT if exc.timed_out else FetchEnd.TRANSIENT_ERROR
             if not self._stand_in(flight, stale):
                 self._answer_locally(flight, 504 if exc.timed_out else 502, str(exc))
             return outcome
+        if flight.upstream not in self.settings.workers:
+            # Requests that left the edge: a fetch through the key's owner worker is counted by
+            # the owner, so the sum over workers (/metrics) is the origin's count.
+            self.stats.upstream_asked(flight.key)
         self.stats.upstream_head(time.perf_counter() - asked)
         async with resp:
             if resp.status == 304 and stale is not None:
