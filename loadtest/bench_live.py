@@ -533,8 +533,15 @@ class EdgeWindow:
         self.thread: threading.Thread | None = None
 
     def metrics(self) -> tuple[dict[str, float], dict[float, float]]:
-        with urllib.request.urlopen(f"{self.edge}/metrics", timeout=30) as resp:  # noqa: S310
-            text = resp.read().decode()
+        # Each worker's /metrics adds the siblings that answer it within 2 s, which a loaded
+        # machine may not: of a few readings, the one with the most requests has them all.
+        readings = []
+        for _ in range(3):
+            with urllib.request.urlopen(f"{self.edge}/metrics", timeout=30) as resp:  # noqa: S310
+                text = resp.read().decode()
+            readings.append((sum(float(m[1]) for m in re.finditer(
+                r"^reel_edge_requests_total\{.*\} (\S+)$", text, re.M)), text))
+        text = max(readings)[1]
         kinds = {m[1]: float(m[2]) for m in re.finditer(
             r'^reel_edge_live_upstream_requests_total\{kind="(\w+)"\} (\S+)$', text, re.M)}
         return kinds, llviewers.lag_buckets(text)
@@ -612,9 +619,9 @@ class Load:
         if starting:
             self.window.start()
         else:
-            self.edge_seen[name] = self.window.stop()
-            if name == LOADED:
+            if name == LOADED:  # first: a loaded edge's workers may not all answer /metrics in time
                 self.viewers_seen = self.stop()
+            self.edge_seen[name] = self.window.stop()
 
     def stop(self) -> dict:
         for child in self.children:
