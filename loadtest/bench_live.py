@@ -755,8 +755,12 @@ def main() -> None:
             "reel LL-HLS at ingest": (f"{reel.url(22)}/live/{video['id']}/master.m3u8",
                                       {"lowLatencyMode": True, **ll_config}),
         }.items() if PLAYERS[name] in args.players.split(",")}
-        if args.load:
-            players[LOADED] = players["reel LL-HLS"]
+        load = Load(reel, video, args.load, args.load_procs, args.load_ramp) if args.load else None
+        if load:
+            # Both LL-HLS players read the very edge the simulated viewers load (geo's steering
+            # could move a player to the other region's edge).
+            _, config = players["reel LL-HLS"]
+            players["reel LL-HLS"] = players[LOADED] = (f"{load.edge}/live/{video['id']}/master.m3u8", config)
         marks: dict[str, float] = {}
 
         def on_start() -> None:  # CPU is counted from the first player's recording to the end
@@ -766,7 +770,6 @@ def main() -> None:
                 marks["publisher"] = publisher.cpu()
                 marks["nginx"] = sum(cpu_seconds(pid) for pid in nginx_pids)
 
-        load = Load(reel, video, args.load, args.load_procs, args.load_ramp) if args.load else None
         try:
             results = watch(players, args.seconds, args.together, on_start,
                             load.around if load else lambda name, starting: None)
