@@ -69,6 +69,9 @@ class Settings:
     first_byte_timeout: float = 5.0
     # A blocking reload or a live part is held upstream until the stream makes it.
     live_hold_timeout: float = 20.0
+    # ... and may wait longer for its TCP connect (edge.upstream: a SYN lost to a busy origin's
+    # full accept queue is resent after 1 s, then 3 s).
+    live_connect_timeout: float = 4.0
     read_timeout: float = 10.0
     # Unread bytes a streamed-through fetch holds for its readers before cutting the slowest.
     stream_window: int = 4 << 20
@@ -135,6 +138,7 @@ class Edge:
             connect_timeout=settings.connect_timeout,
             first_byte_timeout=settings.first_byte_timeout,
             live_hold_timeout=settings.live_hold_timeout,
+            live_connect_timeout=settings.live_connect_timeout,
             read_timeout=settings.read_timeout,
             health_interval=settings.health_interval,
         )
@@ -331,7 +335,6 @@ class Edge:
 
     async def _fetch_into(self, flight: Flight, stale: Entry | None) -> FetchEnd:
         asked = time.perf_counter()
-        self.stats.upstream_asked(flight.key)
         try:
             resp, flight.upstream = await self.upstream.open(
                 self.upstream_path(flight.key),
@@ -340,10 +343,15 @@ class Edge:
                 via=self.settings.owner(flight.key),
             )
         except UpstreamError as exc:
+            self.stats.upstream_asked(flight.key)
             outcome = FetchEnd.TIMEOUT if exc.timed_out else FetchEnd.TRANSIENT_ERROR
             if not self._stand_in(flight, stale):
                 self._answer_locally(flight, 504 if exc.timed_out else 502, str(exc))
             return outcome
+        if flight.upstream not in self.settings.workers:
+            # Requests that left the edge: a fetch through the key's owner worker is counted by
+            # the owner, so the sum over workers (/metrics) is the origin's count.
+            self.stats.upstream_asked(flight.key)
         self.stats.upstream_head(time.perf_counter() - asked)
         async with resp:
             if resp.status == 304 and stale is not None:

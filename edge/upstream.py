@@ -59,6 +59,7 @@ class Upstream:
         first_byte_timeout: float = 5.0,
         read_timeout: float = 10.0,
         live_hold_timeout: float = 20.0,
+        live_connect_timeout: float = 4.0,
         max_connections: int = 256,
         health_interval: float = 2.0,
         fall: int = 2,
@@ -79,6 +80,14 @@ class Upstream:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout + read_timeout, sock_connect=connect_timeout
         )
+        # A held live request (a blocking reload, a part) waits longer for its TCP connect: an
+        # origin busy with a live stream may drop a SYN from its full accept queue, and the kernel
+        # resends it only after 1 s, then 3 s; a 1 s limit turns that one lost SYN into a 504 and
+        # a stalled viewer just when the stream is busiest, while the request may wait for its
+        # part far longer anyway (live_hold_timeout).
+        self._live_timeout = aiohttp.ClientTimeout(
+            total=None, connect=max(connect_timeout, live_connect_timeout) + read_timeout,
+            sock_connect=max(connect_timeout, live_connect_timeout))
         self._probe_timeout = aiohttp.ClientTimeout(total=max(connect_timeout, min(health_interval, 5.0)))
         self._max_connections = max_connections
         self._interval, self._fall, self._rise = health_interval, fall, rise
@@ -126,7 +135,9 @@ class Upstream:
         timed_out = False
         problems: list[str] = []
         order = self.order() if via is None else [via, *self.order()]
-        first_byte = self._live_hold_timeout if _held(path) else self._first_byte_timeout
+        held = _held(path)
+        first_byte = self._live_hold_timeout if held else self._first_byte_timeout
+        timeout = self._live_timeout if held else self._timeout
         for number, base in enumerate(order, 1):
             try:
                 async with asyncio.timeout(first_byte):
@@ -134,6 +145,7 @@ class Upstream:
                         URL(base + path, encoded=True),
                         headers={**(headers or {}), RELAY_HEADER: "1"} if base == via else headers,
                         allow_redirects=False,
+                        timeout=timeout,
                     )
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 # ValueError: what aiohttp raises for some malformed responses.

@@ -30,6 +30,11 @@ delay); and the CPU seconds
 the reel ingest process (RTMP, decode, the ladder's encoders, LL-HLS) used per second of stream,
 read from /proc, beside the publisher's and nginx's. The load average is printed too: the
 machine may be shared, so run it more than once.
+
+--load N (issue 15): after the LL-HLS player, the same player again while N simulated LL-HLS
+viewers (loadtest/llviewers.py) read the same stream through the same edge; printed: the player's
+p50/p90 alone and under load and the difference (target: p50 within 0.3 s), stalls of both, the
+edge's upstream requests per part per rendition, fan-out lag and CPU in each window.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +64,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtest import live_clock  # noqa: E402
+from loadtest import live_clock, llviewers  # noqa: E402
+from loadtest.llhls import LivePlaylist  # noqa: E402
 
 HLSJS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 READER = Path(live_clock.__file__).with_name("live_clock.js")
@@ -68,6 +75,7 @@ BOUND = 120.0  # seconds any one step may take on a busy machine before the run 
 WATCH_PAGE = {"maxLiveSyncPlaybackRate": 1.5}
 PLAYERS = {"reel LL-HLS": "ll", "reel HLS": "hls", "nginx-rtmp HLS": "nginx",
            "reel LL-HLS at ingest": "ll-ingest"}
+LOADED = "reel LL-HLS under load"  # --load: the LL-HLS player again, beside N simulated viewers
 TARGETS = "targets: reel LL-HLS p50 <= 1.5 s, p90 <= 2.5 s, <= 0.5x nginx-rtmp; plain HLS <= 6 s; no stall"
 
 
@@ -379,9 +387,11 @@ COLLECT = """() => { const b = window.bench;
 
 
 def watch(players: dict[str, tuple[str, dict]], seconds: float, together: bool,
-          on_start: Callable[[], None]) -> dict[str, dict]:
+          on_start: Callable[[], None], around: Callable[[str, bool], None] = lambda name, starting: None,
+          ) -> dict[str, dict]:
     """Play every player for `seconds` once it has settled, one after the other (or all at once),
-    and return what each saw."""
+    and return what each saw; `around(name, True)` is called before a player's page opens and
+    `around(name, False)` when its recording ends (one after the other only)."""
     from playwright.sync_api import sync_playwright
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
@@ -424,7 +434,9 @@ def watch(players: dict[str, tuple[str, dict]], seconds: float, together: bool,
                     return record({name: open_page(name) for name in players})
                 results = {}
                 for name in players:
+                    around(name, True)
                     results.update(record({name: open_page(name)}))
+                    around(name, False)
                 return results
             finally:
                 browser.close()
@@ -507,6 +519,177 @@ def report(results: dict[str, dict], cpu: dict[str, float], wall: float, camera:
     print(TARGETS)
 
 
+class EdgeWindow:
+    """What one edge did while a player recorded: its upstream requests for live parts against
+    the parts the stream made (its renditions' playlists at the ingest, read every second), its
+    fan-out lag histogram, its processes' CPU."""
+
+    def __init__(self, edge: str, pids: list[int], ingest: str, video_id: str, renditions: list[str]) -> None:
+        self.edge, self.pids, self.ingest = edge, pids, ingest
+        self.paths = [f"/live/{video_id}/{r}/index.m3u8" for r in renditions]
+        self.parts: dict[str, set[str]] = {path: set() for path in self.paths}
+        self.first: dict[str, set[str]] = {}
+        self.running = False
+        self.thread: threading.Thread | None = None
+
+    def metrics(self) -> tuple[dict[str, float], dict[float, float]]:
+        # Each worker's /metrics adds the siblings that answer it within 2 s, which a loaded
+        # machine may not: of a few readings, the one with the most requests has them all.
+        readings = []
+        for _ in range(3):
+            with urllib.request.urlopen(f"{self.edge}/metrics", timeout=30) as resp:  # noqa: S310
+                text = resp.read().decode()
+            readings.append((sum(float(m[1]) for m in re.finditer(
+                r"^reel_edge_requests_total\{.*\} (\S+)$", text, re.M)), text))
+        text = max(readings)[1]
+        kinds = {m[1]: float(m[2]) for m in re.finditer(
+            r'^reel_edge_live_upstream_requests_total\{kind="(\w+)"\} (\S+)$', text, re.M)}
+        return kinds, llviewers.lag_buckets(text)
+
+    def _poll(self) -> None:
+        while self.running:
+            for path in self.paths:
+                try:
+                    with urllib.request.urlopen(self.ingest + path, timeout=5) as resp:  # noqa: S310
+                        uris = set(LivePlaylist(resp.read().decode()).uris.values())
+                except (OSError, ValueError):
+                    continue
+                self.first.setdefault(path, uris)
+                self.parts[path] |= uris
+            time.sleep(1.0)
+
+    def start(self) -> None:
+        self.kinds, self.lag = self.metrics()
+        self.cpu = sum(cpu_seconds(pid) for pid in self.pids)
+        self.wall = time.monotonic()
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> dict:
+        self.running = False
+        if self.thread:
+            self.thread.join(10)
+        kinds, lag = self.metrics()
+        made = sum(len(self.parts[p] - self.first.get(p, set())) for p in self.paths)
+        return {"parts": made, "renditions": len(self.paths),
+                **{kind: kinds.get(kind, 0.0) - self.kinds.get(kind, 0.0) for kind in kinds},
+                "lag": [llviewers.bucket_percentile(self.lag, lag, p) for p in (50, 99)],
+                "cpu": sum(cpu_seconds(pid) for pid in self.pids) - self.cpu,
+                "wall": time.monotonic() - self.wall}
+
+
+class Load:
+    """--load N: N simulated LL-HLS viewers on the edge geo sends the real player to, started
+    before the loaded player's page opens (joined over `ramp` s, then 3 s to settle) and stopped
+    when its recording ends; the edge is watched during both LL-HLS players. The viewers run at
+    nice 10: they stand in for viewers on other machines, and what is measured is the edge's
+    share of the CPU, not theirs (as the publisher, a camera, runs at nice -10)."""
+
+    def __init__(self, reel: Reel, video: dict, viewers: int, procs: int, ramp: float) -> None:
+        self.viewers, self.procs, self.ramp = viewers, procs, ramp
+        self.video_id = video["id"]
+        self.edge_port = edge_port(video["playback_url"], reel)
+        self.edge = f"http://127.0.0.1:{self.edge_port}"
+        ingest = reel.url(22)
+        with urllib.request.urlopen(f"{ingest}/live/{self.video_id}/master.m3u8", timeout=10) as resp:  # noqa: S310
+            master = resp.read().decode()
+        self.renditions = re.findall(r"^(v\d+)/index.m3u8$", master, re.M)
+        every = list(dict.fromkeys(re.findall(r"(\w+)/index\.m3u8", master)))  # audio too
+        edge_pid = next(pid for pid in children(reel.proc.pid) if f"--port={self.edge_port}" in cmdline(pid))
+        pids = [edge_pid, *children(edge_pid)]
+        self.window = EdgeWindow(self.edge, pids, ingest, self.video_id, every)
+        self.children: list[subprocess.Popen] = []
+        self.edge_seen: dict[str, dict] = {}
+        self.viewers_seen: dict = {}
+        self.started = 0.0
+
+    def around(self, name: str, starting: bool) -> None:
+        if name not in ("reel LL-HLS", LOADED):
+            return
+        if starting and name == LOADED:
+            since = time.time() + self.ramp + 3
+            self.started = time.monotonic()
+            self.children = llviewers.spread(
+                "127.0.0.1", self.edge_port, self.viewers, self.procs, llviewers.Window(since, since + 3600),
+                self.ramp, self.video_id, self.renditions, nice=10)
+            time.sleep(max(0.0, since - time.time()))
+            print(f"{self.viewers} simulated viewers on {self.edge} ({', '.join(self.renditions)})",
+                  flush=True)
+        if starting:
+            self.window.start()
+        else:
+            if name == LOADED:  # first: a loaded edge's workers may not all answer /metrics in time
+                self.viewers_seen = self.stop()
+            self.edge_seen[name] = self.window.stop()
+
+    def stop(self) -> dict:
+        for child in self.children:
+            if child.poll() is None:
+                child.terminate()  # the viewers finish the request they are in and report
+        try:
+            return llviewers.collect(self.children, 60) if self.children else {}
+        except (subprocess.TimeoutExpired, ValueError):
+            for child in self.children:
+                child.kill()
+            return {}
+        finally:
+            self.children = []
+
+    def report(self, results: dict[str, dict]) -> None:
+        print(f"\n--load {self.viewers}: the LL-HLS player alone, then beside {self.viewers} simulated "
+              f"LL-HLS viewers of the same stream on the same edge ({self.edge})")
+        lat = {name: [ms / 1000 for ms in results[name]["samples"]] for name in ("reel LL-HLS", LOADED)
+               if results.get(name, {}).get("samples")}
+        for name, seen in self.edge_seen.items():
+            per, held = seen["parts"] or 1, seen.get("blocking_playlist", 0)
+            (p50, n), (p99, _) = seen["lag"]
+            print(f"  [{name}] edge upstream requests per part per rendition: part "
+                  f"{seen.get('part', 0) / per:.2f}, blocking reload {held / per:.2f} "
+                  f"({seen['parts']} parts made over {seen['renditions']} renditions); fan-out lag p50 <= "
+                  f"{p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms over {n} waiters; edge CPU "
+                  f"{seen['cpu'] / seen['wall']:.2f} s/s")
+        v = self.viewers_seen
+        if v:
+            minutes = self.viewers * max(v["seconds"], 1) / 60
+            print(f"  simulated viewers: {v['answers']} parts answered, latency (part received - its end "
+                  f"by PDT) p50 {percentile(v['latency'], 0.5) * 1000:.0f} ms p99 "
+                  f"{percentile(v['latency'], 0.99) * 1000:.0f} ms, stalls {v['stalls']} "
+                  f"({v['stalls'] / minutes:.3f} per viewer-minute), failures {len(v['failures'])} "
+                  f"{sorted(set(map(str, v['failures'])))[:5]}; their {v['procs']} processes used "
+                  f"{v['cpu'] / max(v['seconds'], 1):.2f} CPU s/s, event loops late p99 "
+                  f"{v['loop_lag_p99'] * 1000:.0f} ms") if v["latency"] else print(
+                f"  simulated viewers: no part answered, failures {v['failures'][:5]}")
+        if v and LOADED in self.edge_seen:
+            keys = len(v["answered"])
+            print(f"  edge blocking reloads upstream per distinct reload answered to the simulated viewers: "
+                  f"{self.edge_seen[LOADED].get('blocking_playlist', 0) / max(keys, 1):.2f} ({keys} keys)")
+        if len(lat) == 2:
+            quiet, loaded = lat["reel LL-HLS"], lat[LOADED]
+            d50 = statistics.median(loaded) - statistics.median(quiet)
+            d90 = percentile(loaded, 0.9) - percentile(quiet, 0.9)
+            print(f"  real player glass-to-glass: alone p50 {statistics.median(quiet):.2f} s p90 "
+                  f"{percentile(quiet, 0.9):.2f} s; under load p50 {statistics.median(loaded):.2f} s p90 "
+                  f"{percentile(loaded, 0.9):.2f} s; difference p50 {d50:+.2f} s p90 {d90:+.2f} s "
+                  f"(target: p50 within 0.3 s: {'met' if abs(d50) <= 0.3 else 'NOT met'}); stalls alone "
+                  f"{results['reel LL-HLS']['waiting']}, under load {results[LOADED]['waiting']}")
+
+
+def edge_port(playback_url: str, reel: Reel) -> int:
+    """The edge geo sends this machine's viewers to (its 302), else the first region's."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object) -> None:
+            return None
+
+    try:
+        urllib.request.build_opener(NoRedirect).open(playback_url, timeout=10)
+    except urllib.error.HTTPError as exc:
+        location = exc.headers.get("Location", "")
+        if exc.code in (301, 302, 307) and (port := urllib.parse.urlsplit(location).port):
+            return port
+    return reel.port_base + 10
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="recording time per player")
@@ -523,8 +706,16 @@ def main() -> None:
     parser.add_argument("--together", action="store_true",
                         help="play the three at once (default: one after the other, so the players' "
                              "decoding does not take the CPU the ladder needs)")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="then play the LL-HLS player again while N simulated LL-HLS viewers "
+                             "(loadtest/llviewers.py) read the same stream through the same edge, "
+                             "and print the difference")
+    parser.add_argument("--load-procs", type=int, default=2, help="processes the simulated viewers run in")
+    parser.add_argument("--load-ramp", type=float, default=10.0, help="seconds over which they join")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
+    if args.load and (args.together or "ll" not in args.players.split(",")):
+        parser.error("--load needs the ll player, one after the other")
     for need in ("nginx", "ffmpeg", "node"):
         if not shutil.which(need):
             raise SystemExit(f"{need} is missing")
@@ -564,6 +755,12 @@ def main() -> None:
             "reel LL-HLS at ingest": (f"{reel.url(22)}/live/{video['id']}/master.m3u8",
                                       {"lowLatencyMode": True, **ll_config}),
         }.items() if PLAYERS[name] in args.players.split(",")}
+        load = Load(reel, video, args.load, args.load_procs, args.load_ramp) if args.load else None
+        if load:
+            # Both LL-HLS players read the very edge the simulated viewers load (geo's steering
+            # could move a player to the other region's edge).
+            _, config = players["reel LL-HLS"]
+            players["reel LL-HLS"] = players[LOADED] = (f"{load.edge}/live/{video['id']}/master.m3u8", config)
         marks: dict[str, float] = {}
 
         def on_start() -> None:  # CPU is counted from the first player's recording to the end
@@ -573,7 +770,12 @@ def main() -> None:
                 marks["publisher"] = publisher.cpu()
                 marks["nginx"] = sum(cpu_seconds(pid) for pid in nginx_pids)
 
-        results = watch(players, args.seconds, args.together, on_start)
+        try:
+            results = watch(players, args.seconds, args.together, on_start,
+                            load.around if load else lambda name, starting: None)
+        finally:
+            if load:
+                load.stop()
         wall = time.monotonic() - marks["wall"]
         cpu = {"reel ingest+ladder": cpu_seconds(ingest) - marks["ingest"],
                "publisher (x264, relays)": publisher.cpu() - marks["publisher"],
@@ -581,6 +783,8 @@ def main() -> None:
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print("reel ingest: " + ladder_state(reel.url(22), video["id"]))
         report(results, cpu, wall, publisher.stop())
+        if load:
+            load.report(results)
         if args.keep:
             (workdir / "results.json").write_text(json.dumps(results))
     finally:

@@ -6,9 +6,10 @@ sent straight to the origin, in one run (by hand; issue 15):
 The origin is loadtest/liveorigin.py (parts made on a clock, blocking reloads, hinted parts
 streamed as they grow; no encoder, so the figures are the edge's, not ffmpeg's), with two
 renditions. The edge is `reel edge --workers 1`. Viewers are asyncio clients, many per process
-(`--client-procs`), each doing what hls.js does in low-latency mode on one rendition: a plain
-reload to tune in, then for every part the blocking reload for the next part
-(`_HLS_msn`/`_HLS_part`, as hls.js computes them) and the preload-hinted part, both at once.
+(`--client-procs`, at `--client-nice`; loadtest/llviewers.py), each doing what hls.js does in
+low-latency mode on one rendition: a plain reload to tune in, then for every part the blocking
+reload for the next part (`_HLS_msn`/`_HLS_part`, as hls.js computes them) and the
+preload-hinted part, both at once.
 One probe viewer per rendition asks the origin directly throughout, in a process of its own.
 
 Printed, for the edge run and the direct run:
@@ -20,13 +21,13 @@ Printed, for the edge run and the direct run:
   - stalls: a viewer starts PART-HOLD-BACK behind live and plays in real time; a part arriving
     after its play time is a stall;
   - failures (non-200 answers, broken connections); edge CPU seconds per second per 1,000 viewers;
-and the ratios (offload: origin requests direct / behind the edge).
+the viewer processes' CPU and event-loop lag (a starved load generator shows there) and the
+kernel's accept-queue overflows; and the ratios (offload: origin requests direct / behind the edge).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
@@ -40,12 +41,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import httptools
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtest.llhls import LivePlaylist  # noqa: E402
+from loadtest import llviewers  # noqa: E402
 
 PYTHON = sys.executable
 VIDEO = "celeb0001"
@@ -98,177 +97,6 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-# -- the viewers (a child process runs many) -------------------------------------------------------
-
-
-class _Answer(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection's responses, parsed by httptools as they arrive."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.waiting: asyncio.Future | None = None
-        self.body: list[bytes] = []
-        self.headers: dict[bytes, bytes] = {}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self._fail(exc or ConnectionResetError("closed"))
-
-    def _fail(self, exc: Exception) -> None:
-        if self.waiting is not None and not self.waiting.done():
-            self.waiting.set_exception(exc if isinstance(exc, OSError) else OSError(str(exc)))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self.waiting is not None and not self.waiting.done():
-            # Stamped as it arrives: what a viewer measures is not its process's own backlog.
-            self.waiting.set_result((self.parser.get_status_code(), self.headers, b"".join(self.body),
-                                     time.time()))
-
-
-class Http:
-    """One keep-alive connection, reopened when it breaks: thousands run in one process."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.protocol: _Answer | None = None
-
-    async def get(self, path: str) -> tuple[int, dict[bytes, bytes], bytes, float]:
-        for attempt in (0, 1):
-            if self.protocol is None or self.protocol.transport is None:
-                loop = asyncio.get_running_loop()
-                _, self.protocol = await loop.create_connection(_Answer, self.host, self.port)
-            protocol = self.protocol
-            protocol.waiting = asyncio.get_running_loop().create_future()
-            protocol.body, protocol.headers = [], {}
-            assert protocol.transport is not None
-            protocol.transport.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-            try:
-                return await protocol.waiting
-            except OSError:
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self.protocol is not None and self.protocol.transport is not None:
-            self.protocol.transport.close()
-        self.protocol = None
-
-
-_PARSED: dict[bytes, LivePlaylist] = {}
-
-
-def parsed(body: bytes) -> LivePlaylist:
-    """A playlist read once per process: every viewer of a rendition gets the same bytes."""
-    playlist = _PARSED.get(body)
-    if playlist is None:
-        if len(_PARSED) > 256:
-            _PARSED.clear()
-        playlist = _PARSED[body] = LivePlaylist(body.decode())
-    return playlist
-
-
-class Viewer:
-    def __init__(self, host: str, port: int, rendition: str, window: tuple[float, float],
-                 log: dict[str, list], mark: str = "") -> None:
-        self.base = f"/live/{VIDEO}/{rendition}/"
-        self.mark = mark  # the probe's: its requests are told apart in the origin's count
-        self.playlist_conn, self.part_conn = Http(host, port), Http(host, port)
-        (self.since, self.until), self.log = window, log
-        self.play_origin: float | None = None  # wall time at which media time 0 plays
-
-    async def run(self) -> None:
-        try:
-            status, _, body, _ = await self.playlist_conn.get(self.base + "index.m3u8")
-            if status != 200:
-                self.log["failures"].append(status)
-                return
-            playlist = parsed(body)
-            if playlist.last is not None and playlist.last in playlist.ends:
-                # Start PART-HOLD-BACK behind the live edge, playing in real time from now.
-                self.play_origin = time.time() + playlist.hold - playlist.ends[playlist.last]
-            while time.time() < self.until:
-                wanted = playlist.next()
-                hint = playlist.hint
-                if wanted is None or hint is None:
-                    return
-                query = f"?_HLS_msn={wanted[0]}&_HLS_part={wanted[1]}"
-                reload, part = await asyncio.gather(
-                    self.playlist_conn.get(self.base + "index.m3u8" + query + self.mark.replace("?", "&")),
-                    self.part_conn.get(self.base + hint[0] + self.mark))
-                now = max(reload[3], part[3])
-                if reload[0] != 200 or part[0] != 200:
-                    if now >= self.since:
-                        self.log["failures"].append(reload[0] if reload[0] != 200 else part[0])
-                    await asyncio.sleep(0.5)
-                    status, _, body, _ = await self.playlist_conn.get(self.base + "index.m3u8")
-                    playlist = parsed(body) if status == 200 else playlist
-                    continue
-                playlist = parsed(reload[2])
-                end = playlist.ends.get(hint[1])
-                if now < self.since:  # still joining: not measured
-                    if end is not None:
-                        self.play_origin = now - end + playlist.target if self.play_origin is None \
-                            else max(self.play_origin, now - end + playlist.target)
-                    continue
-                self.log["answered"].append((self.base + query, reload[3]))
-                if end is not None:
-                    self.log["latency"].append(now - end)
-                    if self.play_origin is not None and now > self.play_origin + end - playlist.target:
-                        self.log["stalls"].append(now)
-                        self.play_origin = now - end + playlist.target  # rebuffered: plays from here
-        except (OSError, ValueError) as exc:
-            self.log["failures"].append(type(exc).__name__)
-        finally:
-            self.playlist_conn.close()
-            self.part_conn.close()
-
-
-async def viewers(host: str, port: int, count: int, since: float, until: float, ramp: float,
-                  first: int, mark: str) -> dict:
-    log: dict[str, list] = {"latency": [], "stalls": [], "failures": [], "answered": []}
-    tasks = []
-    for i in range(count):
-        rendition = RENDITIONS[(first + i) % len(RENDITIONS)]
-        tasks.append(asyncio.create_task(Viewer(host, port, rendition, (since, until), log, mark).run()))
-        await asyncio.sleep(ramp / max(count, 1))
-    await asyncio.gather(*tasks)
-    return log
-
-
-def child(argv: list[str]) -> None:
-    host, port, count, since, until, ramp, first, mark = (*argv, "")[:8]
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    log = runner(viewers(host, int(port), int(count), float(since), float(until), float(ramp), int(first),
-                         mark))
-    # The probe's answers by key (first time each key was answered) for added latency.
-    answered: dict[str, list[float]] = {}
-    for key, at in log.pop("answered"):
-        answered.setdefault(key, []).append(at)
-    json.dump({**log, "answered": answered}, sys.stdout)
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -316,50 +144,35 @@ def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[
     """`args.viewers` viewers on 127.0.0.1:target (and the probes straight on the origin). They
     join over `--ramp` s, settle for `--warmup` s, then are measured for `--seconds` s; `measure`
     is called when the measured window opens."""
-    per = -(-args.viewers // args.client_procs)
     since = time.time() + args.ramp + args.warmup
-    window = [str(since), str(since + args.seconds)]
-    children = []
-    for i in range(args.client_procs):
-        count = min(per, args.viewers - i * per)
-        children.append(subprocess.Popen(
-            [PYTHON, __file__, "--child", "127.0.0.1", str(target), str(count), *window,
-             str(args.ramp), str(i)], stdout=subprocess.PIPE, cwd=ROOT))
-    probe = subprocess.Popen([PYTHON, __file__, "--child", "127.0.0.1", str(origin), str(len(RENDITIONS)),
-                              *window, "0", "0", "?probe=1"], stdout=subprocess.PIPE, cwd=ROOT)
+    window = llviewers.Window(since, since + args.seconds)
+    children = llviewers.spread("127.0.0.1", target, args.viewers, args.client_procs, window, args.ramp,
+                                VIDEO, list(RENDITIONS), nice=args.client_nice)
+    probe = llviewers.spawn("127.0.0.1", origin, len(RENDITIONS), window, 0, 0, VIDEO, list(RENDITIONS),
+                            mark="?probe=1")
     scraper.keep_warm(since)
     measure()
     limit = args.ramp + args.warmup + args.seconds + 120
-    logs = [json.loads(c.communicate(timeout=limit)[0]) for c in children]
-    probed = json.loads(probe.communicate(timeout=limit)[0])
+    measured = llviewers.collect(children, limit)
+    probed = llviewers.collect([probe], limit)
     first = {key: min(times) for key, times in probed["answered"].items()}
-    added = [at - first[key] for log in logs for key, times in log["answered"].items() if key in first
-             for at in times]
-    latency = [x for log in logs for x in log["latency"]]
-    stalls = sum(len(log["stalls"]) for log in logs)
-    failures = [f for log in logs for f in log["failures"]]
-    return {"added": added, "latency": latency, "stalls": stalls, "failures": failures,
-            "answers": sum(len(t) for log in logs for t in log["answered"].values())}
+    measured["added"] = [at - first[key] for key, times in measured["answered"].items() if key in first
+                         for at in times]
+    return measured
+
+
+def listen_drops() -> int:
+    """The kernel's count of connections dropped because an accept queue was full (the whole
+    machine's: other work shows up too)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=False)).get("ListenOverflows", 0))
+    return 0
 
 
 def lag_buckets(scraper: Scraper, edge: str) -> dict[float, float]:
-    """The edge's reel_edge_waiter_lag_seconds histogram: cumulative count by upper bound."""
-    buckets = {}
-    for line in scraper.get(edge + "/metrics").decode().splitlines():
-        if line.startswith("reel_edge_waiter_lag_seconds_bucket"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
-    return buckets
-
-
-def bucket_percentile(before: dict[float, float], after: dict[float, float], p: float) -> tuple[float, int]:
-    """(the upper bound of the bucket holding the p-th percentile, the count) of what was added."""
-    added = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
-    total = added.get(float("inf"), 0.0)
-    for bound, count in added.items():
-        if total and count >= p / 100 * total:
-            return bound, int(total)
-    return float("nan"), int(total)
+    return llviewers.lag_buckets(scraper.get(edge + "/metrics").decode())
 
 
 def upstream_counts(before: dict, after: dict) -> dict[str, float]:
@@ -380,9 +193,6 @@ def upstream_counts(before: dict, after: dict) -> dict[str, float]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -390,10 +200,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the ramp before measuring")
     parser.add_argument("--part-target", type=float, default=1.0)
     parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--client-nice", type=int, default=0,
+                        help="the viewer processes' nice value (10: they yield the CPU to the edge, as "
+                             "viewers on other machines would; the probe keeps 0)")
     parser.add_argument("--logs", default=None, help="keep the origin's and edge's logs in this directory")
     parser.add_argument("--skip-direct", action="store_true", help="no run straight to the origin")
     args = parser.parse_args()
 
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         logs = Path(args.logs or tmp)
         logs.mkdir(parents=True, exist_ok=True)
@@ -422,17 +237,19 @@ def main() -> None:
                 def measure(mark: dict = mark) -> None:
                     mark.update(before=json.loads(scraper.get(origin + "/stats")),
                                 lag=lag_buckets(scraper, f"http://127.0.0.1:{edge_port}"),
-                                cpu=cpu_seconds(edge.pid), started=time.monotonic())
+                                cpu=cpu_seconds(edge.pid), started=time.monotonic(),
+                                drops=listen_drops())
 
                 measured = load(port, origin_port, args, measure, scraper)
                 # Until the last viewer's last request: about --seconds (a held reload may end later).
                 elapsed = max(args.seconds, time.monotonic() - mark["started"] - 1.0)
                 before, lag, cpu = mark["before"], mark["lag"], mark["cpu"]
-                measured["cpu"] = (cpu_seconds(edge.pid) - cpu) / elapsed if name == "edge" else None
+                measured["edge_cpu"] = (cpu_seconds(edge.pid) - cpu) / elapsed if name == "edge" else None
+                measured["drops"] = listen_drops() - mark["drops"]
                 measured["upstream"] = upstream_counts(before, json.loads(scraper.get(origin + "/stats")))
                 if name == "edge":
                     after = lag_buckets(scraper, f"http://127.0.0.1:{edge_port}")
-                    measured["lag"] = [bucket_percentile(lag, after, p) for p in (50, 99)]
+                    measured["lag"] = [llviewers.bucket_percentile(lag, after, p) for p in (50, 99)]
                 results[name] = measured
             report(results, args)
         finally:
@@ -466,9 +283,13 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
             (p50, n), (p99, _) = r["lag"]
             print(f"  edge-added latency (upstream's last byte in -> waiter's last byte out, the edge's "
                   f"histogram): p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms over {n} waiters")
-        if r["cpu"] is not None:
-            per = r["cpu"] / args.viewers * 1000
-            print(f"  edge CPU: {r['cpu']:.2f} s/s, {per:.2f} s/s per 1,000 viewers")
+        if r["edge_cpu"] is not None:
+            per = r["edge_cpu"] / args.viewers * 1000
+            print(f"  edge CPU: {r['edge_cpu']:.2f} s/s, {per:.2f} s/s per 1,000 viewers")
+        print(f"  viewer processes: {r['procs']} using {r['cpu'] / max(r['seconds'], 1):.2f} CPU s/s of "
+              f"{os.cpu_count()} cores, their event loops late by p99 {r['loop_lag_p99'] * 1000:.0f} ms "
+              f"(a 50 ms timer); accept-queue overflows (whole machine): {r['drops']}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if len(rows) == 2:
         (_, e, _, _, e_up), (_, d, _, _, d_up) = rows
         print("\n[ratios, direct / edge]")

@@ -254,7 +254,9 @@ def main() -> None:
 
     application = app(*lives)
     application.cleanup_ctx.append(clock)
-    web.run_app(application, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(application, host="127.0.0.1", port=args.port, print=None, access_log=None,
+                # thousands of direct viewers connect at once: aiohttp's default is 128
+                backlog=4096)
 
 
 if __name__ == "__main__":

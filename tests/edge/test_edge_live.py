@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -116,3 +117,45 @@ async def test_a_part_not_ready_is_the_streams_answer_not_a_failing_origin(make_
         assert health["upstreams"][url] is True
     finally:
         await server.close()
+
+
+async def test_a_held_reload_outwaits_a_busy_origins_full_accept_queue(make_edge) -> None:
+    """A busy origin's full accept queue drops SYNs, which the kernel resends after 1 s, then
+    3 s: a blocking reload waits for that (its viewer gets the playlist), where a VOD fetch
+    still gives up after connect_timeout (and fails over, were there another origin)."""
+    upstream = LiveUpstream()
+    upstream.release.set()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    for _ in range(2):  # never accepted: the queue (backlog 0) is full from here on
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(address)
+        fillers.append(filler)
+    app = web.Application()
+    app.router.add_get("/{path:.*}", upstream.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        client = await make_edge([f"http://{address[0]}:{address[1]}"], connect_timeout=1.0)
+        async with client.get("/vod/abcdef1/v360/seg_00001.m4s") as resp:
+            assert resp.status == 504
+        assert sum(upstream.queries.values()) == 0
+
+        async def catch_up() -> None:  # after the first resent SYN was dropped too
+            await asyncio.sleep(1.5)
+            await web.SockSite(runner, listener).start()  # listens again with a longer queue
+
+        caught_up = asyncio.create_task(catch_up())
+        async with client.get(PLAYLIST + "?_HLS_msn=7&_HLS_part=1") as resp:
+            assert resp.status == 200
+            assert (await resp.text()).endswith("# _HLS_msn=7&_HLS_part=1\n")
+        await caught_up
+    finally:
+        for filler in fillers:
+            filler.close()
+        await runner.cleanup()
+        listener.close()

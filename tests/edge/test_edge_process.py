@@ -273,3 +273,28 @@ async def test_healthz_reports_client_connections_for_geo(start_edge, origin_url
     finally:
         for _, writer in idle:
             writer.close()
+
+
+async def test_workers_count_a_live_upstream_request_once_whichever_worker_took_the_viewers(start_edge):
+    """reel_edge_live_upstream_requests_total, summed over workers, is what reached the origin:
+    a worker that fetched through the key's owner does not count the owner's fetch again."""
+    from tests.edge.test_edge_live import PLAYLIST, LiveUpstream, serve
+
+    upstream = LiveUpstream()
+    server = await serve(upstream)
+    try:
+        edge = await start_edge("--origin", str(server.make_url("")).rstrip("/"), "--workers", "2")
+        query = "?_HLS_msn=5&_HLS_part=1"
+        waiters = [asyncio.create_task(edge.get(PLAYLIST + query)) for _ in range(30)]
+        async with asyncio.timeout(15):
+            while not upstream.queries:
+                upstream.arrived.clear()
+                await upstream.arrived.wait()
+        await asyncio.sleep(0.5)  # the other viewers, on both workers, join the fetch
+        upstream.release.set()
+        answers = await asyncio.wait_for(asyncio.gather(*waiters), 15)
+        assert all(status == 200 for status, _, _ in answers)
+        assert upstream.queries["_HLS_msn=5&_HLS_part=1"] == 1
+        assert await edge.metric('reel_edge_live_upstream_requests_total{kind="blocking_playlist"}') == 1
+    finally:
+        await server.close()
