@@ -13,23 +13,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from control.app import make_app
-from control.live import LiveSettings
-from origin.store import DirectoryStore
 from packager.live.control import Admission, ControlError, ControlUnavailable, IngestControl
-from tests.control.conftest import FAST_HASHER, GEO, TOKEN, signup
+from tests.control.conftest import GEO, TOKEN, signup
+from tests.live.controlled import live_control
 from tests.live.sinks import RecordingSink
 
 
 @pytest.fixture
 async def control(tmp_path: Path) -> AsyncIterator[TestClient]:
-    app = make_app(tmp_path / "data", DirectoryStore(tmp_path / "objects"), GEO, TOKEN,
-                   1024 * 1024, password_hasher=FAST_HASHER,
-                   live=LiveSettings(rtmp_url="rtmp://127.0.0.1:1935/live", grace_seconds=30))
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with live_control(tmp_path, grace_seconds=30) as client:
+        yield client
 
 
 @pytest.fixture

@@ -16,15 +16,13 @@ from typing import Any
 import aiohttp
 import m3u8
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from control.app import make_app
-from control.live import LiveSettings
-from origin.store import DirectoryStore
 from packager.live.control import IngestControl
 from packager.live.ingest import Ingest, Ports
-from tests.control.conftest import FAST_HASHER, GEO, TOKEN, signup
-from tests.live.publishers import BOUND, ffmpeg, finished, free_port
+from tests.control.conftest import TOKEN, signup
+from tests.live.controlled import live_control, until
+from tests.live.publishers import ffmpeg, finished, free_port
 from tests.live.test_ingest_class import SMALL
 from tests.media import check_hls
 
@@ -33,23 +31,9 @@ GRACE = 12.0  # seconds: room for a loaded machine between the drop and the retu
 
 @pytest.fixture
 async def control(tmp_path: Path) -> AsyncIterator[TestClient]:
-    app = make_app(tmp_path / "data", DirectoryStore(tmp_path / "objects"), GEO, TOKEN,
-                   1024 * 1024, password_hasher=FAST_HASHER,
-                   live=LiveSettings(rtmp_url="rtmp://127.0.0.1:1935/live", grace_seconds=GRACE,
-                                     heartbeat_seconds=0.5))
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with live_control(tmp_path, grace_seconds=GRACE, heartbeat_seconds=0.5) as client:
+        yield client
 
-
-async def until(check: Any, what: str) -> Any:
-    """Poll the async `check` until it returns something true (a bound, not a measure)."""
-    deadline = asyncio.get_running_loop().time() + BOUND
-    while not (value := await check()):
-        assert asyncio.get_running_loop().time() < deadline, f"never {what}"
-        await asyncio.sleep(0.2)
-    return value
 
 
 async def test_reconnect_within_grace_continues_the_stream(control: TestClient, tmp_path: Path) -> None:

@@ -16,15 +16,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from control.app import make_app
-from control.live import LiveSettings
-from origin.store import DirectoryStore
 from packager.live.control import IngestControl
 from packager.live.ingest import Ingest, Ports
-from tests.control.conftest import FAST_HASHER, GEO, TOKEN, signup
-from tests.live.publishers import BOUND, ffmpeg, free_port
+from tests.control.conftest import TOKEN, signup
+from tests.live.controlled import live_control, until
+from tests.live.publishers import ffmpeg, free_port
 from tests.live.test_ingest_class import SMALL
 
 ROOT = Path(__file__).parents[2]
@@ -34,21 +32,9 @@ PLAIN = 2  # players without CMCD, told apart by their user agents
 
 @pytest.fixture
 async def control(tmp_path: Path) -> AsyncIterator[TestClient]:
-    app = make_app(tmp_path / "data", DirectoryStore(tmp_path / "objects"), GEO, TOKEN,
-                   1024 * 1024, password_hasher=FAST_HASHER,
-                   live=LiveSettings(rtmp_url="rtmp://127.0.0.1:1935/live", heartbeat_seconds=0.5))
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with live_control(tmp_path, heartbeat_seconds=0.5) as client:
+        yield client
 
-
-async def until(check: Any, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + BOUND
-    while not (value := await check()):
-        assert asyncio.get_running_loop().time() < deadline, f"never {what}"
-        await asyncio.sleep(0.25)
-    return value
 
 
 async def player(url: str, headers: dict[str, str], stop: asyncio.Event) -> None:
