@@ -3,6 +3,8 @@ comment, reply, follow, then the followed creator's video in the home feed. Desk
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -43,11 +45,12 @@ def _like_review_comment_reply(page: Page) -> None:
     page.get_by_label("Your review").fill("Crisp colour bars, would watch again.")
     page.get_by_role("button", name="Post review").click()
     expect(page.locator("#review-list")).to_contain_text("Crisp colour bars")
-    page.get_by_label("Add a comment").fill("First!")
+    first = f"First! ({secrets.token_hex(3)})"  # each run's own: the demo's video is shared
+    page.get_by_label("Add a comment").fill(first)
     page.get_by_role("button", name="Comment", exact=True).click()
-    comment = page.locator("#comment-list > .comment").filter(has_text="First!").first
+    comment = page.locator("#comment-list > .comment").filter(has_text=first).first
     expect(comment).to_be_visible()
-    comment.get_by_role("button", name="Reply").click()
+    comment.get_by_role("button", name="Reply", exact=True).click()
     comment.get_by_role("textbox").fill("Replying to myself")
     comment.get_by_role("button", name="Reply").last.click()
     expect(comment.locator("> .replies")).to_contain_text("Replying to myself")
