@@ -26,8 +26,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from control.api import Api
+from reel.http import EDGE_SECRET_HEADER, etag_matches
 
-SECRET_HEADER = "X-Reel-Edge"
 # Anonymous reads of public data (routes as registered): the same answer for every visitor.
 SHARED_ROUTES = frozenset({
     "/api/v1/videos",
@@ -84,7 +84,7 @@ class Sharing:
         self.secret = edge_secret.encode()
 
     def trusted(self, request: web.Request) -> bool:
-        given = request.headers.get(SECRET_HEADER)
+        given = request.headers.get(EDGE_SECRET_HEADER)
         return bool(self.secret) and given is not None and hmac.compare_digest(given.encode(), self.secret)
 
     @web.middleware
@@ -110,7 +110,7 @@ class Sharing:
         response.headers[hdrs.CACHE_CONTROL] = self.public
         response.headers[hdrs.VARY] = "Authorization"
         response.headers[hdrs.ETAG] = etag
-        if _matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
+        if etag_matches(request.headers.get(hdrs.IF_NONE_MATCH, ""), etag):
             return web.Response(status=304, headers={
                 k: v for k, v in response.headers.items()
                 if k in (hdrs.CACHE_CONTROL, hdrs.VARY, hdrs.ETAG) or k.startswith("Access-Control-")})
@@ -136,9 +136,3 @@ def _last_address(header: str) -> str | None:
     except ValueError:
         return None
 
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags

@@ -36,13 +36,12 @@ from edge.cache import STORED_HEADERS, Entry, Policy, policy
 from edge.http import PROBLEM_HEADERS, RELAY_HEADER, Ask, XCache
 from edge.inflight import FetchFailed, Flight, Head, Stream
 from edge.node import Edge, Settings, parse_purge
-from reel.http import CORS, problem_body
+from reel.http import CORS, EDGE_SECRET_HEADER, problem_body
 from reel.logs import fields
 
 log = logging.getLogger("reel.edge.api")
 
 PREFIX = "/api/v1/"
-SECRET_HEADER = "X-Reel-Edge"  # the shared secret that makes control believe X-Forwarded-For
 MAX_BODY = 1 << 20  # request bodies the edge passes on (uploads go to control directly)
 MAX_TARGET = 4096
 # Seconds control has to start answering (nginx's proxy_read_timeout). Far longer than an
@@ -64,7 +63,7 @@ _NOT_PASSED = frozenset({
 })
 # Request headers not passed to control: hop-by-hop, the edge's own, and what a client must not
 # be able to claim (the secret, a relay, an address: the edge writes those).
-_NOT_ASKED = _NOT_PASSED | {SECRET_HEADER.lower(), RELAY_HEADER.lower(), "x-forwarded-for",
+_NOT_ASKED = _NOT_PASSED | {EDGE_SECRET_HEADER.lower(), RELAY_HEADER.lower(), "x-forwarded-for",
                             "accept-encoding", "expect"}
 # A shared answer may name these in Vary: the edge never shares with a request carrying them.
 _VARY_OK = frozenset({"authorization", "cookie", "accept-encoding", "origin"})
@@ -148,7 +147,7 @@ class ApiEdge(Edge):
     def trust(self, headers: dict[str, str], forwarded: str | None) -> dict[str, str]:
         """`headers` with the secret and the client chain control may believe."""
         if self.secret is not None:
-            headers[SECRET_HEADER] = self.secret
+            headers[EDGE_SECRET_HEADER] = self.secret
             if forwarded:
                 headers["X-Forwarded-For"] = forwarded
         return headers
@@ -158,7 +157,7 @@ class ApiEdge(Edge):
         otherwise the client's own, with the address we saw appended (control reads the last)."""
         given = headers.get(b"x-forwarded-for")
         if given and self.secret is not None and hmac.compare_digest(
-                headers.get(SECRET_HEADER.lower().encode(), "").encode(), self.secret.encode()):
+                headers.get(EDGE_SECRET_HEADER.lower().encode(), "").encode(), self.secret.encode()):
             return given
         return f"{given}, {peer or 'unknown'}" if given else (peer or "unknown")
 

@@ -16,6 +16,10 @@ import re
 import aiohttp
 from aiohttp import web
 
+# An edge proves itself to control with this header carrying their shared secret: only then does
+# control believe its X-Forwarded-For (control.caching, edge.api).
+EDGE_SECRET_HEADER = "X-Reel-Edge"
+
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Content-Length, Content-Range, Age, X-Cache, ETag",
