@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -74,6 +76,16 @@ def player_page() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def start_playing(page: Page, player: str, src: str, config: dict, *, levels: int = 1,
+                  timeout: float = 60_000) -> None:
+    """Open the bare player (`player`: player_page's URL) on `src` with hls.js `config`, wait for
+    `levels` renditions and start muted playback."""
+    page.goto(f"{player}?src={quote(src)}&config={quote(json.dumps(config))}")
+    page.wait_for_function(f"() => window.hls && window.hls.levels.length >= {levels}",
+                           timeout=timeout)
+    page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
 
 
 def _now(page: Page) -> float:

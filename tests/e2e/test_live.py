@@ -11,13 +11,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page
 
 from tests.e2e.conftest import Demo, demo_stack
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 BOUND = 120.0  # seconds: a bound on waits on a busy machine, never a measure
 
@@ -90,11 +89,9 @@ def test_a_live_stream_plays_through_the_steered_master_then_becomes_a_vod(
     video_id = created["video"]["id"]
     video = until_state(demo, video_id, "live")
     assert "/steer/live/" in video["playback_url"]
-    config = json.dumps({"lowLatencyMode": True})
     with player_page() as url:
-        page.goto(f"{url}?src={quote(video['playback_url'])}&config={quote(config)}")
-        page.wait_for_function("() => window.hls && window.hls.levels.length >= 1", timeout=BOUND * 1000)
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, video["playback_url"], {"lowLatencyMode": True},
+                      timeout=BOUND * 1000)
         page.wait_for_function("() => document.querySelector('video').currentTime > 3",
                                timeout=BOUND * 1000)
         seen = page.evaluate("""() => {

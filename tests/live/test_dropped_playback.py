@@ -3,16 +3,14 @@ moves to the rung left and plays on (no fatal error, no stall for the rest of th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page
 
 from tests.live.rig import LiveRig, publication, running
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 
 @pytest.fixture
@@ -22,12 +20,10 @@ def rig(tmp_path: Path) -> Iterator[LiveRig]:
 
 def test_hlsjs_leaves_a_dropped_rung_and_plays_on(rig: LiveRig, page: Page) -> None:
     # the top rung from the start, and a bandwidth estimate that keeps it there
-    config = json.dumps({"lowLatencyMode": True, "startLevel": 1, "abrEwmaDefaultEstimate": 5e7,
-                         "testBandwidth": False})
+    config = {"lowLatencyMode": True, "startLevel": 1, "abrEwmaDefaultEstimate": 5e7,
+              "testBandwidth": False}
     with player_page() as url:
-        page.goto(f"{url}?src={quote(rig.url + '/master.m3u8')}&config={quote(config)}")
-        page.wait_for_function("() => window.hls && window.hls.levels.length == 2", timeout=60_000)
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, rig.url + '/master.m3u8', config, levels=2)
         page.wait_for_function("""() => document.querySelector('video').currentTime > 2
             && window.hls.levels[window.hls.currentLevel].height == 360""", timeout=60_000)
         at = page.evaluate("() => document.querySelector('video').currentTime")

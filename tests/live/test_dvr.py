@@ -5,12 +5,10 @@ holds, served from the store) and plays from there."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from urllib.parse import quote
 
 import m3u8
 import pytest
@@ -18,7 +16,7 @@ from playwright.sync_api import Page
 
 from tests.live.publishers import BOUND
 from tests.live.rig import TEST_CONFIG, LiveRig, publication, running
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 WINDOW = 20.0
 
@@ -56,11 +54,9 @@ def test_the_playlist_slides_by_the_streams_window(rig: LiveRig) -> None:
 
 
 def test_hlsjs_seeks_back_into_the_window_and_plays(rig: LiveRig, page: Page) -> None:
-    config = json.dumps({"lowLatencyMode": True})
+    config = {"lowLatencyMode": True}
     with player_page() as url:
-        page.goto(f"{url}?src={quote(rig.url + '/master.m3u8')}&config={quote(config)}")
-        page.wait_for_function("() => window.hls && window.hls.levels.length >= 1", timeout=60_000)
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, rig.url + '/master.m3u8', config, levels=1)
         page.wait_for_function("() => document.querySelector('video').currentTime > 16",
                                timeout=BOUND * 1000)
         target = page.evaluate("""() => { const v = document.querySelector('video');

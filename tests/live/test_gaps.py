@@ -7,14 +7,12 @@ playlist tag by tag, keeps every part's bytes; ffprobe then reads them back."""
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import re
 import threading
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page
@@ -23,7 +21,7 @@ from packager.live.config import AAC_FRAME, AUDIO_RATE
 from packager.live.stream import LiveStream
 from tests.live.rig import TEST_CONFIG, LiveRig, demuxed, running, timed_clip
 from tests.media import ffprobe_json
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 SECONDS = 6.0
 VIDEOS = ["v360", "v240"]
@@ -272,11 +270,9 @@ def test_hlsjs_plays_through_the_gaps(tmp_path: Path, page: Page) -> None:
     times = [t for t in every(Fraction(30), range(45, 55), period=2.0, seconds=16.0)
              if not 6.8 < t < 7.75]
     clip = demuxed(timed_clip(tmp_path / "clip.mp4", times, Fraction(30)))
-    config = json.dumps({"lowLatencyMode": True})
+    config = {"lowLatencyMode": True}
     with live(clip, tmp_path / "store", video_id="gaps0001") as rig, player_page() as url:
-        page.goto(f"{url}?src={quote(rig.url + '/master.m3u8')}&config={quote(config)}")
-        page.wait_for_function("() => window.hls && window.hls.levels.length >= 2", timeout=60_000)
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, rig.url + '/master.m3u8', config, levels=2)
         page.wait_for_function("() => document.querySelector('video').currentTime > 10",
                                timeout=60_000)
         # Parts started with a held picture, counted while the stream is live: at 1.67, 3.67,

@@ -6,7 +6,6 @@ with lowLatencyMode through the edge. The VOD appears in the store when the publ
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -17,13 +16,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page
 
 from tests.live.publishers import BOUND, free_port
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 VIDEO = "ingest0001"
 KEY = "sekrit-key"
@@ -160,11 +158,9 @@ def test_identical_blocking_reloads_from_many_viewers_are_one_upstream_request(s
 
 def test_hlsjs_plays_low_latency_through_the_edge(stack: Stack, page: Page) -> None:
     master = until_ok(stack.live(stack.edge) + "/master.m3u8") and stack.live(stack.edge) + "/master.m3u8"
-    config = json.dumps({"lowLatencyMode": True})
+    config = {"lowLatencyMode": True}
     with player_page() as url:
-        page.goto(f"{url}?src={quote(master)}&config={quote(config)}")
-        page.wait_for_function("() => window.hls && window.hls.levels.length >= 2", timeout=45_000)
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, master, config, levels=2, timeout=45_000)
         page.wait_for_function("() => document.querySelector('video').currentTime > 4", timeout=60_000)
         seen = page.evaluate("""() => {
             const d = window.hls.levels[window.hls.currentLevel].details;

@@ -3,16 +3,14 @@ reloads) and off (whole segments at HOLD-BACK), switches rungs, and meets no fat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.live.rig import LiveRig, publication, running
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +53,9 @@ def switch(page: Page, attempts: int = 8) -> None:
 
 def watch(page: Page, rig: LiveRig, low_latency: bool) -> dict:
     """Start playing, force a switch to the other rung, play on three more seconds."""
-    config = json.dumps({"lowLatencyMode": low_latency})
+    config = {"lowLatencyMode": low_latency}
     with player_page() as url:
-        page.goto(f"{url}?src={quote(rig.url + '/master.m3u8')}&config={quote(config)}")
-        until(page, "window.hls && window.hls.levels.length >= 2")
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, rig.url + '/master.m3u8', config, levels=2)
         until(page, "document.querySelector('video').currentTime > 1")
         switch(page)
         until(page, f"document.querySelector('video').currentTime > {_now(page) + 3}")

@@ -5,10 +5,8 @@ plays on past the join, with no fatal error."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page
@@ -16,7 +14,7 @@ from playwright.sync_api import Page
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 from packager.live.stream import LiveStream
 from tests.live.rig import LiveRig, publication, publish
-from tests.player import player_page
+from tests.player import player_page, start_playing
 
 AWAY = 4.0  # seconds without a publisher
 
@@ -61,11 +59,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRig]:
 
 
 def test_hlsjs_plays_on_across_a_publisher_that_came_back(rig: LiveRig, page: Page) -> None:
-    config = json.dumps({"lowLatencyMode": True})
+    config = {"lowLatencyMode": True}
     with player_page() as url:
-        page.goto(f"{url}?src={quote(rig.url + '/master.m3u8')}&config={quote(config)}")
-        page.wait_for_function("() => window.hls && window.hls.levels.length >= 1", timeout=60_000)
-        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.play(); }")
+        start_playing(page, url, rig.url + '/master.m3u8', config, levels=1)
         page.wait_for_function("() => document.querySelector('video').currentTime > 1", timeout=60_000)
         # Past the join: the media before it (8 s) and some after.
         page.wait_for_function("() => document.querySelector('video').currentTime > 11",
