@@ -4,14 +4,23 @@ edge finds the first segment of each of the first three videos already cached (X
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
 import aiohttp
+import pytest
 
 from packager.testclip import make_test_clip
-from tests.e2e.conftest import Demo
+from tests.e2e.conftest import Demo, demo_stack
 from tests.e2e.test_uploads import _creator, _until_settled, _upload
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """A stack of its own: "for you" ranks the whole catalog, and the session's shared stack has
+    whatever views and uploads the tests before this one left (a load test's trending videos)."""
+    yield from demo_stack(tmp_path_factory, "--no-demo-live", "--demo-seconds", "4")
 
 
 async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -126,15 +127,19 @@ def test_players_on_a_fast_link_never_stall(demo: Demo, catalog: list[str], tmp_
 
 
 def test_celebrity_hotspot_is_held_by_the_edge(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
+    # Every view from two seconds after the spike (the rise) goes to the new video, so a window
+    # of a few views shows it whatever the dice say; a 0.9 share over three views did not (CI).
     stats, report = _loadtest(demo, "celebrity", tmp_path, *PLAYER, "--spike-at", "1",
-                              "--hot-share", "0.9", "--hot-half-life", "30", "--surge", "3",
+                              "--hot-share", "1", "--hot-half-life", "600", "--surge", "3",
                               duration="8s")
     summary = report["summary"]
     _assert_sane_playback(stats, summary)
     assert summary["catalog"]["hot"] == catalog[-1]
     # The new video took the audience: most views starting after the spike were of it.
     assert summary["hot_views"] > 0
-    assert max(p["hot_share"] or 0 for p in report["series"]) > 0.5
+    after_rise = [p["hot_share"] for p in report["series"]
+                  if p["t"] >= 1 + 2 + 1 and p["hot_share"] is not None]
+    assert after_rise and max(after_rise) > 0.5, report["series"]
     assert summary["hit_ratio"] > 0.5  # and the edge served it from its cache
     assert summary["peak_users"] > 4  # the surge came
 
@@ -185,11 +190,19 @@ def test_api_floor_reads_one_cached_answer_through_the_edge(demo: Demo, catalog:
     assert set(stats) == {"trending (floor)", "Aggregated"}
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_distributed_master_and_workers(demo: Demo, catalog: list[str], tmp_path: Path) -> None:
     """Plain `locust` with --processes 2: the users run in two workers; their tallies reach the
     master through Locust's worker reports."""
     _run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "suites" / "steady.py"),
           "--headless", "-u", "4", "-t", "10s", "--processes", "2", "--host", demo.geo,
+          # not Locust's fixed 5557: another test session on this machine may hold it
+          "--master-bind-port", str(port := _free_port()), "--master-port", str(port),
           "--catalog", str(demo.up.data / "loadtest-catalog.json"), "--csv", str(tmp_path / "dist"),
           "--sample-seconds", "1", *PLAYER])
     stats = _locust_stats(tmp_path / "dist")
