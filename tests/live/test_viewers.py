@@ -1,7 +1,8 @@
 """A live video's viewer count is the number of players watching it through the edges, however
 few of their requests reach the live server: real control, the Ingest service in process, ffmpeg
 publishing, `reel origin --live` and a two-worker `reel edge` as processes, and simulated
-players reloading the playlist through the edge (some with a CMCD session id, some without).
+players reloading the playlist through the edge on several connections at once, so that most are
+seen by both workers (some with a CMCD session id, some without).
 The API, search and trending show the stream live with that count; it falls to zero when they
 leave."""
 
@@ -28,6 +29,7 @@ from tests.live.test_ingest_class import SMALL
 ROOT = Path(__file__).parents[2]
 SIDS = 4  # players sending a CMCD session id
 PLAIN = 2  # players without CMCD, told apart by their user agents
+CONNECTIONS = 3  # per player: all three on one of two workers for a quarter of the players
 
 
 @pytest.fixture
@@ -38,15 +40,19 @@ async def control(tmp_path: Path) -> AsyncIterator[TestClient]:
 
 
 async def player(url: str, headers: dict[str, str], stop: asyncio.Event) -> None:
-    """Reload the playlist as a player does, on one keep-alive connection."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+    """Reload the playlist as a browser's player does: several requests at once, so on several
+    connections, which the edge's SO_REUSEPORT spreads over both its workers."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS),
                                      headers=headers) as http:
-        while not stop.is_set():
+        async def get() -> None:
             try:
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                     await resp.read()
             except (aiohttp.ClientError, TimeoutError):
                 pass
+
+        while not stop.is_set():
+            await asyncio.gather(*(get() for _ in range(CONNECTIONS)))
             await asyncio.sleep(0.4)
 
 
@@ -94,10 +100,16 @@ async def test_viewers_through_an_edge_are_counted_once_each(control: TestClient
                         for n in range(PLAIN)]
             watching = SIDS + PLAIN
 
-            async def counted() -> bool:
-                return (await video())["viewers"] == watching
+            shown_counts: list[int] = []
 
-            await until(counted, f"{watching} viewers")
+            async def counted() -> bool:
+                shown_counts.append((await video())["viewers"])
+                return shown_counts[-1] == watching
+
+            try:
+                await until(counted, f"{watching} viewers")
+            except AssertionError as failed:
+                raise AssertionError(f"{failed}; shown: {shown_counts[-20:]}") from None
             for _ in range(4):  # and it holds, heartbeat after heartbeat
                 await asyncio.sleep(0.5)
                 shown = await video()
