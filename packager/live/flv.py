@@ -1,11 +1,10 @@
 """FLV: tag payloads, as RTMP's audio and video messages carry them (H.264, HEVC in Enhanced RTMP's
 extended video tag header, and AAC; anything else is refused by name), and the tags around them,
-back to back in an RTMP aggregate message or streamed by a remuxer (SRT ingest)."""
+back to back in an RTMP aggregate message."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 from packager.live.errors import CutOff
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
@@ -186,25 +185,3 @@ def tags(data: bytes, base: int) -> Iterator[tuple[int, int, bytes]]:
         first = timestamp if first is None else first
         yield tag_type, base + timestamp - first, data[pos + TAG_HEADER_SIZE : end]
         pos = end + 4
-
-
-async def stream_tags(reader: asyncio.StreamReader, max_tag: int) -> AsyncIterator[tuple[int, int, bytes]]:
-    """The tags of an FLV byte stream (a remuxer's output): (tag type, timestamp, payload), until
-    a clean end of stream between two tags."""
-    header = await reader.readexactly(9)
-    size = int.from_bytes(header[5:9], "big")
-    if header[:3] != b"FLV" or not 9 <= size <= 1024:
-        raise CutOff("bad_stream", detail="not an FLV stream")
-    await reader.readexactly(size - 9 + 4)  # the rest of the header, then PreviousTagSize0
-    while True:
-        try:
-            head = await reader.readexactly(TAG_HEADER_SIZE)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise
-            return
-        tag_type, size, timestamp = tag_header(head)
-        if size > max_tag:
-            raise CutOff("message_too_large", length=size)
-        body = await reader.readexactly(size + 4)  # the payload and its PreviousTagSize
-        yield tag_type, timestamp, body[:-4]

@@ -1,5 +1,6 @@
-"""One accepted publisher's media, whatever the protocol: FLV tag payloads in, the sink's calls
-out, with the rules every stream must keep (video keeps coming, time does not run back)."""
+"""One accepted publisher's media, whatever the protocol: FLV tag payloads (or what a demuxer
+of ours read) in, the sink's calls out, with the rules every stream must keep (video keeps
+coming, time does not run back)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,19 @@ class Publisher:
         self.packets = 0
 
     async def video(self, payload: bytes, timestamp: int, now: float) -> None:
-        item = flv.read_video(payload, timestamp)
+        await self._video_item(flv.read_video(payload, timestamp), now)
+
+    async def audio(self, payload: bytes, timestamp: int) -> None:
+        await self._audio_item(flv.read_audio(payload, timestamp))
+
+    async def take(self, item: VideoConfig | AudioConfig | MediaPacket, now: float) -> None:
+        """What a demuxer of ours read (SRT's MPEG-TS) rather than an FLV tag's payload."""
+        if isinstance(item, AudioConfig) or (isinstance(item, MediaPacket) and item.kind == "audio"):
+            await self._audio_item(item)
+        else:
+            await self._video_item(item, now)
+
+    async def _video_item(self, item: VideoConfig | MediaPacket | None, now: float) -> None:
         if isinstance(item, VideoConfig):
             self._video = self._configured(self._video, item)
         elif item is not None:
@@ -54,8 +67,7 @@ class Publisher:
             self._video_at = now
             await self._accept(item)
 
-    async def audio(self, payload: bytes, timestamp: int) -> None:
-        item = flv.read_audio(payload, timestamp)
+    async def _audio_item(self, item: AudioConfig | MediaPacket | None) -> None:
         if isinstance(item, AudioConfig):
             if not self._started or self._audio is not None:  # a sink started without audio keeps none
                 self._audio = self._configured(self._audio, item)

@@ -6,8 +6,10 @@ state and no process), reads the stream ID from the caller's conclusion (`publis
 access-control syntax `#!::r=KEY,m=publish`) and asks `authorize("live", KEY)`. Refused: an SRT
 rejection, nothing started. Accepted: one `ffmpeg` listening on a loopback port for this caller;
 the front replays the handshake to it with that listener's own cookie and then relays datagrams
-both ways, while ffmpeg remuxes the caller's MPEG-TS to FLV on its stdout, which feeds the same
-Publisher as RTMP. Only one SRT connection per caller address; no encryption (passphrase)."""
+both ways, while ffmpeg remuxes the caller's MPEG-TS (H.264 or HEVC, AAC) to MPEG-TS on its stdout,
+one PES per access unit, which `ts.media` reads for the same Publisher as RTMP (FLV, which
+ffmpeg 5.1 would write here, has no HEVC). Only one SRT connection per caller address; no
+encryption (passphrase)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from packager.live import flv
-from packager.live.chunks import AUDIO, VIDEO
+from packager.live import ts
 from packager.live.errors import CutOff
 from packager.live.lifecycle import Authorize, publishing, serve
 from packager.live.media import StreamSink
@@ -132,9 +133,9 @@ class Cookies:
 class SrtLimits:
     max_connections: int = 16
     handshake_timeout: float = 5.0  # from an accepted conclusion to ffmpeg's answer
-    idle_timeout: float = 10.0  # no FLV tag from ffmpeg for this long: the caller stalled
+    idle_timeout: float = 10.0  # nothing from ffmpeg for this long: the caller stalled
     latency_ms: int = 120  # the listener's SRT latency; the caller's, if larger, wins
-    max_tag_bytes: int = 4 << 20
+    max_tag_bytes: int = 4 << 20  # the largest access unit (PES) held
     media: MediaLimits = field(default_factory=MediaLimits)
 
 
@@ -232,7 +233,7 @@ def _free_udp_port() -> int:
 
 
 class SrtSession:
-    """One caller: authorize, then an ffmpeg listener relayed to, its FLV to a Publisher."""
+    """One caller: authorize, then an ffmpeg listener relayed to, its MPEG-TS to a Publisher."""
 
     def __init__(self, server: SrtServer, caller: Address, handshake: Handshake, conclusion: bytes) -> None:
         self.server = server
@@ -278,7 +279,7 @@ class SrtSession:
         self.server.send(self.caller, data)
 
     async def run(self) -> BaseException | None:
-        """Serve until ffmpeg's FLV ends; returns what ended it otherwise."""
+        """Serve until ffmpeg's output ends; returns what ended it otherwise."""
         try:
             sink = await self._authorized()
             publishing(self, Publisher(sink, self._limits.media, asyncio.get_running_loop().time()),
@@ -316,8 +317,7 @@ class SrtSession:
         self._process = await asyncio.create_subprocess_exec(
             self.server.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
             "-probesize", "5000000", "-analyzeduration", "1000000", "-i", url,
-            "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
-            "-f", "flv", "-flvflags", "no_duration_filesize", "pipe:1",
+            "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", *ts.FFMPEG_MUXER, "pipe:1",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         self._stderr = asyncio.get_running_loop().create_task(self._keep_errors())
         self._relay, _ = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -349,32 +349,27 @@ class SrtSession:
             raise CutOff("srt_refused", code=self._refused)
 
     async def _pump(self) -> None:
-        """ffmpeg's FLV to the publisher until it ends; ffmpeg's exit status says how."""
+        """ffmpeg's MPEG-TS to the publisher until it ends; ffmpeg's exit status says how."""
         assert self._process is not None and self._process.stdout is not None
-        with contextlib.suppress(asyncio.IncompleteReadError):  # ended mid-tag: see the status
-            await self._tags(flv.stream_tags(self._process.stdout, self._limits.max_tag_bytes))
+        await self._items(ts.media(self._process.stdout, self._limits.max_tag_bytes))
         if await self._process.wait() != 0:
             assert self._stderr is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stderr, 1)
             raise CutOff("remux_failed", detail=self._errors.decode("utf-8", "replace").strip())
 
-    async def _tags(self, tags: AsyncIterator[tuple[int, int, bytes]]) -> None:
+    async def _items(self, items: AsyncIterator[ts.Item]) -> None:
         assert self.publisher is not None
         loop = asyncio.get_running_loop()
         while True:
             try:
                 async with asyncio.timeout(self._limits.idle_timeout):
-                    tag = await anext(tags, None)
+                    item = await anext(items, None)
             except TimeoutError:
                 raise CutOff("idle_timeout", seconds=self._limits.idle_timeout) from None
-            if tag is None:
+            if item is None:
                 return
-            kind, timestamp, payload = tag
-            if kind == VIDEO:
-                await self.publisher.video(payload, timestamp, loop.time())
-            elif kind == AUDIO:
-                await self.publisher.audio(payload, timestamp)
+            await self.publisher.take(item, loop.time())
             self.publisher.check(loop.time())
 
     async def close(self) -> None:

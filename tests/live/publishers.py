@@ -23,14 +23,15 @@ def free_port() -> int:
 
 
 async def ffmpeg(target: str, seconds: float = 3, *, video: tuple[str, ...] = ("-tune", "zerolatency"),
-                 audio_only: bool = False, muxer: str = "flv") -> asyncio.subprocess.Process:
+                 audio_only: bool = False, muxer: str = "flv",
+                 encoder: str = "libx264") -> asyncio.subprocess.Process:
     """ffmpeg publishing a test pattern and a tone, at real time, for `seconds` (FLV for RTMP,
-    MPEG-TS for SRT)."""
+    MPEG-TS for SRT); `video`: the encoder's options."""
     inputs = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
     codecs = ["-c:a", "aac", "-ac", "2", "-b:a", "64k"]
     if not audio_only:
         inputs = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", *inputs]
-        codecs = ["-c:v", "libx264", "-preset", "ultrafast", *video, "-g", "30", *codecs]
+        codecs = ["-c:v", encoder, "-preset", "ultrafast", *video, "-g", "30", *codecs]
     return await asyncio.create_subprocess_exec(
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", *inputs, "-t", str(seconds),
         *codecs, "-f", muxer, target, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)

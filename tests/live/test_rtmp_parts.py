@@ -221,22 +221,3 @@ def test_aggregate_tags_keep_their_spacing() -> None:
     assert list(flv.tags(body, 100)) == [(9, 100, b"v1"), (8, 110, b"a1"), (9, 133, b"v2")]
     with pytest.raises(CutOff):
         list(flv.tags(body[:-3], 100))
-
-
-async def read_stream(data: bytes) -> list[tuple[int, int, bytes]]:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return [tag async for tag in flv.stream_tags(reader, max_tag=100)]
-
-
-async def test_flv_stream() -> None:
-    head = b"FLV\x01\x05" + (9).to_bytes(4, "big") + bytes(4)
-    tags = flv_tag(9, 0, b"v") + flv_tag(8, 0x1000000, b"a")
-    assert await read_stream(head + tags) == [(9, 0, b"v"), (8, 0x1000000, b"a")]
-    with pytest.raises(asyncio.IncompleteReadError):  # ended mid-tag
-        await read_stream(head + tags[:-2])
-    too_large = head + flv_tag(9, 0, bytes(101))
-    for bad, reason in [(b"GET / HTTP/1.1\r\n\r\n", "bad_stream"), (too_large, "message_too_large")]:
-        with pytest.raises(CutOff, match=reason):
-            await read_stream(bad)
