@@ -106,7 +106,9 @@ def _assert_sane_playback(stats: dict[str, dict[str, str]], summary: dict[str, A
 @pytest.mark.parametrize(("suite", "entry"), [("steady", "steer"), ("step", "redirect"),
                                               ("waves", "steer")])
 def test_player_suites(demo: Demo, catalog: list[str], tmp_path: Path, suite: str, entry: str) -> None:
-    stats, report = _loadtest(demo, suite, tmp_path, *PLAYER, "--entry", entry)
+    # step: four steps of 2 s, so the last one is sampled twice even when spawning runs late
+    stats, report = _loadtest(demo, suite, tmp_path, *PLAYER, "--entry", entry,
+                              duration="8s" if suite == "step" else "6s")
     _assert_sane_playback(stats, report["summary"], redirected=entry == "redirect")
     users = [p["users"] for p in report["series"]]
     assert max(users) > 0
