@@ -32,7 +32,8 @@ read from /proc, beside the publisher's and nginx's. The load average is printed
 machine may be shared, so run it more than once.
 
 --load N (issue 15): after the LL-HLS player, the same player again while N simulated LL-HLS
-viewers (loadtest/llviewers.py) read the same stream through the same edge; printed: the player's
+viewers (loadtest/llviewers.py: each its video rendition and the audio one) read the same stream
+through the same edge; printed: the player's
 p50/p90 alone and under load and the difference (target: p50 within 0.3 s), stalls of both, the
 edge's upstream requests per part per rendition, fan-out lag and CPU in each window.
 """
@@ -652,7 +653,8 @@ class Load:
         v = self.viewers_seen
         if v:
             minutes = self.viewers * max(v["seconds"], 1) / 60
-            print(f"  simulated viewers: {v['answers']} parts answered, latency (part received - its end "
+            print(f"  simulated viewers: {v['answers']} parts answered ({v['audio_answers']} audio), "
+                  f"latency (part received - its end "
                   f"by PDT) p50 {percentile(v['latency'], 0.5) * 1000:.0f} ms p99 "
                   f"{percentile(v['latency'], 0.99) * 1000:.0f} ms, stalls {v['stalls']} "
                   f"({v['stalls'] / minutes:.3f} per viewer-minute), failures {len(v['failures'])} "

@@ -4,22 +4,26 @@ sent straight to the origin, in one run (by hand; issue 15):
     .venv/bin/python loadtest/bench_live_edge.py [--viewers 2000] [--seconds 20] [--part-target 0.5]
 
 The origin is loadtest/liveorigin.py (parts made on a clock, blocking reloads, hinted parts
-streamed as they grow; no encoder, so the figures are the edge's, not ffmpeg's), with two
-renditions. The edge is `reel edge --workers 1`. Viewers are asyncio clients, many per process
-(`--client-procs`, at `--client-nice`; loadtest/llviewers.py), each doing what hls.js does in
-low-latency mode on one rendition: a plain reload to tune in, then for every part the blocking
-reload for the next part (`_HLS_msn`/`_HLS_part`, as hls.js computes them) and the
-preload-hinted part, both at once.
-One probe viewer per rendition asks the origin directly throughout, in a process of its own.
+streamed as they grow; no encoder, so the figures are the edge's, not ffmpeg's), with two video
+renditions and an audio one (`a128`, the master's AUDIO group). The edge is `reel edge
+--workers 1`. Viewers are asyncio clients, many per process (`--client-procs`, at
+`--client-nice`; loadtest/llviewers.py), each doing what hls.js does in low-latency mode: the
+master, then on one video rendition and on the audio one, each on its own connections, a plain
+reload to tune in, then for every part the blocking reload for the next part
+(`_HLS_msn`/`_HLS_part`, as hls.js computes them) and the preload-hinted part, both at once.
+`--no-audio`: no audio rendition at the origin and video-only viewers (the benchmark as it was).
+One probe viewer per video rendition (with its audio) asks the origin directly throughout, in a
+process of its own.
 
 Printed, for the edge run and the direct run:
   - upstream requests per part per rendition (the origin's own count, over the parts the stream
-    made while viewers watched), and per distinct key (target: exactly 1 behind the edge);
+    made while viewers watched), video and audio on lines of their own, and per distinct key
+    (target: exactly 1 behind the edge);
   - added latency: when a viewer got a blocking reload's answer minus when the probe got the same
     answer straight from the origin, p50/p99 (it includes the client processes' own lag);
   - viewer latency p50/p99: part received minus the part's end by PROGRAM-DATE-TIME;
-  - stalls: a viewer starts PART-HOLD-BACK behind live and plays in real time; a part arriving
-    after its play time is a stall;
+  - stalls: a viewer starts PART-HOLD-BACK behind live and plays in real time; a part (video or
+    audio) arriving after its play time is a stall;
   - failures (non-200 answers, broken connections); edge CPU seconds per second per 1,000 viewers;
 the viewer processes' CPU and event-loop lag (a starved load generator shows there) and the
 kernel's accept-queue overflows; and the ratios (offload: origin requests direct / behind the edge).
@@ -49,6 +53,7 @@ from loadtest import llviewers  # noqa: E402
 PYTHON = sys.executable
 VIDEO = "celeb0001"
 RENDITIONS = ("v720", "v360")
+AUDIO = "a128"
 
 
 def free_port() -> int:
@@ -146,10 +151,11 @@ def load(target: int, origin: int, args: argparse.Namespace, measure: Callable[[
     is called when the measured window opens."""
     since = time.time() + args.ramp + args.warmup
     window = llviewers.Window(since, since + args.seconds)
+    audio = not args.no_audio
     children = llviewers.spread("127.0.0.1", target, args.viewers, args.client_procs, window, args.ramp,
-                                VIDEO, list(RENDITIONS), nice=args.client_nice)
+                                VIDEO, list(RENDITIONS), nice=args.client_nice, audio=audio)
     probe = llviewers.spawn("127.0.0.1", origin, len(RENDITIONS), window, 0, 0, VIDEO, list(RENDITIONS),
-                            mark="?probe=1")
+                            mark="?probe=1", audio=audio)
     scraper.keep_warm(since)
     measure()
     limit = args.ramp + args.warmup + args.seconds + 120
@@ -175,21 +181,26 @@ def lag_buckets(scraper: Scraper, edge: str) -> dict[float, float]:
     return llviewers.lag_buckets(scraper.get(edge + "/metrics").decode())
 
 
-def upstream_counts(before: dict, after: dict) -> dict[str, float]:
-    """Requests the origin got during the run, by kind, and the distinct keys asked for."""
-    counts = {"part": 0, "blocking": 0, "plain": 0, "other": 0}
-    keys = {"part": 0, "blocking": 0}
+def upstream_counts(before: dict, after: dict, audio: bool = True) -> dict[str, dict[str, float]]:
+    """Requests the origin got during the run, by kind, and the distinct keys asked for: for the
+    video renditions ("video") and the audio one ("audio", when there is one), apart."""
+    counts = {media: {"part": 0, "blocking": 0, "plain": 0, "other": 0, "part_keys": 0, "blocking_keys": 0}
+              for media in (("video", "audio") if audio else ("video",))}
     for path, n in after["requests"].items():
         n -= before["requests"].get(path, 0)
         if n <= 0 or "probe=1" in path:
             continue
         kind = ("part" if "/part_" in path else "blocking" if "_HLS_msn" in path
                 else "plain" if path.endswith("index.m3u8") else "other")
-        counts[kind] += n
-        if kind in keys:
-            keys[kind] += 1
-    parts = (after["done"] - before["done"]) * len(RENDITIONS)
-    return {**counts, "parts": parts, "part_keys": keys["part"], "blocking_keys": keys["blocking"]}
+        media = counts["audio" if f"/{AUDIO}/" in path and audio else "video"]
+        media[kind] += n
+        if kind in ("part", "blocking"):
+            media[f"{kind}_keys"] += 1
+    made = after["done"] - before["done"]
+    counts["video"]["parts"] = made * len(RENDITIONS)
+    if audio:
+        counts["audio"]["parts"] = made
+    return counts
 
 
 def main() -> None:
@@ -205,6 +216,8 @@ def main() -> None:
                              "viewers on other machines would; the probe keeps 0)")
     parser.add_argument("--logs", default=None, help="keep the origin's and edge's logs in this directory")
     parser.add_argument("--skip-direct", action="store_true", help="no run straight to the origin")
+    parser.add_argument("--no-audio", action="store_true",
+                        help="no audio rendition at the origin, video-only viewers (the old benchmark)")
     args = parser.parse_args()
 
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)",
@@ -218,6 +231,7 @@ def main() -> None:
             origin = f"http://127.0.0.1:{origin_port}"
             run.start("origin", [PYTHON, "-m", "loadtest.liveorigin", "--port", str(origin_port),
                                  "--video", VIDEO, "--renditions", ",".join(RENDITIONS),
+                                 "--audio", "" if args.no_audio else AUDIO,
                                  "--part-target", str(args.part_target)])
             edge = run.start("edge", [PYTHON, "-m", "reel", "edge", "--region", "bench", "--origin", origin,
                                       "--port", str(edge_port), "--workers", "1", "--cache-mb", "64"])
@@ -246,7 +260,8 @@ def main() -> None:
                 before, lag, cpu = mark["before"], mark["lag"], mark["cpu"]
                 measured["edge_cpu"] = (cpu_seconds(edge.pid) - cpu) / elapsed if name == "edge" else None
                 measured["drops"] = listen_drops() - mark["drops"]
-                measured["upstream"] = upstream_counts(before, json.loads(scraper.get(origin + "/stats")))
+                measured["upstream"] = upstream_counts(before, json.loads(scraper.get(origin + "/stats")),
+                                                       not args.no_audio)
                 if name == "edge":
                     after = lag_buckets(scraper, f"http://127.0.0.1:{edge_port}")
                     measured["lag"] = [llviewers.bucket_percentile(lag, after, p) for p in (50, 99)]
@@ -257,22 +272,27 @@ def main() -> None:
 
 
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
-    print(f"\n{args.viewers} LL-HLS viewers of one stream ({len(RENDITIONS)} renditions, parts of "
-          f"{args.part_target:.3f} s) for {args.seconds:.0f} s; one edge process (reel edge --workers 1)\n")
+    audio = ", no audio" if args.no_audio else f" and audio ({AUDIO}), followed by every viewer"
+    print(f"\n{args.viewers} LL-HLS viewers of one stream ({len(RENDITIONS)} video renditions{audio}; "
+          f"parts of {args.part_target:.3f} s) for {args.seconds:.0f} s; one edge process "
+          f"(reel edge --workers 1)\n")
     rows = []
     for name, r in results.items():
-        up = r["upstream"]
-        parts = max(up["parts"], 1)
-        behind = up["part"] + up["blocking"] + up["plain"]
-        rows.append((name, r, up, parts, behind))
+        # Each media apart: an audio part is a part of its own rendition, not half a video one.
+        behind = sum(up["part"] + up["blocking"] + up["plain"] for up in r["upstream"].values())
+        rows.append((name, r, behind))
         print(f"[{name}]")
-        print(f"  origin requests per part per rendition: part {up['part'] / parts:.2f}, blocking reload "
-              f"{up['blocking'] / parts:.2f}, plain reload {up['plain'] / parts:.2f} "
-              f"({parts} parts x renditions made during the run)")
-        print(f"  origin requests per distinct key: parts {up['part'] / max(up['part_keys'], 1):.2f}, "
-              f"blocking reloads {up['blocking'] / max(up['blocking_keys'], 1):.2f}")
+        for media, up in r["upstream"].items():
+            parts = max(up["parts"], 1)
+            print(f"  origin requests per part per rendition, {media}: part {up['part'] / parts:.2f}, "
+                  f"blocking reload {up['blocking'] / parts:.2f}, plain reload {up['plain'] / parts:.2f} "
+                  f"({up['parts']} parts x renditions made during the run)")
+            print(f"  origin requests per distinct key, {media}: parts "
+                  f"{up['part'] / max(up['part_keys'], 1):.2f}, blocking reloads "
+                  f"{up['blocking'] / max(up['blocking_keys'], 1):.2f}")
         print(f"  added latency vs a direct probe: p50 {percentile(r['added'], 50) * 1000:.1f} ms, "
-              f"p99 {percentile(r['added'], 99) * 1000:.1f} ms over {len(r['added'])} answers")
+              f"p99 {percentile(r['added'], 99) * 1000:.1f} ms over {len(r['added'])} answers "
+              f"({r['audio_answers']} of them audio's)")
         p50, p99 = percentile(r["latency"], 50), percentile(r["latency"], 99)
         print(f"  viewer latency (part received - its end by PDT): p50 {p50 * 1000:.0f} ms, "
               f"p99 {p99 * 1000:.0f} ms")
@@ -291,9 +311,9 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
               f"(a 50 ms timer); accept-queue overflows (whole machine): {r['drops']}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if len(rows) == 2:
-        (_, e, _, _, e_up), (_, d, _, _, d_up) = rows
+        (_, e, e_up), (_, d, d_up) = rows
         print("\n[ratios, direct / edge]")
-        print(f"  origin requests (offload): {d_up / max(e_up, 1):.0f}x")
+        print(f"  origin requests (offload, video and audio): {d_up / max(e_up, 1):.0f}x")
         p99e, p99d = percentile(e["latency"], 99), percentile(d["latency"], 99)
         print(f"  viewer latency p99: {p99d / p99e:.2f}x; stalls: {d['stalls']} vs {e['stalls']}")
 

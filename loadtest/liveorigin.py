@@ -1,9 +1,11 @@
 """A synthetic LL-HLS origin: parts made on a clock (or by hand, in tests), blocking reloads,
 preload-hinted parts streamed as they grow, rendition reports, PROGRAM-DATE-TIME. The same
 URL space and caching as the ingest's live server (packager/live/server.py), without an encoder:
-the edge benchmark measures the edge, not ffmpeg, on a 2-core machine.
+the edge benchmark measures the edge, not ffmpeg, on a 2-core machine. As reel's live master,
+it lists an AAC rendition (`a128`, an EXT-X-MEDIA TYPE=AUDIO group every variant names) cut at
+the same instants as the video ones, with smaller parts; `--audio ""` for none.
 
-    python -m loadtest.liveorigin --port 8490 [--part-target 0.333] [--renditions v720,v360]
+    python -m loadtest.liveorigin --port 8490 [--part-target 0.333] [--renditions v720,v360] [--audio a128]
 
 `requests` counts what it was asked, by path and query: what the edge passed upstream.
 """
@@ -27,14 +29,16 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 class SyntheticLive:
-    """One live stream of `renditions`, all cut at the same instants. Part g (global index) is
-    segment g // per_segment, part g % per_segment; `done` parts are complete, part `done` grows
-    (the preload hint) one of `chunks` chunks at a time."""
+    """One live stream of video `renditions` and an `audio` one (None: no audio), all cut at the
+    same instants. Part g (global index) is segment g // per_segment, part g % per_segment;
+    `done` parts are complete, part `done` grows (the preload hint) one of `chunks` chunks at a
+    time."""
 
     def __init__(self, video_id: str = "celeb0001", renditions: tuple[str, ...] = ("v720", "v360"),
                  part_target: float = 1 / 3, per_segment: int = 6, part_bytes: int = 24_000,
-                 chunks: int = 3, window: int = 6) -> None:
-        self.video_id, self.renditions = video_id, renditions
+                 chunks: int = 3, window: int = 6, audio: str | None = "a128") -> None:
+        self.video_id, self.videos, self.audio = video_id, renditions, audio
+        self.renditions = renditions + ((audio,) if audio else ())  # every media playlist served
         self.part_target, self.per_segment = part_target, per_segment
         self.part_bytes, self.chunks, self.window = part_bytes, chunks, window
         self.done = 0
@@ -84,7 +88,8 @@ class SyntheticLive:
     # -- what it serves ------------------------------------------------------------------------
 
     def chunk(self, g: int, i: int, rendition: str) -> bytes:
-        size = self.part_bytes // self.chunks
+        # audio: about 128 kb/s against the video's megabits
+        size = (self.part_bytes // (8 if rendition == self.audio else 1)) // self.chunks
         tag = f"{rendition}:{g}:{i};".encode()
         return (tag * (size // len(tag) + 1))[:size]
 
@@ -97,10 +102,13 @@ class SyntheticLive:
 
     def master(self) -> str:
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
-        for i, name in enumerate(self.renditions):
+        if self.audio:
+            lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Main",LANGUAGE="und",'
+                         f'DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",URI="{self.audio}/index.m3u8"')
+        for i, name in enumerate(self.videos):
             bandwidth = 3_000_000 // (i + 1)
-            lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="avc1.64001f,mp4a.40.2"',
-                      f"{name}/index.m3u8"]
+            lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="avc1.64001f,mp4a.40.2"'
+                      + (',AUDIO="audio"' if self.audio else ""), f"{name}/index.m3u8"]
         return "\n".join(lines) + "\n"
 
     def playlist(self, rendition: str) -> str:
@@ -240,11 +248,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8490)
     parser.add_argument("--video", default="celeb0001", help="video ids, comma-separated")
-    parser.add_argument("--renditions", default="v720,v360")
+    parser.add_argument("--renditions", default="v720,v360", help="video renditions")
+    parser.add_argument("--audio", default="a128", help='the audio rendition ("": none)')
     parser.add_argument("--part-target", type=float, default=1 / 3)
     args = parser.parse_args()
-    lives = [SyntheticLive(video, tuple(args.renditions.split(",")), args.part_target)
-             for video in args.video.split(",")]
+    lives = [SyntheticLive(video, tuple(args.renditions.split(",")), args.part_target,
+                           audio=args.audio or None) for video in args.video.split(",")]
 
     async def clock(_: web.Application):  # noqa: ANN202
         tasks = [asyncio.create_task(live.run()) for live in lives]

@@ -73,7 +73,8 @@ def _live(total: Tally, series: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "live_latency_p50_ms": _ms(latency.percentile(0.5)),
         "live_latency_p99_ms": _ms(latency.percentile(0.99)),
-        "live_parts_served": len(total.parts),
+        "live_parts_served": len(total.parts),  # distinct parts per edge, audio's and video's
+        "live_audio_parts": total.counts["live.audio_parts"],  # audio parts fetched
         "live_upstream_per_part": round(upstream / parts, 3) if parts else None,
         "edge_cpu_per_1000": round(sum(cpu) / len(cpu), 3) if cpu else None,
         "rendition_reports_used": total.counts["live.rendition_report"],

@@ -65,6 +65,8 @@ def _options(parser: Any) -> None:
                        help="live: stream video ids, comma-separated, the celebrity's first")
     group.add_argument("--celebrity-share", type=float, default=0.8,
                        help="live: share of viewers on the first stream (the rest: the long tail)")
+    group.add_argument("--no-live-audio", action="store_true",
+                       help="live: follow the video rendition only, not the audio one the master names")
     group.add_argument("--interrupt", type=float, default=0.5,
                        help="creator: probability an upload is cut and resumed")
     group.add_argument("--signed-in", type=float, default=0.3,

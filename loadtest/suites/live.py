@@ -6,9 +6,12 @@ times that within 10 s (shapes.Surge).
     locust -f loadtest/suites/live.py --headless -u 200 -t 2m --host http://127.0.0.1:8400 \\
         --live CELEB_ID,ID2 --csv results/live
 
-The report adds, to the VOD suites' plots: viewer latency p50/p99 (PROGRAM-DATE-TIME against the
-wall clock), upstream part requests per part per edge (the edges' /metrics against the parts
-their viewers got), edge CPU per 1,000 viewers; stalls per minute as before. Locust's gevent
+Each viewer follows the audio rendition the master names beside its video one (requests named
+"live audio ..."; `--no-live-audio`: video only). The report adds, to the VOD suites' plots:
+viewer latency p50/p99 (video's PROGRAM-DATE-TIME against the wall clock), upstream part
+requests per part per edge (the edges' /metrics against the parts their viewers got, audio's and
+video's summed, each rendition's part one part), edge CPU per 1,000 viewers; stalls per minute
+as before (a late part of either rendition). Locust's gevent
 users hold a few hundred blocking viewers per process (--processes -1 for more); the benchmark
 with thousands is loadtest/bench_live_edge.py (asyncio, many viewers per process).
 """

@@ -1,6 +1,7 @@
 """`reel loadtest live` against a real edge (`reel edge`) in front of loadtest's synthetic LL-HLS
-origin (three streams: a celebrity and a long tail): the run ends without failures, its viewers
-made blocking reloads, fetched parts and used rendition reports, and the report shows what the
+origin (three streams: a celebrity and a long tail, each with an audio rendition): the run ends
+without failures, its viewers made blocking reloads and fetched parts on video and on audio, as
+hls.js does, and used rendition reports, and the report shows what the
 issue asks for (latency from PROGRAM-DATE-TIME, upstream requests per part per edge, stalls,
 edge CPU per 1,000 viewers) with their plots."""
 
@@ -59,13 +60,20 @@ def test_the_live_suite_runs_and_reports_what_a_live_sre_asks(edge: str, tmp_pat
     assert int(rows["Aggregated"]["Failure Count"]) == 0
     assert int(rows["playlist (blocking)"]["Request Count"]) > 20
     assert int(rows["part"]["Request Count"]) > 20
+    # Every view followed its audio rendition too, part for part beside the video.
+    assert int(rows["live audio playlist"]["Request Count"]) > 0
+    assert int(rows["live audio playlist (blocking)"]["Request Count"]) > 20
+    audio_parts = int(rows["live audio part"]["Request Count"])
+    assert audio_parts > int(rows["part"]["Request Count"]) / 2
+    assert all(int(row["Failure Count"]) == 0 for name, row in rows.items() if name.startswith("live audio"))
     summary = json.loads((tmp_path / "live_report.json").read_text())["summary"]
     assert summary["views"] > 0 and summary["views_failed"] == 0
     assert summary["hot_views"] > summary["views"] / 2  # the celebrity has most viewers
     assert 0 < summary["live_latency_p50_ms"] <= summary["live_latency_p99_ms"]
     assert summary["live_parts_served"] > 10
-    # One edge, viewers of the same parts: about one upstream request per part (prefetch may
-    # fetch a part no viewer of this short run asked for).
+    assert summary["live_audio_parts"] > 10
+    # One edge, viewers of the same parts: about one upstream request per part, audio's and
+    # video's parts counted alike (prefetch may fetch a part no viewer of this short run asked for).
     assert 0.5 <= summary["live_upstream_per_part"] <= 1.5
     assert summary["edge_cpu_per_1000"] is not None and summary["stalls_per_min"] is not None
     page = (tmp_path / "live_report.html").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge.live import ahead
+from loadtest.hls import parse_master
 from loadtest.liveorigin import SyntheticLive
 from loadtest.llhls import LivePlaylist
 
@@ -34,6 +35,16 @@ def test_parts_end_by_program_date_time_and_other_renditions_are_reported() -> N
     playlist = LivePlaylist(stream.playlist("v720"))
     assert playlist.last == (1, 1) and playlist.target == 0.5
     assert playlist.ends[(1, 1)] == pytest.approx(stream.wall_start + 6 * 0.5, abs=0.002)
-    assert playlist.reports == {"../v360/index.m3u8": (1, 1)}
+    assert playlist.reports == {"../v360/index.m3u8": (1, 1), "../a128/index.m3u8": (1, 1)}
     with pytest.raises(ValueError):
         LivePlaylist("<html>")
+
+
+def test_the_audio_rendition_is_a_group_every_variant_names_cut_with_the_video() -> None:
+    stream = made(6)
+    master = parse_master(stream.master(), "http://edge/live/celeb0001/master.m3u8")
+    assert {master.audio_for(v) for v in master.variants} == {"http://edge/live/celeb0001/a128/index.m3u8"}
+    audio = LivePlaylist(stream.playlist("a128"))
+    assert audio.last == (1, 1) and audio.hint == ("part_1_2.m4s", (1, 2))
+    assert audio.reports == {"../v720/index.m3u8": (1, 1), "../v360/index.m3u8": (1, 1)}
+    assert 0 < len(stream.part(3, "a128")) < len(stream.part(3, "v720")) / 4
