@@ -24,9 +24,13 @@ from fractions import Fraction
 from packager.ladder import DEFAULT_LADDER, Rung
 from packager.lanes import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE
 
-__all__ = ["AAC_FRAME", "AUDIO_RATE", "VIDEO_TIMESCALE", "Cadence", "LiveConfig", "snap_rate"]
+__all__ = ["AAC_FRAME", "AUDIO_RATE", "MAX_GAP", "VIDEO_TIMESCALE", "Cadence", "LiveConfig",
+           "snap_rate"]
 COMMON_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001),
                 Fraction(30), Fraction(50), Fraction(60000, 1001), Fraction(60))
+# Seconds: pictures or sound missing for longer are a jump of the publisher's clock, taken out,
+# not a gap to fill (a frozen picture or silence for minutes would help nobody).
+MAX_GAP = 10
 
 
 @dataclass(frozen=True)

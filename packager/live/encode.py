@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from packager import cmaf
 from packager.ladder import Rendition
 from packager.lanes import aac_encoder
-from packager.live.config import AAC_FRAME, AUDIO_RATE, VIDEO_TIMESCALE, Cadence
+from packager.live.config import AAC_FRAME, AUDIO_RATE, MAX_GAP, VIDEO_TIMESCALE, Cadence
 from packager.live.playlist import Part
 from packager.live.track import ChunkDone, PartWriter, SegmentDone
 
@@ -51,6 +51,9 @@ class LiveMetrics:
         self.held = Counter("reel_live_held_pictures_total", "Parts the publisher left without "
                             "a picture (a starved camera), started with its last one held",
                             ["stream"], registry=registry)
+        self.audio_filled = Counter("reel_live_audio_filled_seconds_total", "Sound the "
+                                    "publisher left out (a hole in its audio timestamps), "
+                                    "filled with silence", ["stream"], registry=registry)
 
     def forget(self, stream: str, renditions: list[str]) -> None:
         for name in [*renditions, "source"]:
@@ -59,10 +62,11 @@ class LiveMetrics:
                     metric.remove(stream, name)
                 except KeyError:
                     pass
-        try:
-            self.held.remove(stream)
-        except KeyError:
-            pass
+        for per_stream in (self.held, self.audio_filled):
+            try:
+                per_stream.remove(stream)
+            except KeyError:
+                pass
         for action in ("preset", "drop_rung"):
             try:
                 self.degraded.remove(stream, action)
@@ -160,14 +164,27 @@ class LiveVideoLane:
 
 
 class LiveAudioLane:
-    """Stereo AAC at 48 kHz, cut on the same grid of parts and segments as the pictures."""
+    """Stereo AAC at 48 kHz, cut on the same grid of parts and segments as the pictures.
+
+    The sound follows the publisher's audio clock, as pictures follow theirs: a frame that
+    starts later than the sound so far ends (audio dropped by OBS under load, a mic that stops,
+    lost packets) has the hole before it filled with silence, and one that starts earlier (sent
+    twice, a clock stepping back) loses what overlaps. Written end to end regardless, everything
+    after a hole would play early by its length for the rest of the stream (lip-sync lost) and
+    the sound would end short of the pictures. Within JITTER of the clock, frames are written end
+    to end: millisecond timestamps never place a frame exactly. A hole longer than MAX_GAP is a
+    jump of the publisher's clock and is taken out, as the pictures' is (the transcoder's
+    `_video`): the sound goes on from its last sample."""
+
+    JITTER = AAC_FRAME // 2  # samples (10.7 ms): far above a timestamp's rounding to the ms
 
     def __init__(self, cadence: Cadence, kbps: int, emit: Callable[[Part], None],
                  on_segment: SegmentDone | None = None,
-                 origin: tuple[float, int] = (0.0, 0), resume_at: int | None = None) -> None:
+                 origin: tuple[float, int] = (0.0, 0), resume_at: int | None = None,
+                 on_fill: Callable[[float], None] | None = None) -> None:
         """`origin`: (video ticks, segment number) where this publisher's grid starts;
         `resume_at`: where the sound of the publisher before ended (samples), for this one's
-        to go on from without a hole."""
+        to go on from without a hole; `on_fill`: told the seconds of each hole filled."""
         self.resampler, self.encoder = aac_encoder(kbps)
         self.track = cmaf.AudioTrack(bytes(self.encoder.extradata), 2, AUDIO_RATE, kbps * 1000)
         self.writer = PartWriter(self.track, emit, AAC_FRAME, on_segment)
@@ -176,20 +193,42 @@ class LiveAudioLane:
         self.origin = origin[0] * AUDIO_RATE / VIDEO_TIMESCALE  # in samples
         self.origin_msn = origin[1]
         self.resume_at = resume_at
+        self.on_fill = on_fill
         self.written = 0  # where the sound written so far ends (samples)
         self.start: int | None = None  # where the first sample falls on the timeline
         self.end: int | None = None  # no sample from here on (the pictures' end)
         self._samples = 0
+        self._fed = 0.0  # samples (at AUDIO_RATE) given to the resampler: it holds some back
+        self._shift = 0  # samples from the publisher's clock to the timeline (resume, jumps)
         self._first_pts: int | None = None
         self._source: tuple[str, str, int] | None = None  # the decoded sound's format
 
     def encode(self, frame: av.AudioFrame, seconds: float = 0.0) -> None:
         """`seconds`: where `frame` starts on the stream's timeline."""
+        clock = round(seconds * AUDIO_RATE)
         if self.start is None:
             if seconds * AUDIO_RATE < self.origin:
                 return  # sound from before the first picture
-            self.start = self.resume_at if self.resume_at is not None else round(seconds * AUDIO_RATE)
+            self.start = self.resume_at if self.resume_at is not None else clock
+            self._shift = self.start - clock
         self._source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        late = clock + self._shift - (self.start + self._fed)
+        if late > MAX_GAP * AUDIO_RATE:
+            self._shift -= round(late)  # the clock jumped: go on from the last sample
+        elif late > self.JITTER:
+            silence = self._silence(round(late))
+            self._feed(silence)
+            if self.on_fill is not None:
+                self.on_fill(silence.samples / silence.sample_rate)
+        elif late < -self.JITTER:
+            trimmed = _trim(frame, round(-late * frame.sample_rate / AUDIO_RATE))
+            if trimmed is None:
+                return  # all of it already heard
+            frame = trimmed
+        self._feed(frame)
+
+    def _feed(self, frame: av.AudioFrame) -> None:
+        self._fed += frame.samples * AUDIO_RATE / frame.sample_rate
         self._encode(self.resampler.resample(frame))
 
     def _silence(self, samples: int) -> av.AudioFrame:
@@ -234,3 +273,16 @@ class LiveAudioLane:
                 else self.start + self._samples
         self._write(self.encoder.encode(None))
         self.writer.close()
+
+
+def _trim(frame: av.AudioFrame, samples: int) -> av.AudioFrame | None:
+    """`frame` without its first `samples` (None: nothing left)."""
+    if samples >= frame.samples:
+        return None
+    out = av.AudioFrame(format=frame.format.name, layout=frame.layout.name,
+                        samples=frame.samples - samples)
+    width = frame.format.bytes * (1 if frame.format.is_planar else len(frame.layout.channels))
+    for plane, source in zip(out.planes, frame.planes, strict=True):
+        plane.update(bytes(source)[samples * width : frame.samples * width])
+    out.sample_rate = frame.sample_rate
+    return out

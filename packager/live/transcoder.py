@@ -30,7 +30,7 @@ import av
 from packager import cmaf
 from packager.ladder import AUDIO_NAME, Rendition, choose
 from packager.lanes import LaneThread
-from packager.live.config import VIDEO_TIMESCALE, Cadence, LiveConfig, snap_rate
+from packager.live.config import MAX_GAP, VIDEO_TIMESCALE, Cadence, LiveConfig, snap_rate
 from packager.live.encode import LiveAudioLane, LiveMetrics, LiveVideoLane, Tick
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 from packager.live.playlist import Part
@@ -44,7 +44,6 @@ RATE_SAMPLES = 5  # pictures read before the frame rate is known (~150 ms, at th
 LANE_DEPTH = 8  # pictures a lane may have waiting before new ones are dropped for it
 MS = Fraction(1, 1000)
 DECODE_LAG = 3  # max_lags behind at the decoder before pictures are skipped to a keyframe
-MAX_GAP = 10  # seconds: pictures missing for longer are a jump of the publisher's clock, not a gap
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,8 @@ class Transcoder(threading.Thread):
                                        self._whole(AUDIO_NAME),
                                        origin=(frame_index * self.cadence.frame_ticks, msn),
                                        resume_at=self.continuation.audio_end
-                                       if self.continuation else None)
+                                       if self.continuation else None,
+                                       on_fill=self.metrics.audio_filled.labels(self.stream_id).inc)
             self.events.init(AUDIO_NAME, cmaf.init_segment(self.audio.track))
             variants.append(Variant(AUDIO_NAME, self.audio.track.codecs,
                                     kbps=self.config.audio_kbps, peak_kbps=self.config.audio_kbps))

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
+from prometheus_client import CollectorRegistry
 
 from packager.live.config import AAC_FRAME, AUDIO_RATE
+from packager.live.encode import LiveMetrics
 from packager.live.stream import LiveStream
 from tests.live.rig import TEST_CONFIG, LiveRig, demuxed, running, timed_clip
 from tests.media import ffprobe_json
@@ -250,11 +252,15 @@ async def test_a_clock_jump_is_taken_out_not_filled(tmp_path: Path) -> None:
     leap = 60_000
     packets = [replace(p, dts=p.dts + leap, pts=p.pts + leap) if p.dts >= 2000 else p
                for p in clip.packets]
-    stream = LiveStream("jump0001", config=TEST_CONFIG)
+    metrics = LiveMetrics(CollectorRegistry())
+    metrics.forget = lambda *_: None  # type: ignore[method-assign]  # read it after the end
+    stream = LiveStream("jump0001", config=TEST_CONFIG, metrics=metrics)
     await stream.start(clip.video, clip.audio)
     for packet in packets:
         await stream.packet(packet)
     await stream.end()
+    # The sound jumped with the pictures: it goes on from its last sample, no minute of silence.
+    assert metrics.audio_filled.labels("jump0001")._value.get() == 0
     for name in RENDITIONS:
         timeline = stream.renditions[name].timeline
         durations = [p.duration for s in timeline.segments for p in s.parts]
