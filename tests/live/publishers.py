@@ -8,6 +8,7 @@ import ctypes
 import socket
 import time
 from itertools import pairwise
+from pathlib import Path
 
 import av
 
@@ -16,10 +17,21 @@ from tests.live.sinks import RecordingSink
 BOUND = 60  # seconds: only ever a bound on a test's waits
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port free for TCP (or `kind`: SOCK_DGRAM for SRT) just now."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def vod_master(store: Path, video_id: str) -> Path:
+    """The VOD master the ingest writes once a stream ends (BOUND at most)."""
+    master = store / "vod" / video_id / "master.m3u8"
+    for _ in range(int(BOUND / 0.2)):
+        if master.exists():
+            break
+        await asyncio.sleep(0.2)
+    return master
 
 
 async def ffmpeg(target: str, seconds: float = 3, *, video: tuple[str, ...] = ("-tune", "zerolatency"),

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from packager.live.ingest import Ingest, Ports, StaticKeys
-from tests.live.publishers import BOUND, free_port, librtmp, librtmp_publish
+from tests.live.publishers import BOUND, free_port, librtmp, librtmp_publish, vod_master
 from tests.live.test_ingest_class import SMALL
 from tests.media import check_hls, ffprobe_json
 
@@ -77,11 +77,7 @@ async def test_hevc_over_enhanced_rtmp_becomes_the_h264_ladder(tmp_path: Path) -
     try:
         url = f"rtmp://127.0.0.1:{ingest.rtmp.port}/live/hevc-key"
         assert await asyncio.wait_for(asyncio.to_thread(librtmp_publish, lib, url, flv, True), BOUND)
-        master = store / "vod" / "hevc0001" / "master.m3u8"
-        for _ in range(int(BOUND / 0.2)):
-            if master.exists():
-                break
-            await asyncio.sleep(0.2)
+        master = await vod_master(store, "hevc0001")
     finally:
         await ingest.close()
     out = store / "vod" / "hevc0001"

@@ -22,7 +22,7 @@ from packager.live.errors import CutOff
 from packager.live.ingest import Ingest, Ports, StaticKeys
 from packager.live.media import AudioConfig, MediaPacket, VideoConfig
 from packager.live.srt import SrtServer
-from tests.live.publishers import BOUND, ffmpeg, finished, free_port
+from tests.live.publishers import BOUND, ffmpeg, finished, free_port, vod_master
 from tests.live.sinks import Authorizer, RecordingSink, running
 from tests.live.test_ingest_class import SMALL
 from tests.live.test_srt import LIMITS, url
@@ -171,26 +171,16 @@ async def test_an_unsupported_codec_is_cut_off_with_one_line(ingest: tuple[SrtSe
     assert cut == [("unsupported_codec", "mpeg2video")]
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def test_hevc_over_srt_becomes_the_h264_ladder(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ingest = Ingest(StaticKeys({"hevc-key": "hevc0002"}), str(store),
-                    Ports(free_port(), free_port(), free_udp_port()), config=SMALL)
+                    Ports(free_port(), free_port(), free_port(socket.SOCK_DGRAM)), config=SMALL)
     await ingest.start()
     try:
         target = f"srt://127.0.0.1:{ingest.ports.srt}?streamid=publish:hevc-key"
         caller = await ffmpeg(target, 3, muxer="mpegts", encoder="libx265", video=X265)
         assert await finished(caller) == 0
-        master = store / "vod" / "hevc0002" / "master.m3u8"
-        for _ in range(int(BOUND / 0.2)):
-            if master.exists():
-                break
-            await asyncio.sleep(0.2)
+        master = await vod_master(store, "hevc0002")
     finally:
         await ingest.close()
     out = store / "vod" / "hevc0002"
