@@ -7,6 +7,7 @@ bytes that are not what ffmpeg writes cut the publisher off with one log line.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
@@ -28,14 +29,20 @@ from tests.live.test_ingest_class import SMALL
 from tests.live.test_srt import LIMITS, url
 from tests.media import count_frames, ffprobe_json, join_rendition
 
-# x265 with a 1 s GOP and B-frames (so decode and presentation order differ)
-X265 = ("-x265-params", "keyint=30:min-keyint=30:scenecut=0:bframes=3:log-level=error")
+# x265 with a 1 s GOP and B-frames (so decode and presentation order differ), fast enough to
+# stay real time on a loaded machine
+X265 = ("-preset", "ultrafast",
+        "-x265-params", "keyint=30:min-keyint=30:scenecut=0:bframes=3:log-level=error")
+# x265's look-ahead holds its first pictures back far longer than x264's zerolatency: the
+# stalled-publisher bounds of test_srt (3 s) cut a busy machine's x265 caller off
+HEVC_LIMITS = dataclasses.replace(LIMITS, idle_timeout=15.0,
+                                  media=dataclasses.replace(LIMITS.media, video_timeout=15.0))
 ENCODERS = {"hevc": ("libx265", *X265), "h264": ("libx264",)}
 
 
 @pytest.fixture
 async def ingest() -> tuple[SrtServer, Authorizer]:
-    async with running(lambda authorize: SrtServer(authorize, port=0, limits=LIMITS)) as served:
+    async with running(lambda authorize: SrtServer(authorize, port=0, limits=HEVC_LIMITS)) as served:
         yield served
 
 
@@ -149,10 +156,14 @@ def check_hevc_stream(sink: RecordingSink, seconds: float) -> None:
     check_order(sink.video, video, b_frames=True)
 
 
-async def test_x265_caller_reaches_the_sink(ingest: tuple[SrtServer, Authorizer]) -> None:
+async def test_x265_caller_reaches_the_sink(ingest: tuple[SrtServer, Authorizer],
+                                            caplog: pytest.LogCaptureFixture) -> None:
     server, authorize = ingest
-    caller = await ffmpeg(url(server, "publish:good"), 3, muxer="mpegts", encoder="libx265", video=X265)
-    assert await finished(caller) == 0
+    with caplog.at_level(logging.INFO, "ingest"):
+        caller = await ffmpeg(url(server, "publish:good"), 3, muxer="mpegts", encoder="libx265",
+                              video=X265)
+        # once cut off on a loaded CI-like run, reason unseen: the reason is in the failure now
+        assert await finished(caller) == 0, [r.fields for r in caplog.records if hasattr(r, "fields")]
     (sink,) = authorize.sinks
     await asyncio.wait_for(sink.ended.wait(), BOUND)
     check_hevc_stream(sink, 3)
