@@ -35,7 +35,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,22 +48,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadtest import llviewers  # noqa: E402
+from loadtest.bench_edge import fetch, free_port  # noqa: E402
 
 PYTHON = sys.executable
 VIDEO = "celeb0001"
 RENDITIONS = ("v720", "v360")
 AUDIO = "a128"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def fetch(url: str, timeout: float = 10.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-        return resp.read()
 
 
 class Scraper:

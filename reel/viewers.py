@@ -84,6 +84,10 @@ class Sketch:
         twin.registers = None if self.registers is None else bytearray(self.registers)
         return twin
 
+    def empty(self) -> bool:
+        """No viewer: cheaper than count() == 0 on registers (no estimate to make)."""
+        return not self.hashes if self.registers is None else not any(self.registers)
+
     def count(self) -> int:
         if self.registers is None:
             return len(self.hashes or ())
@@ -257,7 +261,7 @@ class Viewers:
                        key=lambda entry: entry[2])
         entries: list[str] = []
         rest, rest_age, used = Sketch(), 0.0, 0
-        for node, sketch, age in ([(self.node, own, 0.0)] if own.count() else []) + heard:
+        for node, sketch, age in ([] if own.empty() else [(self.node, own, 0.0)]) + heard:
             entry = f"{node}={sketch.encode()};{round(age * 1000)}"
             if used + len(entry) <= HEADER_BUDGET:
                 entries.append(entry)
@@ -265,7 +269,7 @@ class Viewers:
             else:
                 rest.merge(sketch)
                 rest_age = age
-        if rest.count():
+        if not rest.empty():
             entries.append(f"{self.node}+={rest.encode()};{round(rest_age * 1000)}")
         return {HEADER: ", ".join(entries)}  # empty too: a node's request is not a viewer's
 

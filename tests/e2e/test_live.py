@@ -58,18 +58,23 @@ def creator(demo: Demo) -> str:
     return session["token"]
 
 
+def publish_pattern(rtmp: str, seconds: int) -> subprocess.Popen:
+    """ffmpeg publishing a 320x240 test pattern and a tone (1 s GOP) in real time to `rtmp`."""
+    return subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
+         "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+         "-c:a", "aac", "-ac", "2", "-f", "flv", rtmp],
+        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture
 def publishing(demo: Demo, creator: str) -> Iterator[tuple[dict, subprocess.Popen]]:
     status, created = call("POST", f"{demo.control}/api/v1/live", {"title": "e2e live"}, creator)
     assert status == 201, created
     assert created["ingest"]["rtmp"].endswith("/live/" + created["stream_key"])
-    publisher = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-         "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "300",
-         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
-         "-c:a", "aac", "-ac", "2", "-f", "flv", created["ingest"]["rtmp"]],
-        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    publisher = publish_pattern(created["ingest"]["rtmp"], 300)
     try:
         yield created, publisher
     finally:

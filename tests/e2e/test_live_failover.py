@@ -21,7 +21,7 @@ from reel.supervisor import Supervisor
 from reel.up import Stack
 from tests.e2e.conftest import free_port_base
 from tests.e2e.test_failover_drill import GEO_TUNING, _edge_fetches, _get, _healthy, _until
-from tests.e2e.test_live import call
+from tests.e2e.test_live import call, publish_pattern
 from tests.player import player_page
 
 BOUND = 120.0  # seconds: a bound on waits on a busy machine, never a measure
@@ -62,13 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Sup
         token = call("POST", f"{stack.control}/api/v1/sessions", account)[1]["token"]
         status, created = call("POST", f"{stack.control}/api/v1/live", {"title": "live drill"}, token)
         assert status == 201, created
-        publisher = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-             "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "600",
-             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
-             "-c:a", "aac", "-ac", "2", "-f", "flv", created["ingest"]["rtmp"]],
-            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        publisher = publish_pattern(created["ingest"]["rtmp"], 600)
         video_id = created["video"]["id"]
         _until(lambda: call("GET", f"{stack.control}/api/v1/videos/{video_id}")[1].get("state") == "live",
                "the stream is live", timeout=BOUND, pause=lambda: time.sleep(0.5))
