@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -21,9 +22,15 @@ START_TIMEOUT = 420.0
 
 def free_port_base(span: int = 23) -> int:
     """A base port with `span` free ports after it, below Linux's ephemeral range (32768 on):
-    no outgoing connection of a parallel test takes one between this check and `reel up`."""
+    no outgoing connection of a parallel test takes one between this check and `reel up`.
+    Each pytest-xdist worker draws from its own slice: two workers starting stacks at the same
+    moment (from pid and clock, they had picked bases 7 apart) never pick overlapping ports."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    width = (32768 - 10000) // workers
+    low = 10000 + (worker % workers) * width
     for _ in range(200):
-        base = 10000 + (os.getpid() * 7 + int(time.time() * 1000)) % (32768 - 10000 - span)
+        base = random.randrange(low, low + width - span)
         try:
             for offset in range(span):
                 with socket.socket() as s:
