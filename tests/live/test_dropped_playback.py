@@ -25,11 +25,11 @@ def test_hlsjs_leaves_a_dropped_rung_and_plays_on(rig: LiveRig, page: Page) -> N
     with player_page() as url:
         start_playing(page, url, rig.url + '/master.m3u8', config, levels=2)
         page.wait_for_function("""() => document.querySelector('video').currentTime > 2
-            && window.hls.levels[window.hls.currentLevel].height == 360""", timeout=60_000)
+            && window.hls.levels[window.hls.currentLevel]?.height == 360""", timeout=60_000)
         at = page.evaluate("() => document.querySelector('video').currentTime")
         rig.loop.call_soon_threadsafe(rig.stream._dropped, "v360")
         page.wait_for_function(f"""() => document.querySelector('video').currentTime > {at + 6}
-            && window.hls.levels[window.hls.currentLevel].height == 240""", timeout=60_000)
+            && window.hls.levels[window.hls.currentLevel]?.height == 240""", timeout=60_000)
         seen = page.evaluate(
             "() => ({errors: window.hlsErrors, error: document.querySelector('video').error})")
     assert not [e for e in seen["errors"] if e["fatal"]], seen["errors"]
